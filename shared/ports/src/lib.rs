@@ -1,0 +1,26 @@
+//! The ports: small, object-safe traits that the engine and the vault use for everything
+//! outside the process. Each has an embedded adapter (`embedded` crate) and an AWS adapter,
+//! and both must pass the same conformance suite (`testkit` crate).
+//!
+//! The traits offer what the AWS services offer and nothing more, so that code which works
+//! on the embedded adapters cannot rely on something DynamoDB, S3, KMS or SQS lacks.
+//!
+//! **Architecture invariant:** no AWS, HTTP or database crate here; only `domain`.
+
+mod catalog;
+mod clock;
+mod error;
+mod events;
+mod keys;
+mod object_store;
+mod queue;
+
+pub use catalog::{
+    Catalog, CatalogExt, Condition, Page, Record, TxOp, MAX_RECORD_BYTES, MAX_TRANSACTION_ITEMS,
+};
+pub use clock::{Clock, FixedClock, SystemClock};
+pub use error::{Error, ErrorKind, Result};
+pub use events::{Event, EventBus};
+pub use keys::{DataKey, EncryptionContext, KeyService};
+pub use object_store::{ListPage, ObjectKey, ObjectStore, ObjectStoreExt};
+pub use queue::{Queue, QueueMessage, MAX_BATCH as QUEUE_MAX_BATCH, MAX_MESSAGE_BYTES};

@@ -1,0 +1,141 @@
+//! The object store port: what S3 gives, write-once.
+
+use crate::Result;
+use async_trait::async_trait;
+use bytes::Bytes;
+use domain::{TaskId, TenantId};
+use std::fmt;
+
+/// The key of an object. Keys are built only by the constructors below, always start with
+/// the tenant (design decision 7) and are `(kind, id)` pairs, never free-form paths:
+/// `t/<tenant>/<task>/<kind>/<id>`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey(String);
+
+impl ObjectKey {
+    /// The prefix holding every object of a tenant (`t/<tenant>/`).
+    pub fn tenant_prefix(tenant: &TenantId) -> String {
+        format!("t/{tenant}/")
+    }
+
+    /// The prefix holding every object of one task (`t/<tenant>/<task>/`).
+    pub fn task_prefix(tenant: &TenantId, task: &TaskId) -> String {
+        format!("t/{tenant}/{task}/")
+    }
+
+    /// The prefix of all objects of one kind of one task.
+    pub fn kind_prefix(tenant: &TenantId, task: &TaskId, kind: &str) -> String {
+        format!("t/{tenant}/{task}/{kind}/")
+    }
+
+    /// An object of `kind` (a short lowercase word such as `pack` or `dict`) named `id`
+    /// (lowercase hex or another id without `/`).
+    ///
+    /// # Panics
+    /// When `kind` or `id` holds a character outside `[a-z0-9_-]`: both come from our own
+    /// code (hashes, constants), never from user input.
+    pub fn new(tenant: &TenantId, task: &TaskId, kind: &str, id: &str) -> Self {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        };
+        assert!(ok(kind) && ok(id), "object key parts must be [a-z0-9_-]");
+        ObjectKey(format!("t/{tenant}/{task}/{kind}/{id}"))
+    }
+
+    /// Rebuilds a key listed by [`ObjectStore::list`]; `None` when the text is not one of
+    /// ours (a foreign object in the bucket is ignored, never parsed as ours).
+    pub fn parse(s: &str) -> Option<Self> {
+        let parts: Vec<&str> = s.split('/').collect();
+        if parts.len() != 5 || parts[0] != "t" || parts.iter().any(|p| p.is_empty()) {
+            return None;
+        }
+        TenantId::new(parts[1]).ok()?;
+        TaskId::new(parts[2]).ok()?;
+        Some(ObjectKey(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The last part of the key (the id given to [`ObjectKey::new`]).
+    pub fn id(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or("")
+    }
+
+    /// The kind given to [`ObjectKey::new`].
+    pub fn kind(&self) -> &str {
+        self.0.split('/').nth(3).unwrap_or("")
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One page of a listing, in ascending key order.
+#[derive(Clone, Debug, Default)]
+pub struct ListPage {
+    pub keys: Vec<(ObjectKey, u64)>,
+    /// Pass back to [`ObjectStore::list`] for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// A store of immutable objects. Objects are written once and never overwritten (S3
+/// `If-None-Match: *`); this is what makes a crash or a duplicate delivery harmless.
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Writes `data` under `key` only if nothing is there. When `Ok` is returned the object
+    /// is durable.
+    ///
+    /// # Errors
+    /// `AlreadyExists` when an object is there (whatever its content).
+    async fn put_if_absent(&self, key: &ObjectKey, data: Bytes) -> Result<()>;
+
+    /// # Errors
+    /// `NotFound`.
+    async fn get(&self, key: &ObjectKey) -> Result<Bytes>;
+
+    /// Bytes `[start, end)` of the object.
+    ///
+    /// # Errors
+    /// `NotFound`; `InvalidInput` when the range is empty or ends past the object.
+    async fn get_range(&self, key: &ObjectKey, start: u64, end: u64) -> Result<Bytes>;
+
+    /// The size of an object in bytes.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    async fn size(&self, key: &ObjectKey) -> Result<u64>;
+
+    /// Keys (with sizes) starting with `prefix`, in ascending order, one page at a time.
+    /// `after` is the `next` of the previous page.
+    async fn list(&self, prefix: &str, after: Option<&str>) -> Result<ListPage>;
+
+    /// Removes an object. Deleting what is not there succeeds (as S3 does).
+    async fn delete(&self, key: &ObjectKey) -> Result<()>;
+}
+
+/// Convenience methods for any store.
+#[async_trait]
+pub trait ObjectStoreExt: ObjectStore {
+    /// Every key under `prefix`, all pages.
+    async fn list_all(&self, prefix: &str) -> Result<Vec<(ObjectKey, u64)>> {
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.list(prefix, after.as_deref()).await?;
+            out.extend(page.keys);
+            match page.next {
+                Some(n) => after = Some(n),
+                None => return Ok(out),
+            }
+        }
+    }
+}
+
+impl<T: ObjectStore + ?Sized> ObjectStoreExt for T {}
