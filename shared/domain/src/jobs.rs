@@ -51,7 +51,10 @@ pub struct JobEnvelope {
 
 impl JobEnvelope {
     pub fn new(job: JobKind) -> Self {
-        JobEnvelope { v: JOB_VERSION, job }
+        JobEnvelope {
+            v: JOB_VERSION,
+            job,
+        }
     }
 
     /// # Errors
@@ -77,7 +80,6 @@ impl JobEnvelope {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,7 +97,9 @@ mod tests {
         assert!(s.contains("\"kind\":\"backup\""));
         assert_eq!(JobEnvelope::decode(&s).unwrap(), job);
         let newer = s.replace("\"v\":1", "\"v\":2");
-        assert!(JobEnvelope::decode(&newer).unwrap_err().contains("version 2"));
+        assert!(JobEnvelope::decode(&newer)
+            .unwrap_err()
+            .contains("version 2"));
         assert!(JobEnvelope::decode("{").is_err());
     }
 }

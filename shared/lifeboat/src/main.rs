@@ -1,1 +1,605 @@
-fn main() {}
+//! The `lifeboat` command: Lifeboat on one machine, with embedded storage under a home
+//! folder (objects in a directory, the catalog in SQLite, a local master key). The same
+//! engine runs on AWS; only the adapters differ.
+
+mod demo;
+mod progress;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+use domain::{escape, ItemPath, TaskId, TenantId};
+use engine::{Engine, OnConflict, Ports, RestoreOptions, SourceConfig};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use vault::{EntryKind, SnapshotRecord};
+
+/// The tenant of a single-machine installation.
+const LOCAL_TENANT: &str = "local";
+/// Exit status when the work finished but some items could not be handled (as restic's 3).
+const EXIT_PARTIAL: u8 = 3;
+/// Exit status when `verify` finds damage.
+const EXIT_DAMAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "lifeboat",
+    version,
+    about = "Back up and restore SaaS and local data, with every daily snapshot kept."
+)]
+struct Cli {
+    /// Where Lifeboat keeps its data [default: $LIFEBOAT_HOME, else the platform data dir].
+    #[arg(long, global = true, env = "LIFEBOAT_HOME", value_name = "DIR")]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Manage backup tasks (connected sources).
+    Task {
+        #[command(subcommand)]
+        cmd: TaskCmd,
+    },
+    /// Back up every account of a task, or one.
+    Backup {
+        task: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a task's snapshots, oldest first.
+    Snapshots {
+        task: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a folder of a snapshot.
+    Ls {
+        task: String,
+        /// A snapshot id (or unique prefix), or `latest`.
+        snapshot: String,
+        path: Option<String>,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a snapshot into a new "Lifeboat Restore <time>" folder (or in place).
+    Restore {
+        task: String,
+        #[arg(long)]
+        snapshot: String,
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Restore only these paths (repeatable).
+        #[arg(long, value_name = "PATH")]
+        include: Vec<String>,
+        /// Restore into DIR itself instead of a new labelled folder.
+        #[arg(long)]
+        in_place: bool,
+        /// What an in-place restore does with items that exist.
+        #[arg(long, value_enum, default_value = "skip", requires = "in_place")]
+        on_conflict: Conflict,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Export a snapshot (or some paths of it) as a zip.
+    Export {
+        task: String,
+        #[arg(long)]
+        snapshot: String,
+        #[arg(long, value_name = "FILE")]
+        zip: PathBuf,
+        #[arg(long, value_name = "PATH")]
+        include: Vec<String>,
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Show what was added, changed and removed between two snapshots.
+    Diff {
+        task: String,
+        snap_a: String,
+        snap_b: String,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read every stored object and check it; exit status 2 on any damage.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete this installation's tenant: its keys first, then all its data.
+    DeleteTenant {
+        /// Confirms that every backup is to be destroyed.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Run the local demo: back up a sample folder, change it, back up again, restore and
+    /// check every byte.
+    Demo {
+        /// Where to put the demo's home, sample and restore [default: a new temp folder].
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TaskCmd {
+    /// Add a task.
+    Add {
+        #[command(subcommand)]
+        source: AddSource,
+    },
+    /// List tasks.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AddSource {
+    /// Back up a local folder as one account.
+    Files { name: String, path: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Conflict {
+    Skip,
+    Copy,
+    Replace,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lifeboat: error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            // One line: what failed and why, outermost context first.
+            eprintln!("lifeboat: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn default_home() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("lifeboat"));
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(h) => Ok(PathBuf::from(h).join(".local/share/lifeboat")),
+        None => bail!("no home folder: pass --home DIR or set LIFEBOAT_HOME"),
+    }
+}
+
+/// Opens (creating if needed) the embedded installation at `home`.
+pub fn open_home(home: &Path) -> Result<Engine> {
+    std::fs::create_dir_all(home)
+        .with_context(|| format!("cannot create the Lifeboat home {}", home.display()))?;
+    let store = embedded::FsObjectStore::new(home.join("objects"))
+        .with_context(|| format!("cannot open the object store in {}", home.display()))?;
+    let catalog = embedded::SqliteCatalog::open(home.join("catalog.db"))
+        .with_context(|| format!("cannot open the catalog in {}", home.display()))?;
+    let keys = embedded::FileKeyService::open(home.join("master.key"))
+        .with_context(|| format!("cannot open the master key in {}", home.display()))?;
+    let ports = Ports {
+        store: Arc::new(store),
+        catalog: Arc::new(catalog),
+        keys: Arc::new(keys),
+        clock: Arc::new(ports::SystemClock),
+    };
+    Ok(Engine::new(ports, TenantId::new(LOCAL_TENANT)?))
+}
+
+fn parse_path(s: &str) -> Result<ItemPath> {
+    Ok(ItemPath::parse(s.as_bytes())?)
+}
+
+fn parse_account(a: &Option<String>) -> Result<Option<domain::AccountId>> {
+    Ok(a.as_deref().map(domain::AccountId::new).transpose()?)
+}
+
+async fn run(cli: Cli) -> Result<u8> {
+    if let Cmd::Demo { dir } = &cli.cmd {
+        return demo::run(dir.clone()).await;
+    }
+    let home = match cli.home {
+        Some(h) => h,
+        None => default_home()?,
+    };
+    let eng = open_home(&home)?;
+    match cli.cmd {
+        Cmd::Demo { .. } => unreachable!("handled above"),
+        Cmd::Task { cmd } => match cmd {
+            TaskCmd::Add {
+                source: AddSource::Files { name, path },
+            } => {
+                let path = std::fs::canonicalize(&path)
+                    .with_context(|| format!("cannot use {} as a source", path.display()))?;
+                if !path.is_dir() {
+                    bail!(
+                        "{} is not a folder; a files task backs up a folder",
+                        path.display()
+                    );
+                }
+                let t = eng
+                    .add_task(
+                        TaskId::new(name)?,
+                        SourceConfig::Files { path: path.clone() },
+                    )
+                    .await?;
+                println!("task {} added: backs up {}", t.name, path.display());
+                Ok(0)
+            }
+            TaskCmd::List { json } => {
+                let tasks = eng.tasks().await?;
+                if json {
+                    let v: Vec<_> = tasks
+                        .iter()
+                        .map(|t| serde_json::json!({"name": t.name, "kind": t.source.kind(), "source": t.source, "created_at": t.created_at, "backup_hour_utc": t.backup_hour}))
+                        .collect();
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                } else {
+                    for t in tasks {
+                        match &t.source {
+                            SourceConfig::Files { path } => {
+                                println!("{}\tfiles\t{}", t.name, path.display())
+                            }
+                        }
+                    }
+                }
+                Ok(0)
+            }
+        },
+        Cmd::Backup {
+            task,
+            account,
+            json,
+        } => {
+            let task = eng.task(&task).await?;
+            let accounts = match parse_account(&account)? {
+                Some(a) => vec![a],
+                None => eng.accounts(&task).await?,
+            };
+            let mut code = 0;
+            let mut out = Vec::new();
+            for a in accounts {
+                let bar = progress::Bar::bytes(&format!("backup {}/{a}", task.name));
+                let snap = eng.backup_account(&task, &a, &bar).await?;
+                bar.finish();
+                if snap.error_count > 0 {
+                    code = EXIT_PARTIAL;
+                }
+                if json {
+                    out.push(snapshot_json(&snap));
+                } else {
+                    print_backup(&task.name, &snap);
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+            Ok(code)
+        }
+        Cmd::Snapshots {
+            task,
+            account,
+            json,
+        } => {
+            let task = eng.task(&task).await?;
+            let mut snaps = eng.snapshots(&task).await?;
+            if let Some(a) = parse_account(&account)? {
+                snaps.retain(|s| s.account == a);
+            }
+            if json {
+                let v: Vec<_> = snaps.iter().map(snapshot_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!(
+                    "{:<27} {:<20} {:<10} {:>8} {:>12}",
+                    "ID", "TAKEN (UTC)", "ACCOUNT", "ITEMS", "BYTES"
+                );
+                for s in snaps {
+                    println!(
+                        "{:<27} {:<20} {:<10} {:>8} {:>12}",
+                        s.id,
+                        s.taken_at.format("%Y-%m-%d %H:%M:%S"),
+                        s.account,
+                        s.stats.items,
+                        s.stats.bytes
+                    );
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Ls {
+            task,
+            snapshot,
+            path,
+            account,
+            json,
+        } => {
+            let task = eng.task(&task).await?;
+            let snap = eng
+                .resolve_snapshot(&task, &snapshot, parse_account(&account)?.as_ref())
+                .await?;
+            let path = parse_path(path.as_deref().unwrap_or(""))?;
+            let entries = eng.list(&task, &snap, &path).await?;
+            if json {
+                let v: Vec<_> = entries
+                    .iter()
+                    .map(|e| serde_json::json!({
+                        "name": escape(&e.name),
+                        "kind": match e.kind { EntryKind::File => "file", EntryKind::Dir => "folder", EntryKind::Symlink => "link" },
+                        "size": e.size,
+                        "modified": chrono::DateTime::from_timestamp_nanos(e.mtime_ns),
+                    }))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for e in entries {
+                    let t = chrono::DateTime::from_timestamp_nanos(e.mtime_ns);
+                    let name = match e.kind {
+                        EntryKind::Dir => format!("{}/", escape(&e.name)),
+                        EntryKind::Symlink => format!(
+                            "{} -> {}",
+                            escape(&e.name),
+                            escape(e.link.as_deref().unwrap_or_default())
+                        ),
+                        EntryKind::File => escape(&e.name),
+                    };
+                    println!("{:>12}  {}  {name}", e.size, t.format("%Y-%m-%d %H:%M"));
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Restore {
+            task,
+            snapshot,
+            to,
+            include,
+            in_place,
+            on_conflict,
+            account,
+            json,
+        } => {
+            let task = eng.task(&task).await?;
+            let snap = eng
+                .resolve_snapshot(&task, &snapshot, parse_account(&account)?.as_ref())
+                .await?;
+            let opts = RestoreOptions {
+                include: include
+                    .iter()
+                    .map(|p| parse_path(p))
+                    .collect::<Result<_>>()?,
+                in_place,
+                on_conflict: match on_conflict {
+                    Conflict::Skip => OnConflict::Skip,
+                    Conflict::Copy => OnConflict::Copy,
+                    Conflict::Replace => OnConflict::Replace,
+                },
+                label: String::new(),
+            };
+            let bar = progress::Bar::bytes("restore");
+            let report = eng.restore_to_dir(&task, &snap, &to, &opts, &bar).await?;
+            bar.finish();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "restored snapshot {} into {}: {} files, {} folders, {} bytes{}{}",
+                    snap.id,
+                    report.target.display(),
+                    report.files,
+                    report.folders,
+                    report.bytes,
+                    if report.skipped > 0 {
+                        format!(", {} skipped (exist)", report.skipped)
+                    } else {
+                        String::new()
+                    },
+                    if report.copies > 0 {
+                        format!(
+                            ", {} restored as copies beside existing items",
+                            report.copies
+                        )
+                    } else {
+                        String::new()
+                    },
+                );
+                for e in &report.errors {
+                    eprintln!("lifeboat: {e}");
+                }
+            }
+            Ok(if report.errors.is_empty() {
+                0
+            } else {
+                EXIT_PARTIAL
+            })
+        }
+        Cmd::Export {
+            task,
+            snapshot,
+            zip,
+            include,
+            account,
+        } => {
+            let task = eng.task(&task).await?;
+            let snap = eng
+                .resolve_snapshot(&task, &snapshot, parse_account(&account)?.as_ref())
+                .await?;
+            let include: Vec<ItemPath> = include
+                .iter()
+                .map(|p| parse_path(p))
+                .collect::<Result<_>>()?;
+            let bar = progress::Bar::bytes("export");
+            let r = eng.export_zip(&task, &snap, &zip, &include, &bar).await?;
+            bar.finish();
+            println!(
+                "exported snapshot {} to {}: {} files, {} folders, {} bytes",
+                snap.id,
+                zip.display(),
+                r.files,
+                r.folders,
+                r.bytes
+            );
+            Ok(0)
+        }
+        Cmd::Diff {
+            task,
+            snap_a,
+            snap_b,
+            account,
+            json,
+        } => {
+            let task = eng.task(&task).await?;
+            let acc = parse_account(&account)?;
+            let a = eng.resolve_snapshot(&task, &snap_a, acc.as_ref()).await?;
+            let b = eng.resolve_snapshot(&task, &snap_b, acc.as_ref()).await?;
+            let changes = eng.diff(&task, &a, &b).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&changes)?);
+            } else {
+                for c in &changes {
+                    let sign = match c.kind {
+                        engine::ChangeKind::Added => '+',
+                        engine::ChangeKind::Changed => 'M',
+                        engine::ChangeKind::Removed => '-',
+                    };
+                    println!("{sign} {}", c.path);
+                }
+                let count = |k| changes.iter().filter(|c| c.kind == k).count();
+                println!(
+                    "{} added, {} changed, {} removed",
+                    count(engine::ChangeKind::Added),
+                    count(engine::ChangeKind::Changed),
+                    count(engine::ChangeKind::Removed)
+                );
+            }
+            Ok(0)
+        }
+        Cmd::Verify { json } => {
+            let mut all_ok = true;
+            let mut out = Vec::new();
+            for task in eng.tasks().await? {
+                let vault = eng.vault(&task).await?;
+                let accounts = eng.accounts(&task).await?;
+                let bar = progress::Bar::bytes(&format!("verify {}", task.name));
+                let report = vault.verify(&accounts, &|n| bar.inc(n)).await?;
+                bar.finish();
+                all_ok &= report.is_ok();
+                if json {
+                    out.push(serde_json::json!({
+                        "task": task.name,
+                        "packs": report.packs,
+                        "blobs": report.blobs,
+                        "bytes": report.bytes,
+                        "snapshots": report.snapshots,
+                        "damage": report.damage.iter().map(|d| serde_json::json!({"object": d.object, "problem": d.problem, "affects": d.affects})).collect::<Vec<_>>(),
+                    }));
+                } else {
+                    println!(
+                        "task {}: {} packs, {} blobs, {} bytes, {} snapshots checked: {}",
+                        task.name,
+                        report.packs,
+                        report.blobs,
+                        report.bytes,
+                        report.snapshots,
+                        if report.is_ok() {
+                            "no damage".to_string()
+                        } else {
+                            format!("{} damaged objects", report.damage.len())
+                        }
+                    );
+                    for d in &report.damage {
+                        println!("  DAMAGED {}: {}", d.object, d.problem);
+                        for a in &d.affects {
+                            println!("    affects {a}");
+                        }
+                        if d.affects.is_empty() {
+                            println!("    affects no snapshot");
+                        }
+                    }
+                }
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            }
+            Ok(if all_ok { 0 } else { EXIT_DAMAGE })
+        }
+        Cmd::DeleteTenant { yes } => {
+            if !yes {
+                bail!(
+                    "this destroys every backup in {}; run again with --yes to confirm",
+                    home.display()
+                );
+            }
+            eng.delete_tenant().await?;
+            println!("tenant deleted: its keys are destroyed and its data removed");
+            Ok(0)
+        }
+    }
+}
+
+fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn snapshot_json(s: &SnapshotRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": s.id,
+        "account": s.account,
+        "taken_at": s.taken_at,
+        "parent": s.parent,
+        "stats": s.stats,
+        "error_count": s.error_count,
+        "errors": s.errors,
+        "peak_rss_bytes": peak_rss_bytes(),
+    })
+}
+
+fn print_backup(task: &TaskId, s: &SnapshotRecord) {
+    let st = &s.stats;
+    println!(
+        "snapshot {} of {task}/{}: {} items ({} read), {} folders, {} bytes; stored {} new bytes in {} blobs, {} packs",
+        s.id, s.account, st.items, st.items_read, st.folders, st.bytes, st.stored_bytes, st.new_blobs, st.packs_written
+    );
+    if s.error_count > 0 {
+        eprintln!("lifeboat: {} items had problems:", s.error_count);
+        for e in &s.errors {
+            eprintln!("  {}: {}", e.path, e.message);
+        }
+        if s.error_count as usize > s.errors.len() {
+            eprintln!("  … and {} more", s.error_count as usize - s.errors.len());
+        }
+    }
+}

@@ -40,4 +40,3 @@ pub trait Queue: Send + Sync {
     /// Messages set aside after too many receives (for reporting).
     async fn dead_letters(&self) -> Result<Vec<String>>;
 }
-

@@ -1,0 +1,381 @@
+//! Restoring a snapshot (or part of it) into a local folder. Non-destructive by default:
+//! everything goes into a new `Lifeboat Restore <UTC timestamp>` folder inside the target,
+//! keeping the original structure. In place, existing files are skipped, copied beside, or
+//! replaced, as the caller says.
+//!
+//! Data is read pack by pack (nearby records in one read, opened in parallel) and written
+//! at its offset in its file, so a full restore reads each pack once whatever the order of
+//! files; a blob shared by many files is read once.
+
+use crate::browse::not_found;
+use crate::{Engine, Error, Progress, Result, TaskRecord};
+use domain::{restore_label, ItemPath, RESTORE_PREFIX};
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::{self, File, FileTimes, OpenOptions};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use vault::{BlobRef, Entry, EntryKind, PackId, SnapshotRecord, Vault};
+
+/// What to do with an item that already exists at an in-place restore's destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum OnConflict {
+    /// Leave the existing item alone.
+    #[default]
+    Skip,
+    /// Restore beside it, as `name (Lifeboat Restore <timestamp>).ext`.
+    Copy,
+    /// Overwrite it (written to a temporary name first, then renamed over).
+    Replace,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct RestoreOptions {
+    /// Paths to restore; empty means everything.
+    pub include: Vec<ItemPath>,
+    pub in_place: bool,
+    pub on_conflict: OnConflict,
+    /// Prefix of the restore folder's label; `Lifeboat Restore` when empty.
+    pub label: String,
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RestoreReport {
+    /// Where the items went.
+    pub target: PathBuf,
+    pub files: u64,
+    pub folders: u64,
+    pub bytes: u64,
+    pub skipped: u64,
+    pub copies: u64,
+    /// Items that could not be restored, with why (damage, a path that cannot be written).
+    pub errors: Vec<String>,
+}
+
+struct FileJob {
+    item: String,
+    final_path: PathBuf,
+    write_path: PathBuf,
+    entry: Entry,
+    failed: bool,
+}
+
+struct Plan {
+    label: String,
+    files: Vec<FileJob>,
+    dirs: Vec<(PathBuf, Entry)>,
+}
+
+fn os(seg: &[u8]) -> &OsStr {
+    OsStr::from_bytes(seg)
+}
+
+fn system_time(ns: i64) -> SystemTime {
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
+    }
+}
+
+/// `report.pdf` -> `report (Lifeboat Restore 2026-…).pdf`
+fn copy_name(path: &Path, label: &str) -> PathBuf {
+    let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
+    let (stem, ext) = match name.iter().rposition(|b| *b == b'.') {
+        Some(i) if i > 0 => (&name[..i], &name[i..]),
+        _ => (name, &b""[..]),
+    };
+    let mut n = stem.to_vec();
+    n.extend_from_slice(format!(" ({label})").as_bytes());
+    n.extend_from_slice(ext);
+    path.with_file_name(os(&n))
+}
+
+impl Engine {
+    /// Restores `snap` (or the items `opts.include` names) under `to`.
+    ///
+    /// # Errors
+    /// A path not in the snapshot, a target that cannot be created, or storage failure.
+    /// Single items that cannot be restored are listed in the report.
+    pub async fn restore_to_dir(
+        &self,
+        task: &TaskRecord,
+        snap: &SnapshotRecord,
+        to: &Path,
+        opts: &RestoreOptions,
+        progress: &dyn Progress,
+    ) -> Result<RestoreReport> {
+        let vault = self.vault(task).await?;
+        let prefix = if opts.label.is_empty() {
+            RESTORE_PREFIX
+        } else {
+            &opts.label
+        };
+        let label = restore_label(prefix, self.ports.clock.now());
+        let base = if opts.in_place {
+            to.to_path_buf()
+        } else {
+            to.join(&label)
+        };
+        fs::create_dir_all(to)
+            .map_err(|e| Error::io(format!("cannot create {}", to.display()), e))?;
+        if !opts.in_place {
+            fs::create_dir(&base).map_err(|e| {
+                Error::io(
+                    format!(
+                        "cannot create the restore folder {} (nothing was written)",
+                        base.display()
+                    ),
+                    e,
+                )
+            })?;
+        }
+        let mut report = RestoreReport {
+            target: base.clone(),
+            ..Default::default()
+        };
+        let mut plan = Plan {
+            label,
+            files: Vec::new(),
+            dirs: Vec::new(),
+        };
+        let includes = if opts.include.is_empty() {
+            vec![ItemPath::root()]
+        } else {
+            opts.include.clone()
+        };
+        // Resolve every selection before writing anything, so a typo fails cleanly.
+        let mut selected = Vec::new();
+        for inc in &includes {
+            let entry = vault.lookup(&snap.root(), inc).await.map_err(not_found)?;
+            selected.push((inc.clone(), entry));
+        }
+        for (inc, entry) in selected {
+            let mut dest = base.clone();
+            if let Some(parent) = inc.parent() {
+                for seg in parent.segments() {
+                    dest.push(os(seg));
+                }
+                fs::create_dir_all(&dest)
+                    .map_err(|e| Error::io(format!("cannot create {}", dest.display()), e))?;
+            }
+            if let Some(name) = inc.file_name() {
+                dest.push(os(name));
+            }
+            plan_entry(&vault, &entry, dest, &inc, opts, &mut plan, &mut report).await?;
+        }
+        let total: u64 = plan.files.iter().map(|f| f.entry.size).sum();
+        progress.set_total(total);
+        write_data(&vault, &mut plan, progress).await?;
+        finish(plan, &mut report);
+        Ok(report)
+    }
+}
+
+fn plan_entry<'a>(
+    vault: &'a Vault,
+    entry: &'a Entry,
+    dest: PathBuf,
+    item: &'a ItemPath,
+    opts: &'a RestoreOptions,
+    plan: &'a mut Plan,
+    report: &'a mut RestoreReport,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
+    Box::pin(async move {
+        match entry.kind {
+            EntryKind::Dir => {
+                match fs::create_dir(&dest) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
+                    Err(e) => {
+                        report
+                            .errors
+                            .push(format!("{item}: folder cannot be created: {e}"));
+                        return Ok(());
+                    }
+                }
+                report.folders += 1;
+                if let Some(sub) = entry.subtree {
+                    let node = vault.read_tree(&sub).await?;
+                    for child in &node.entries {
+                        let child_item = item.join(&child.name)?;
+                        let child_dest = dest.join(os(&child.name));
+                        plan_entry(vault, child, child_dest, &child_item, opts, plan, report)
+                            .await?;
+                    }
+                }
+                plan.dirs.push((dest, entry.clone()));
+            }
+            EntryKind::Symlink => {
+                let target = entry.link.clone().unwrap_or_default();
+                let dest = match resolve_conflict(&dest, opts, plan, report) {
+                    Some(d) => d,
+                    None => return Ok(()),
+                };
+                if dest.symlink_metadata().is_ok() {
+                    let _ = fs::remove_file(&dest);
+                }
+                if let Err(e) = std::os::unix::fs::symlink(os(&target), &dest) {
+                    report
+                        .errors
+                        .push(format!("{item}: link cannot be created: {e}"));
+                }
+            }
+            EntryKind::File => {
+                let Some(final_path) = resolve_conflict(&dest, opts, plan, report) else {
+                    return Ok(());
+                };
+                let write_path = if final_path.symlink_metadata().is_ok() {
+                    // Replace: write beside, then rename over, so a failed restore never
+                    // leaves the original half-overwritten.
+                    let mut n = b".".to_vec();
+                    n.extend_from_slice(
+                        final_path
+                            .file_name()
+                            .map(|n| n.as_bytes())
+                            .unwrap_or_default(),
+                    );
+                    n.extend_from_slice(b".lifeboat-partial");
+                    final_path.with_file_name(os(&n))
+                } else {
+                    final_path.clone()
+                };
+                let created = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&write_path)
+                    .and_then(|f| f.set_len(entry.size));
+                if let Err(e) = created {
+                    report
+                        .errors
+                        .push(format!("{item}: cannot be written: {e}"));
+                    return Ok(());
+                }
+                plan.files.push(FileJob {
+                    item: item.to_string(),
+                    final_path,
+                    write_path,
+                    entry: entry.clone(),
+                    failed: false,
+                });
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Applies the conflict policy; `None` means skip the item.
+fn resolve_conflict(
+    dest: &Path,
+    opts: &RestoreOptions,
+    plan: &Plan,
+    report: &mut RestoreReport,
+) -> Option<PathBuf> {
+    if dest.symlink_metadata().is_err() {
+        return Some(dest.to_path_buf());
+    }
+    match opts.on_conflict {
+        OnConflict::Skip => {
+            report.skipped += 1;
+            None
+        }
+        OnConflict::Copy => {
+            report.copies += 1;
+            Some(copy_name(dest, &plan.label))
+        }
+        OnConflict::Replace => Some(dest.to_path_buf()),
+    }
+}
+
+async fn write_data(vault: &Vault, plan: &mut Plan, progress: &dyn Progress) -> Result<()> {
+    // Every place each blob goes: (file, offset in file).
+    let mut targets: HashMap<(PackId, u32), Vec<(usize, u64)>> = HashMap::new();
+    let mut refs: Vec<BlobRef> = Vec::new();
+    for (i, job) in plan.files.iter().enumerate() {
+        let mut off = 0u64;
+        for c in &job.entry.content {
+            let t = targets.entry((c.pack, c.offset)).or_default();
+            if t.is_empty() {
+                refs.push(*c);
+            }
+            t.push((i, off));
+            off += c.raw_len as u64;
+        }
+    }
+    let files = &mut plan.files;
+    vault
+        .read_many(refs, false, |r, data| {
+            let Some(places) = targets.get(&(r.pack, r.offset)) else {
+                return Ok(());
+            };
+            match data {
+                Ok(data) => {
+                    for &(i, off) in places {
+                        let job = &mut files[i];
+                        if job.failed {
+                            continue;
+                        }
+                        let res = OpenOptions::new()
+                            .write(true)
+                            .open(&job.write_path)
+                            .and_then(|f| f.write_all_at(&data, off));
+                        if let Err(e) = res {
+                            job.failed = true;
+                            tracing::warn!(error = %e, "restore write failed");
+                        }
+                        progress.advance(data.len() as u64);
+                    }
+                }
+                Err(e) => {
+                    for &(i, _) in places {
+                        files[i].failed = true;
+                    }
+                    tracing::warn!(error = %e, "blob could not be restored");
+                }
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(())
+}
+
+fn finish(plan: Plan, report: &mut RestoreReport) {
+    for job in plan.files {
+        if job.failed {
+            let _ = fs::remove_file(&job.write_path);
+            report.errors.push(format!(
+                "{}: not restored: its stored data is damaged or missing (run `lifeboat verify`)",
+                job.item
+            ));
+            continue;
+        }
+        if job.write_path != job.final_path {
+            if let Err(e) = fs::rename(&job.write_path, &job.final_path) {
+                let _ = fs::remove_file(&job.write_path);
+                report
+                    .errors
+                    .push(format!("{}: cannot be replaced: {e}", job.item));
+                continue;
+            }
+        }
+        set_meta(&job.final_path, &job.entry);
+        report.files += 1;
+        report.bytes += job.entry.size;
+    }
+    // Folders last, deepest first, so writing their content does not bump their times.
+    for (path, entry) in plan.dirs.iter() {
+        set_meta(path, entry);
+    }
+}
+
+fn set_meta(path: &Path, entry: &Entry) {
+    if entry.mode != 0 {
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(entry.mode));
+    }
+    if let Ok(f) = File::open(path) {
+        let _ = f.set_times(FileTimes::new().set_modified(system_time(entry.mtime_ns)));
+    }
+}

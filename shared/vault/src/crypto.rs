@@ -1,0 +1,205 @@
+//! Per-task keys, content ids and sealing.
+//!
+//! From a task's 256-bit data key (from the key service) we derive two keys with BLAKE3's
+//! key derivation: one for content ids (keyed BLAKE3, so equal content in two tenants gets
+//! unrelated ids) and one for AES-256-GCM (ring's assembly implementation). Every sealed
+//! record is bound by associated data to tenant, task, kind and id, so a record copied to
+//! another place, task or tenant fails to open.
+
+use crate::error::{Error, Result};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+use std::fmt;
+use zeroize::Zeroizing;
+
+/// Bytes added by sealing: the nonce in front, the tag behind.
+pub const SEAL_OVERHEAD: usize = NONCE_LEN + 16;
+
+/// A keyed BLAKE3 hash of an item's plaintext: its identity within a task.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BlobId(pub [u8; 32]);
+
+impl BlobId {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(s, &mut b).ok()?;
+        Some(BlobId(b))
+    }
+}
+
+impl fmt::Debug for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", &self.to_hex()[..16])
+    }
+}
+
+impl fmt::Display for BlobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// What a sealed record is; part of the associated data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum SealKind {
+    Data = 1,
+    Tree = 2,
+    PackIndex = 3,
+    Dictionary = 4,
+    Record = 5,
+}
+
+/// The keys of one task. Cheap to share; the key material is wiped on drop.
+pub struct TaskKeys {
+    id_key: Zeroizing<[u8; 32]>,
+    aead: LessSafeKey,
+    scope: Vec<u8>,
+    rng: SystemRandom,
+}
+
+impl fmt::Debug for TaskKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TaskKeys(<redacted>)")
+    }
+}
+
+impl TaskKeys {
+    /// Derives the task's keys from its data key; `tenant` and `task` become part of every
+    /// seal's associated data.
+    pub fn derive(data_key: &[u8; 32], tenant: &str, task: &str) -> Self {
+        let id_key = Zeroizing::new(blake3::derive_key("lifeboat 2026-11 item id", data_key));
+        let seal_key = Zeroizing::new(blake3::derive_key("lifeboat 2026-11 seal", data_key));
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, seal_key.as_ref()).expect("32 bytes is an AES-256 key");
+        let mut scope = Vec::with_capacity(tenant.len() + task.len() + 16);
+        scope.extend_from_slice(b"lifeboat/1");
+        for s in [tenant, task] {
+            scope.extend_from_slice(&(s.len() as u16).to_be_bytes());
+            scope.extend_from_slice(s.as_bytes());
+        }
+        TaskKeys {
+            id_key,
+            aead: LessSafeKey::new(unbound),
+            scope,
+            rng: SystemRandom::new(),
+        }
+    }
+
+    /// The content id of `data`.
+    pub fn blob_id(&self, data: &[u8]) -> BlobId {
+        BlobId(*blake3::keyed_hash(&self.id_key, data).as_bytes())
+    }
+
+    fn aad(&self, kind: SealKind, id: &[u8; 32]) -> Vec<u8> {
+        let mut a = Vec::with_capacity(self.scope.len() + 33);
+        a.extend_from_slice(&self.scope);
+        a.push(kind as u8);
+        a.extend_from_slice(id);
+        a
+    }
+
+    /// Seals `plain` as `nonce || ciphertext || tag`, appended to `out`. Nonces are random:
+    /// a deterministic nonce would be reused if the same content were ever compressed
+    /// differently (another zstd version or dictionary), which breaks GCM.
+    pub fn seal_into(
+        &self,
+        kind: SealKind,
+        id: &[u8; 32],
+        plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| Error::Format("the system random generator failed".into()))?;
+        let start = out.len();
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(plain);
+        let aad = self.aad(kind, id);
+        let tag = self
+            .aead
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&aad),
+                &mut out[start + NONCE_LEN..],
+            )
+            .map_err(|_| Error::Format("sealing failed".into()))?;
+        out.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    pub fn seal(&self, kind: SealKind, id: &[u8; 32], plain: &[u8]) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(plain.len() + SEAL_OVERHEAD);
+        self.seal_into(kind, id, plain, &mut out)?;
+        Ok(out)
+    }
+
+    /// Opens a record made by [`TaskKeys::seal`] with the same kind and id.
+    ///
+    /// # Errors
+    /// `Damaged` when the record is too short or fails authentication (tampered, moved, or
+    /// sealed by another task's key); the bytes are never returned then.
+    pub fn open(
+        &self,
+        kind: SealKind,
+        id: &[u8; 32],
+        sealed: &[u8],
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        if sealed.len() < SEAL_OVERHEAD {
+            return Err(Error::damaged(what, "sealed record is truncated"));
+        }
+        let mut nonce = [0u8; NONCE_LEN];
+        nonce.copy_from_slice(&sealed[..NONCE_LEN]);
+        let mut buf = sealed[NONCE_LEN..].to_vec();
+        let aad = self.aad(kind, id);
+        let n = self
+            .aead
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&aad),
+                &mut buf,
+            )
+            .map_err(|_| Error::damaged(what, "authentication tag does not match"))?
+            .len();
+        buf.truncate(n);
+        Ok(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_keyed_per_task_key() {
+        let a = TaskKeys::derive(&[1; 32], "t", "k");
+        let b = TaskKeys::derive(&[2; 32], "t", "k");
+        assert_eq!(a.blob_id(b"x"), a.blob_id(b"x"));
+        assert_ne!(a.blob_id(b"x"), b.blob_id(b"x"));
+    }
+
+    #[test]
+    fn a_sealed_record_opens_only_in_its_place() {
+        let k = TaskKeys::derive(&[7; 32], "t1", "mail");
+        let id = k.blob_id(b"hello").0;
+        let s = k.seal(SealKind::Data, &id, b"hello").unwrap();
+        assert_eq!(k.open(SealKind::Data, &id, &s, "x").unwrap(), b"hello");
+        assert!(k.open(SealKind::Tree, &id, &s, "x").is_err());
+        assert!(k.open(SealKind::Data, &[0; 32], &s, "x").is_err());
+        let other_task = TaskKeys::derive(&[7; 32], "t1", "mail2");
+        assert!(other_task.open(SealKind::Data, &id, &s, "x").is_err());
+        let other_tenant = TaskKeys::derive(&[7; 32], "t2", "mail");
+        assert!(other_tenant.open(SealKind::Data, &id, &s, "x").is_err());
+        for i in 0..s.len() {
+            let mut t = s.clone();
+            t[i] ^= 0x40;
+            assert!(k.open(SealKind::Data, &id, &t, "x").is_err(), "byte {i}");
+        }
+    }
+}

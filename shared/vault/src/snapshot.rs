@@ -1,0 +1,147 @@
+//! Snapshot records: the one catalog write that makes a snapshot visible. The record is
+//! sealed with the task's key (it names paths in its error list) and bound to its own
+//! catalog keys, so a record copied under another account or task does not open.
+
+use crate::crypto::{BlobId, SealKind, TaskKeys};
+use crate::error::{Error, Result};
+use crate::pack::PackId;
+use crate::tree::BlobRef;
+use chrono::{DateTime, Utc};
+use domain::{AccountId, SnapshotId, TaskId, TenantId};
+use serde::{Deserialize, Serialize};
+
+/// At most this many item failures are kept in a snapshot record (the count is exact); the
+/// record must stay well under the catalog's 400 KB item limit.
+pub const MAX_RECORDED_ERRORS: usize = 200;
+
+/// An item that could not be backed up, or was backed up with a caveat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ItemError {
+    /// The item's path, shown escaped.
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotStats {
+    pub items: u64,
+    pub folders: u64,
+    /// Total plaintext size of the items.
+    pub bytes: u64,
+    /// Items whose content was read from the source this time (not carried from the parent).
+    pub items_read: u64,
+    /// Blobs new to the vault, and their plaintext and stored (sealed) sizes.
+    pub new_blobs: u64,
+    pub new_bytes: u64,
+    pub stored_bytes: u64,
+    pub packs_written: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefJson {
+    #[serde(with = "hex32")]
+    pub id: [u8; 32],
+    #[serde(with = "hex32")]
+    pub pack: [u8; 32],
+    pub offset: u32,
+    pub len: u32,
+    pub raw_len: u32,
+}
+
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(&s, &mut b).map_err(serde::de::Error::custom)?;
+        Ok(b)
+    }
+}
+
+impl From<BlobRef> for RefJson {
+    fn from(r: BlobRef) -> Self {
+        RefJson {
+            id: r.id.0,
+            pack: r.pack.0,
+            offset: r.offset,
+            len: r.len,
+            raw_len: r.raw_len,
+        }
+    }
+}
+
+impl From<RefJson> for BlobRef {
+    fn from(r: RefJson) -> Self {
+        BlobRef {
+            id: BlobId(r.id),
+            pack: PackId(r.pack),
+            offset: r.offset,
+            len: r.len,
+            raw_len: r.raw_len,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub id: SnapshotId,
+    pub account: AccountId,
+    pub taken_at: DateTime<Utc>,
+    pub root: RefJson,
+    pub parent: Option<SnapshotId>,
+    pub stats: SnapshotStats,
+    /// The first [`MAX_RECORDED_ERRORS`] item failures.
+    pub errors: Vec<ItemError>,
+    pub error_count: u64,
+    /// The source's change cursor after this snapshot (a delta link, a history id), so
+    /// the next backup asks only for what changed since.
+    pub cursor: Option<String>,
+}
+
+impl SnapshotRecord {
+    pub fn root(&self) -> BlobRef {
+        self.root.into()
+    }
+}
+
+/// Catalog partition of one account's snapshots (tenant first, as every key).
+pub fn snapshots_pk(tenant: &TenantId, task: &TaskId, account: &AccountId) -> String {
+    format!("t#{tenant}#snap#{task}#{account}")
+}
+
+/// Catalog partition of one account's packs written but not yet committed in a snapshot.
+pub fn pending_pk(tenant: &TenantId, task: &TaskId, account: &AccountId) -> String {
+    format!("t#{tenant}#pend#{task}#{account}")
+}
+
+fn record_id(pk: &str, sk: &str) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    h.update(pk.as_bytes());
+    h.update(&[0]);
+    h.update(sk.as_bytes());
+    *h.finalize().as_bytes()
+}
+
+pub(crate) fn seal_record(
+    keys: &TaskKeys,
+    pk: &str,
+    sk: &str,
+    rec: &SnapshotRecord,
+) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec(rec).map_err(|e| Error::Format(e.to_string()))?;
+    keys.seal(SealKind::Record, &record_id(pk, sk), &json)
+}
+
+pub(crate) fn open_record(
+    keys: &TaskKeys,
+    pk: &str,
+    sk: &str,
+    value: &[u8],
+) -> Result<SnapshotRecord> {
+    let what = format!("snapshot record {sk}");
+    let json = keys.open(SealKind::Record, &record_id(pk, sk), value, &what)?;
+    serde_json::from_slice(&json).map_err(|e| Error::damaged(what, e.to_string()))
+}
