@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace: formatting, clippy with warnings as errors,
+# the dependency rule, then all tests. This is the README's test command and what CI runs.
+# It installs what the tests need, idempotently, so it works on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The unreadable-file tests drop root privileges with setpriv (util-linux).
+if ! command -v setpriv >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq util-linux >/dev/null
+  fi
+fi
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== dependency rule: the domain, ports, vault and engine crates stay free of AWS and HTTP"
+for crate in domain ports vault engine; do
+  if cargo tree -p "$crate" -e normal --prefix none --locked 2>/dev/null \
+      | grep -E '^(aws-|reqwest|hyper |axum)' >/dev/null; then
+    echo "crate $crate depends on an AWS or HTTP crate" >&2
+    exit 1
+  fi
+done
+
+echo "== cargo test"
+cargo test --workspace --locked
