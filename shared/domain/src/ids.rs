@@ -105,10 +105,16 @@ id_type!(
 );
 
 impl SnapshotId {
-    /// A new id for a snapshot taken at `at`; `nonce` separates two snapshots of the same
-    /// second (two on-demand backups, or a retry racing the first attempt).
+    /// A new id for a snapshot taken at `at`: the second, then the millisecond (so ids
+    /// sort by time even within a second), then 20 bits of `nonce` to separate two
+    /// snapshots of the same millisecond (a retry racing the first attempt).
     pub fn generate(at: chrono::DateTime<chrono::Utc>, nonce: u32) -> SnapshotId {
-        SnapshotId(format!("{}-{nonce:08x}", at.format("%Y%m%dT%H%M%SZ")))
+        SnapshotId(format!(
+            "{}-{:03}{:05x}",
+            at.format("%Y%m%dT%H%M%SZ"),
+            at.timestamp_subsec_millis().min(999),
+            nonce & 0xf_ffff
+        ))
     }
 }
 
@@ -137,5 +143,13 @@ mod tests {
         let t1 = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let t2 = chrono::DateTime::from_timestamp(1_700_000_001, 0).unwrap();
         assert!(SnapshotId::generate(t1, u32::MAX) < SnapshotId::generate(t2, 0));
+        let early = chrono::DateTime::from_timestamp(1_700_000_000, 7_000_000).unwrap();
+        let late = chrono::DateTime::from_timestamp(1_700_000_000, 993_000_000).unwrap();
+        let (a, b) = (
+            SnapshotId::generate(early, u32::MAX),
+            SnapshotId::generate(late, 0),
+        );
+        assert!(a < b, "{a} !< {b}");
+        assert_eq!(a.as_str().len(), b.as_str().len());
     }
 }

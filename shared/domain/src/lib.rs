@@ -10,7 +10,7 @@ mod path;
 
 pub use ids::{AccountId, IdError, SnapshotId, TaskId, TenantId};
 pub use jobs::{BackupJob, JobEnvelope, JobKind, RestoreJob, JOB_VERSION};
-pub use path::escape;
+pub use path::{escape, unescape};
 pub use path::{ItemPath, PathError};
 
 use serde::{Deserialize, Serialize};

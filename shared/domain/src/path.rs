@@ -115,6 +115,62 @@ pub fn escape(bytes: &[u8]) -> String {
     out
 }
 
+/// Reverses [`escape`]: `\\xNN` gives the byte NN, `\\\\` a backslash, and `\\t`, `\\n`,
+/// `\\r`, `\\'`, `\\"`, `\\u{…}` what `char::escape_default` made of them. Lets a user
+/// type a name exactly as Lifeboat showed it, even one that is not UTF-8.
+///
+/// # Errors
+/// A backslash followed by anything else, or a malformed `\\x` or `\\u` escape.
+pub fn unescape(s: &str) -> Result<Vec<u8>, PathError> {
+    let bad = |why| PathError {
+        shown: s.chars().take(80).collect(),
+        why,
+    };
+    let mut out = Vec::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            let mut b = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            continue;
+        }
+        match chars.next() {
+            Some('\\') => out.push(b'\\'),
+            Some('t') => out.push(b'\t'),
+            Some('n') => out.push(b'\n'),
+            Some('r') => out.push(b'\r'),
+            Some('\'') => out.push(b'\''),
+            Some('"') => out.push(b'"'),
+            Some('x') => {
+                let hex: String = chars.by_ref().take(2).collect();
+                let b = u8::from_str_radix(&hex, 16)
+                    .ok()
+                    .filter(|_| hex.len() == 2)
+                    .ok_or_else(|| bad("\\x needs two hex digits"))?;
+                out.push(b);
+            }
+            Some('u') => {
+                if chars.next() != Some('{') {
+                    return Err(bad("\\u needs {hex}"));
+                }
+                let hex: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                let c = u32::from_str_radix(&hex, 16)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .ok_or_else(|| bad("\\u{…} is not a character"))?;
+                let mut b = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+            }
+            _ => {
+                return Err(bad(
+                    "a backslash starts an escape: \\\\, \\xNN, \\t, \\n, \\r, \\u{…}",
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
 impl fmt::Display for ItemPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.0.is_empty() {
@@ -141,6 +197,21 @@ mod tests {
         assert!(ItemPath::parse(b"a/../b").is_err());
         assert!(ItemPath::parse(b"a/\0").is_err());
         assert!(ItemPath::parse(b"").unwrap().is_root());
+    }
+
+    #[test]
+    fn escape_and_unescape_round_trip() {
+        for raw in [
+            &b"caf\xe9"[..],
+            b"tab\there",
+            b"back\\slash",
+            b"plain",
+            b"\x01\x7f\xff",
+        ] {
+            assert_eq!(unescape(&escape(raw)).unwrap(), raw, "{}", escape(raw));
+        }
+        assert!(unescape("a\\q").is_err());
+        assert!(unescape("a\\x4").is_err());
     }
 
     #[test]

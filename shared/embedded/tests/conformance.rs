@@ -117,14 +117,8 @@ async fn list_pages_hold_1000_keys() {
 async fn keys_that_would_leave_their_directory_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let store = FsObjectStore::new(dir.path().join("objects")).unwrap();
-    // `parse` checks tenant and task only.
-    let k = ObjectKey::parse("t/ten/task/../escape").unwrap();
-    assert_kind(
-        store.put_if_absent(&k, Bytes::from("x")).await,
-        ErrorKind::InvalidInput,
-        "..",
-    );
-    assert_kind(store.get(&k).await, ErrorKind::InvalidInput, "get ..");
+    // No key with a `..` part can be built, so none reaches the store.
+    assert!(ObjectKey::parse("t/ten/task/../escape").is_none());
     let listed = store.list_all("t/ten/task/../").await.unwrap();
     assert!(listed.is_empty());
 }

@@ -150,6 +150,7 @@ fn backup_dir<'a>(
                 Ok(m) => m,
                 Err(e) => {
                     w.record_error(&item, format!("cannot be read: {e}"));
+                    count_kept(w, prev.as_ref());
                     slots.push(prev);
                     continue;
                 }
@@ -178,6 +179,7 @@ fn backup_dir<'a>(
                     }
                     Err(e) => {
                         w.record_error(&item, format!("link cannot be read: {e}"));
+                        count_kept(w, prev.as_ref());
                         slots.push(prev);
                     }
                 }
@@ -240,16 +242,31 @@ fn backup_dir<'a>(
 /// A file read whole: its bytes, its metadata after the read, and whether it held still.
 type StableRead = (Vec<u8>, Metadata, bool);
 
-/// Reads a file whole and checks it did not change while being read (retrying once).
-fn read_stable(path: &Path, before: &Metadata) -> std::io::Result<StableRead> {
+/// Counts an item kept from the parent snapshot in place of one that could not be read
+/// (a kept folder counts as one folder: its content is not walked again).
+fn count_kept(w: &mut SnapshotWriter, prev: Option<&Entry>) {
+    let Some(e) = prev else { return };
+    let st = w.stats_mut();
+    match e.kind {
+        EntryKind::Dir => st.folders += 1,
+        _ => {
+            st.items += 1;
+            st.bytes += e.size;
+        }
+    }
+}
+
+/// Reads a file whole and checks it held still while being read (its metadata just after
+/// opening equals its metadata after reading), retrying once.
+fn read_stable(path: &Path, expected_len: u64) -> std::io::Result<StableRead> {
     let mut last = None;
     for _ in 0..2 {
         let mut f = File::open(path)?;
-        let mut buf = Vec::with_capacity(before.len() as usize + 1);
+        let opened = f.metadata()?;
+        let mut buf = Vec::with_capacity(opened.len().max(expected_len) as usize + 1);
         f.read_to_end(&mut buf)?;
         let after = f.metadata()?;
-        let stable = same_version(before, &after) && buf.len() as u64 == after.len();
-        if stable {
+        if same_version(&opened, &after) && buf.len() as u64 == after.len() {
             return Ok((buf, after, true));
         }
         last = Some((buf, after));
@@ -270,7 +287,7 @@ async fn store_small(
             batch
                 .into_par_iter()
                 .map(|p| {
-                    let r = read_stable(&p.path, &p.meta);
+                    let r = read_stable(&p.path, p.meta.len());
                     (p, r)
                 })
                 .collect()
@@ -308,6 +325,7 @@ async fn store_small(
                     ""
                 };
                 w.record_error(&p.item, format!("cannot be read: {err}{kept}"));
+                count_kept(w, prev.as_ref());
                 slots[p.slot] = prev;
             }
         }
@@ -344,6 +362,7 @@ async fn store_large(
                 ""
             };
             w.record_error(item, format!("cannot be read: {e}{kept}"));
+            count_kept(w, prev.as_ref());
             return Ok(prev);
         }
     };
@@ -383,6 +402,7 @@ async fn store_large(
                 ""
             };
             w.record_error(item, format!("cannot be read: {source}{kept}"));
+            count_kept(w, prev.as_ref());
             Ok(prev)
         }
         Err(e) => Err(e.into()),

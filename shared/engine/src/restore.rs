@@ -16,6 +16,8 @@ use std::fs::{self, File, FileTimes, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use vault::{BlobRef, Entry, EntryKind, PackId, SnapshotRecord, Vault};
 
@@ -59,7 +61,9 @@ struct FileJob {
     final_path: PathBuf,
     write_path: PathBuf,
     entry: Entry,
-    failed: bool,
+    /// Chunks still to be written; the writer of the last one sets the file's times.
+    remaining: AtomicUsize,
+    failed: AtomicBool,
 }
 
 struct Plan {
@@ -80,17 +84,22 @@ fn system_time(ns: i64) -> SystemTime {
     }
 }
 
-/// `report.pdf` -> `report (Lifeboat Restore 2026-…).pdf`
-fn copy_name(path: &Path, label: &str) -> PathBuf {
+/// `report.pdf` -> `report (Lifeboat Restore 2026-…).pdf`, then `… 2).pdf` and so on when
+/// that name is taken too.
+fn copy_name(path: &Path, label: &str, n: u32) -> PathBuf {
     let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
     let (stem, ext) = match name.iter().rposition(|b| *b == b'.') {
         Some(i) if i > 0 => (&name[..i], &name[i..]),
         _ => (name, &b""[..]),
     };
-    let mut n = stem.to_vec();
-    n.extend_from_slice(format!(" ({label})").as_bytes());
-    n.extend_from_slice(ext);
-    path.with_file_name(os(&n))
+    let mut name = stem.to_vec();
+    if n == 1 {
+        name.extend_from_slice(format!(" ({label})").as_bytes());
+    } else {
+        name.extend_from_slice(format!(" ({label} {n})").as_bytes());
+    }
+    name.extend_from_slice(ext);
+    path.with_file_name(os(&name))
 }
 
 impl Engine {
@@ -114,6 +123,18 @@ impl Engine {
             &opts.label
         };
         let label = restore_label(prefix, self.ports.clock.now());
+        let includes = if opts.include.is_empty() {
+            vec![ItemPath::root()]
+        } else {
+            opts.include.clone()
+        };
+        // Resolve every selection before creating anything, so a typo fails cleanly and
+        // leaves no empty restore folder behind.
+        let mut selected = Vec::new();
+        for inc in &includes {
+            let entry = vault.lookup(&snap.root(), inc).await.map_err(not_found)?;
+            selected.push((inc.clone(), entry));
+        }
         let base = if opts.in_place {
             to.to_path_buf()
         } else {
@@ -141,17 +162,6 @@ impl Engine {
             files: Vec::new(),
             dirs: Vec::new(),
         };
-        let includes = if opts.include.is_empty() {
-            vec![ItemPath::root()]
-        } else {
-            opts.include.clone()
-        };
-        // Resolve every selection before writing anything, so a typo fails cleanly.
-        let mut selected = Vec::new();
-        for inc in &includes {
-            let entry = vault.lookup(&snap.root(), inc).await.map_err(not_found)?;
-            selected.push((inc.clone(), entry));
-        }
         for (inc, entry) in selected {
             let mut dest = base.clone();
             if let Some(parent) = inc.parent() {
@@ -188,7 +198,11 @@ fn plan_entry<'a>(
             EntryKind::Dir => {
                 match fs::create_dir(&dest) {
                     Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
+                    // An existing folder is used, but never a link to one: following it
+                    // could write outside the restore's target.
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::AlreadyExists
+                            && dest.symlink_metadata().is_ok_and(|m| m.is_dir()) => {}
                     Err(e) => {
                         report
                             .errors
@@ -206,7 +220,10 @@ fn plan_entry<'a>(
                             .await?;
                     }
                 }
-                plan.dirs.push((dest, entry.clone()));
+                // The snapshot's root has no metadata of its own: leave the target's alone.
+                if !item.is_root() {
+                    plan.dirs.push((dest, entry.clone()));
+                }
             }
             EntryKind::Symlink => {
                 let target = entry.link.clone().unwrap_or_default();
@@ -238,28 +255,29 @@ fn plan_entry<'a>(
                             .unwrap_or_default(),
                     );
                     n.extend_from_slice(b".lifeboat-partial");
-                    final_path.with_file_name(os(&n))
+                    let p = final_path.with_file_name(os(&n));
+                    let _ = fs::remove_file(&p);
+                    p
                 } else {
                     final_path.clone()
                 };
-                let created = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&write_path)
-                    .and_then(|f| f.set_len(entry.size));
-                if let Err(e) = created {
-                    report
-                        .errors
-                        .push(format!("{item}: cannot be written: {e}"));
-                    return Ok(());
+                if entry.content.is_empty() {
+                    // Nothing to read: create it now (data-bearing files are created by
+                    // their first chunk's write).
+                    if let Err(e) = File::create(&write_path) {
+                        report
+                            .errors
+                            .push(format!("{item}: cannot be written: {e}"));
+                        return Ok(());
+                    }
                 }
                 plan.files.push(FileJob {
                     item: item.to_string(),
                     final_path,
                     write_path,
+                    remaining: AtomicUsize::new(entry.content.len()),
+                    failed: AtomicBool::new(false),
                     entry: entry.clone(),
-                    failed: false,
                 });
             }
         }
@@ -284,12 +302,20 @@ fn resolve_conflict(
         }
         OnConflict::Copy => {
             report.copies += 1;
-            Some(copy_name(dest, &plan.label))
+            let mut candidate = copy_name(dest, &plan.label, 1);
+            let mut n = 1;
+            while candidate.symlink_metadata().is_ok() {
+                n += 1;
+                candidate = copy_name(dest, &plan.label, n);
+            }
+            Some(candidate)
         }
         OnConflict::Replace => Some(dest.to_path_buf()),
     }
 }
 
+/// Writes every chunk at its offset in its file. Chunks are written by the worker threads
+/// that open them, in parallel; a chunk shared by several files is read once.
 async fn write_data(vault: &Vault, plan: &mut Plan, progress: &dyn Progress) -> Result<()> {
     // Every place each blob goes: (file, offset in file).
     let mut targets: HashMap<(PackId, u32), Vec<(usize, u64)>> = HashMap::new();
@@ -305,46 +331,78 @@ async fn write_data(vault: &Vault, plan: &mut Plan, progress: &dyn Progress) -> 
             off += c.raw_len as u64;
         }
     }
-    let files = &mut plan.files;
-    vault
-        .read_many(refs, false, |r, data| {
+    let files = Arc::new(std::mem::take(&mut plan.files));
+    let written = Arc::new(AtomicU64::new(0));
+    let sink = {
+        let files = files.clone();
+        let written = written.clone();
+        Arc::new(move |r: &BlobRef, data: vault::Result<Vec<u8>>| {
             let Some(places) = targets.get(&(r.pack, r.offset)) else {
                 return Ok(());
             };
-            match data {
-                Ok(data) => {
-                    for &(i, off) in places {
-                        let job = &mut files[i];
-                        if job.failed {
-                            continue;
-                        }
-                        let res = OpenOptions::new()
-                            .write(true)
-                            .open(&job.write_path)
-                            .and_then(|f| f.write_all_at(&data, off));
-                        if let Err(e) = res {
-                            job.failed = true;
-                            tracing::warn!(error = %e, "restore write failed");
-                        }
-                        progress.advance(data.len() as u64);
-                    }
-                }
+            let data = match data {
+                Ok(d) => d,
                 Err(e) => {
-                    for &(i, _) in places {
-                        files[i].failed = true;
-                    }
                     tracing::warn!(error = %e, "blob could not be restored");
+                    for &(i, _) in places {
+                        files[i].failed.store(true, Ordering::Relaxed);
+                    }
+                    return Ok(());
                 }
+            };
+            for &(i, off) in places {
+                let job = &files[i];
+                if job.failed.load(Ordering::Relaxed) {
+                    continue;
+                }
+                let res = OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&job.write_path)
+                    .and_then(|f| {
+                        f.write_all_at(&data, off)?;
+                        if job.remaining.fetch_sub(1, Ordering::AcqRel) == 1
+                            && job.write_path == job.final_path
+                        {
+                            set_meta_of(&f, &job.entry);
+                        }
+                        Ok(())
+                    });
+                if let Err(e) = res {
+                    job.failed.store(true, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "restore write failed");
+                }
+                written.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
             Ok(())
         })
-        .await?;
+    };
+    let done = AtomicBool::new(false);
+    let read = async {
+        let r = vault.read_many_parallel(refs, false, sink).await;
+        done.store(true, Ordering::Release);
+        r
+    };
+    let ticker = async {
+        let mut shown = 0;
+        while !done.load(Ordering::Acquire) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            let now = written.load(Ordering::Relaxed);
+            progress.advance(now - shown);
+            shown = now;
+        }
+        progress.advance(written.load(Ordering::Relaxed) - shown);
+    };
+    let (res, ()) = tokio::join!(read, ticker);
+    res?;
+    plan.files = Arc::try_unwrap(files).unwrap_or_else(|_| unreachable!("the sink is gone"));
     Ok(())
 }
 
 fn finish(plan: Plan, report: &mut RestoreReport) {
     for job in plan.files {
-        if job.failed {
+        if job.failed.load(Ordering::Relaxed) {
             let _ = fs::remove_file(&job.write_path);
             report.errors.push(format!(
                 "{}: not restored: its stored data is damaged or missing (run `lifeboat verify`)",
@@ -360,8 +418,10 @@ fn finish(plan: Plan, report: &mut RestoreReport) {
                     .push(format!("{}: cannot be replaced: {e}", job.item));
                 continue;
             }
+            set_meta(&job.final_path, &job.entry);
+        } else if job.entry.content.is_empty() {
+            set_meta(&job.final_path, &job.entry);
         }
-        set_meta(&job.final_path, &job.entry);
         report.files += 1;
         report.bytes += job.entry.size;
     }
@@ -369,6 +429,13 @@ fn finish(plan: Plan, report: &mut RestoreReport) {
     for (path, entry) in plan.dirs.iter() {
         set_meta(path, entry);
     }
+}
+
+fn set_meta_of(f: &File, entry: &Entry) {
+    if entry.mode != 0 {
+        let _ = f.set_permissions(fs::Permissions::from_mode(entry.mode));
+    }
+    let _ = f.set_times(FileTimes::new().set_modified(system_time(entry.mtime_ns)));
 }
 
 fn set_meta(path: &Path, entry: &Entry) {

@@ -217,8 +217,9 @@ pub fn open_home(home: &Path) -> Result<Engine> {
     Ok(Engine::new(ports, TenantId::new(LOCAL_TENANT)?))
 }
 
+/// A path as the user typed it; names shown escaped (`caf\xe9.txt`) may be typed so.
 fn parse_path(s: &str) -> Result<ItemPath> {
-    Ok(ItemPath::parse(s.as_bytes())?)
+    Ok(ItemPath::parse(&domain::unescape(s)?)?)
 }
 
 fn parse_account(a: &Option<String>) -> Result<Option<domain::AccountId>> {

@@ -31,8 +31,13 @@ impl Record {
         }
     }
 
+    /// The size DynamoDB counts for this item: attribute names and values, with the
+    /// version as a number of up to 21 bytes. The AWS adapter stores the attributes `pk`,
+    /// `sk`, `ver` and `v`; counting them here keeps a record that fits locally from
+    /// failing on AWS.
     pub fn size(&self) -> usize {
-        self.pk.len() + self.sk.len() + self.value.len() + 8
+        const ATTRIBUTE_OVERHEAD: usize = 2 + 2 + 3 + 21 + 1;
+        self.pk.len() + self.sk.len() + self.value.len() + ATTRIBUTE_OVERHEAD
     }
 }
 

@@ -35,13 +35,17 @@ impl ObjectKey {
     /// When `kind` or `id` holds a character outside `[a-z0-9_-]`: both come from our own
     /// code (hashes, constants), never from user input.
     pub fn new(tenant: &TenantId, task: &TaskId, kind: &str, id: &str) -> Self {
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        };
-        assert!(ok(kind) && ok(id), "object key parts must be [a-z0-9_-]");
+        assert!(
+            Self::part_ok(kind) && Self::part_ok(id),
+            "object key parts must be [a-z0-9_-]"
+        );
         ObjectKey(format!("t/{tenant}/{task}/{kind}/{id}"))
+    }
+
+    fn part_ok(s: &str) -> bool {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
     }
 
     /// Rebuilds a key listed by [`ObjectStore::list`]; `None` when the text is not one of
@@ -53,6 +57,9 @@ impl ObjectKey {
         }
         TenantId::new(parts[1]).ok()?;
         TaskId::new(parts[2]).ok()?;
+        if !Self::part_ok(parts[3]) || !Self::part_ok(parts[4]) {
+            return None;
+        }
         Some(ObjectKey(s.to_string()))
     }
 
@@ -139,3 +146,27 @@ pub trait ObjectStoreExt: ObjectStore {
 }
 
 impl<T: ObjectStore + ?Sized> ObjectStoreExt for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_parse_back_and_foreign_keys_are_refused() {
+        let t = TenantId::new("acme").unwrap();
+        let k = TaskId::new("mail").unwrap();
+        let key = ObjectKey::new(&t, &k, "pack", "00ff");
+        assert_eq!(ObjectKey::parse(key.as_str()), Some(key.clone()));
+        assert_eq!(key.kind(), "pack");
+        assert_eq!(key.id(), "00ff");
+        for bad in [
+            "t/acme/mail/../x",
+            "t/acme/mail/pack/",
+            "x/acme/mail/pack/1",
+            "t/acme/mail/pack/A",
+            "t/acme/mail/pack/1/2",
+        ] {
+            assert_eq!(ObjectKey::parse(bad), None, "{bad}");
+        }
+    }
+}

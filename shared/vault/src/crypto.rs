@@ -134,8 +134,32 @@ impl TaskKeys {
     }
 
     pub fn seal(&self, kind: SealKind, id: &[u8; 32], plain: &[u8]) -> Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(plain.len() + SEAL_OVERHEAD);
-        self.seal_into(kind, id, plain, &mut out)?;
+        self.seal_parts(kind, id, &[plain])
+    }
+
+    /// Seals the concatenation of `parts` (a codec byte and its payload) without first
+    /// joining them: the parts are copied once, into the sealed record.
+    pub fn seal_parts(&self, kind: SealKind, id: &[u8; 32], parts: &[&[u8]]) -> Result<Vec<u8>> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| Error::Format("the system random generator failed".into()))?;
+        let mut out = Vec::with_capacity(len + SEAL_OVERHEAD);
+        out.extend_from_slice(&nonce);
+        for p in parts {
+            out.extend_from_slice(p);
+        }
+        let aad = self.aad(kind, id);
+        let tag = self
+            .aead
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&aad),
+                &mut out[NONCE_LEN..],
+            )
+            .map_err(|_| Error::Format("sealing failed".into()))?;
+        out.extend_from_slice(tag.as_ref());
         Ok(out)
     }
 

@@ -6,7 +6,7 @@
 //! **Architecture invariant:** the vault talks to storage only through the `ports` traits;
 //! it knows nothing of AWS, HTTP or any source.
 
-mod codec;
+pub mod codec;
 pub mod crypto;
 mod error;
 pub mod pack;
@@ -23,9 +23,10 @@ pub use tree::{BlobRef, Entry, EntryKind, Node};
 pub use verify::{Damage, VerifyReport};
 pub use writer::{SnapshotWriter, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, SMALL_ITEM};
 
+use codec::Dict;
 use crypto::SealKind;
 use domain::{AccountId, ItemPath, SnapshotId, TaskId, TenantId};
-use ports::{Catalog, CatalogExt, ObjectKey, ObjectStore};
+use ports::{Catalog, CatalogExt, ObjectKey, ObjectStore, ObjectStoreExt};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,7 +52,14 @@ struct Inner {
     keys: TaskKeys,
     store: Arc<dyn ObjectStore>,
     catalog: Arc<dyn Catalog>,
+    /// The task's compression dictionaries, by zstd dictionary id; loaded once.
+    dicts: std::sync::RwLock<HashMap<u32, Dict>>,
+    dicts_loaded: tokio::sync::OnceCell<()>,
+    dict_damage: std::sync::Mutex<Vec<(String, String)>>,
 }
+
+/// Object kind of compression dictionaries (`t/<tenant>/<task>/dict/<id>`).
+pub const DICT_KIND: &str = "dict";
 
 impl Vault {
     /// A vault over a task's data key (unwrapped by the key service).
@@ -70,8 +78,127 @@ impl Vault {
                 keys,
                 store,
                 catalog,
+                dicts: Default::default(),
+                dicts_loaded: tokio::sync::OnceCell::new(),
+                dict_damage: Default::default(),
             }),
         }
+    }
+
+    // ---- dictionaries ----
+
+    fn dict_key(&self, id: u32) -> ObjectKey {
+        ObjectKey::new(
+            &self.inner.tenant,
+            &self.inner.task,
+            DICT_KIND,
+            &format!("{id:08x}"),
+        )
+    }
+
+    fn dict_seal_id(id: u32) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[..4].copy_from_slice(&id.to_le_bytes());
+        b
+    }
+
+    /// Loads the task's dictionaries (once per vault handle). A dictionary object that is
+    /// damaged is not loaded (the items that need it then fail to read, as damage) and is
+    /// reported by [`Vault::dict_damage`].
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn ensure_dicts(&self) -> Result<()> {
+        self.inner
+            .dicts_loaded
+            .get_or_try_init(|| async {
+                let prefix =
+                    ObjectKey::kind_prefix(&self.inner.tenant, &self.inner.task, DICT_KIND);
+                for (key, _) in self.inner.store.list_all(&prefix).await? {
+                    let loaded = match u32::from_str_radix(key.id(), 16) {
+                        Ok(id) => self.load_dict(&key, id).await,
+                        Err(_) => Err(Error::damaged(key.to_string(), "not a dictionary name")),
+                    };
+                    match loaded {
+                        Ok(dict) => {
+                            self.dicts_write().insert(dict.id, dict);
+                        }
+                        Err(e) if e.is_damage() => {
+                            tracing::warn!(object = %key, error = %e, "damaged dictionary");
+                            self.inner
+                                .dict_damage
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push((key.to_string(), e.to_string()));
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok::<_, Error>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn load_dict(&self, key: &ObjectKey, id: u32) -> Result<Dict> {
+        let sealed = self.inner.store.get(key).await?;
+        let bytes = self.inner.keys.open(
+            SealKind::Dictionary,
+            &Self::dict_seal_id(id),
+            &sealed,
+            &format!("dictionary {key}"),
+        )?;
+        Dict::from_bytes(bytes)
+            .filter(|d| d.id == id)
+            .ok_or_else(|| Error::damaged(key.to_string(), "not a dictionary"))
+    }
+
+    /// Dictionary objects found damaged by [`Vault::ensure_dicts`]: (object, problem).
+    pub fn dict_damage(&self) -> Vec<(String, String)> {
+        self.inner
+            .dict_damage
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn dicts_write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<u32, Dict>> {
+        self.inner.dicts.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A loaded dictionary by id.
+    pub fn dict(&self, id: u32) -> Option<Dict> {
+        let g = self.inner.dicts.read().unwrap_or_else(|e| e.into_inner());
+        g.get(&id).cloned()
+    }
+
+    /// The dictionary new items are compressed with: the lowest id, so that every writer
+    /// of a task picks the same one.
+    pub fn current_dict(&self) -> Option<Dict> {
+        let g = self.inner.dicts.read().unwrap_or_else(|e| e.into_inner());
+        g.iter().min_by_key(|(id, _)| **id).map(|(_, d)| d.clone())
+    }
+
+    /// Stores a new dictionary (sealed: it is made of the task's content) and makes it
+    /// available to readers. Durable before any item compressed with it is committed.
+    pub async fn add_dict(&self, dict: Dict) -> Result<()> {
+        let sealed = self.inner.keys.seal(
+            SealKind::Dictionary,
+            &Self::dict_seal_id(dict.id),
+            &dict.bytes,
+        )?;
+        match self
+            .inner
+            .store
+            .put_if_absent(&self.dict_key(dict.id), sealed.into())
+            .await
+        {
+            Ok(()) => {}
+            Err(e) if e.kind() == ports::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.dicts_write().insert(dict.id, dict);
+        Ok(())
     }
 
     pub fn tenant(&self) -> &TenantId {
@@ -156,6 +283,7 @@ impl Vault {
     /// `Damaged` when the record fails authentication, does not decompress, or its content
     /// does not hash to its id; the bytes are never returned then.
     pub async fn read_blob(&self, r: &BlobRef, tree: bool) -> Result<Vec<u8>> {
+        self.ensure_dicts().await?;
         let key = self.pack_key(&r.pack);
         let sealed = self
             .inner
@@ -170,7 +298,7 @@ impl Vault {
         let kind = if tree { SealKind::Tree } else { SealKind::Data };
         let what = format!("blob {} in {:?}", r.id, r.pack);
         let encoded = self.inner.keys.open(kind, &r.id.0, sealed, &what)?;
-        let plain = codec::decode(&encoded, r.raw_len as usize, &what)?;
+        let plain = codec::decode(&encoded, r.raw_len as usize, &|id| self.dict(id), &what)?;
         if self.inner.keys.blob_id(&plain) != r.id {
             return Err(Error::damaged(what, "content does not match its id"));
         }
@@ -182,11 +310,46 @@ impl Vault {
         Node::decode(&bytes, &format!("tree {}", r.id))
     }
 
+    /// Starts reading one coalesced run, so that it is in flight while the previous run is
+    /// being opened.
+    fn start_fetch(&self, run: &Run) -> tokio::task::JoinHandle<Result<bytes::Bytes>> {
+        let store = self.inner.store.clone();
+        let key = self.pack_key(&run.pack);
+        let (start, end) = (run.start(), run.end());
+        tokio::spawn(async move {
+            match store.get_range(&key, start, end).await {
+                Ok(b) if b.len() as u64 == end - start => Ok(b),
+                Ok(_) => Err(Error::damaged(key.to_string(), "truncated")),
+                Err(e) if e.is_not_found() => Err(Error::damaged(key.to_string(), "missing")),
+                Err(e) if e.kind() == ports::ErrorKind::InvalidInput => {
+                    Err(Error::damaged(key.to_string(), "truncated"))
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    async fn fetched(
+        handle: tokio::task::JoinHandle<Result<bytes::Bytes>>,
+    ) -> Result<bytes::Bytes> {
+        handle
+            .await
+            .map_err(|e| Error::Format(format!("read task failed: {e}")))?
+    }
+
+    fn failure_copy(e: &Error) -> Error {
+        match e {
+            Error::Damaged { what, why } => Error::damaged(what.clone(), why.clone()),
+            Error::Port(p) => Error::Port(ports::Error::new(p.kind(), p.to_string())),
+            other => Error::Format(other.to_string()),
+        }
+    }
+
     /// Reads many blobs with as few ranged reads as possible (nearby records of one pack
-    /// are read together), opening them in parallel. Calls `sink` once per distinct blob,
-    /// in no particular order, holding at most one coalesced read in memory at a time.
-    /// A blob that cannot be read (missing pack, damage) reaches the sink as an error, so
-    /// a restore can save everything else and report what it could not.
+    /// are read together, the next read in flight while the current one is opened), opening
+    /// them in parallel. Calls `sink` once per distinct blob, in no particular order. A blob
+    /// that cannot be read (missing pack, damage) reaches the sink as an error, so a restore
+    /// can save everything else and report what it could not.
     ///
     /// # Errors
     /// Only what `sink` returns.
@@ -194,54 +357,80 @@ impl Vault {
     where
         F: FnMut(&BlobRef, Result<Vec<u8>>) -> Result<()>,
     {
-        for (pack, runs) in coalesce(refs) {
-            let key = self.pack_key(&pack);
-            for run in runs {
-                let (start, end) = (run[0].offset as u64, run_end(&run));
-                let got = self.inner.store.get_range(&key, start, end).await;
-                let got = match got {
-                    Ok(b) if b.len() as u64 != end - start => Err(ports::Error::new(
-                        ports::ErrorKind::InvalidInput,
-                        format!("{key} is shorter than the snapshot says"),
-                    )),
-                    other => other,
-                };
-                let bytes = match got {
-                    Ok(b) => b,
-                    Err(e) => {
-                        let msg = e.to_string();
-                        for r in &run {
-                            let err = if e.is_not_found() {
-                                Error::damaged(format!("{:?}", r.pack), "missing")
-                            } else if e.kind() == ports::ErrorKind::InvalidInput {
-                                Error::damaged(format!("{:?}", r.pack), "truncated")
-                            } else {
-                                Error::Port(ports::Error::new(e.kind(), msg.clone()))
-                            };
-                            sink(r, Err(err))?;
-                        }
-                        continue;
+        self.ensure_dicts().await?;
+        let runs = coalesce(refs);
+        let mut next = runs.first().map(|r| self.start_fetch(r));
+        for i in 0..runs.len() {
+            let got = Self::fetched(next.take().expect("started")).await;
+            next = runs.get(i + 1).map(|r| self.start_fetch(r));
+            let run = runs[i].clone();
+            let bytes = match got {
+                Ok(b) => b,
+                Err(e) => {
+                    for r in &run.refs {
+                        sink(r, Err(Self::failure_copy(&e)))?;
                     }
-                };
-                let this = self.clone();
-                let opened: Vec<(BlobRef, Result<Vec<u8>>)> =
-                    tokio::task::spawn_blocking(move || {
-                        run.par_iter()
-                            .map(|r| {
-                                let s = (r.offset as u64 - start) as usize;
-                                let sealed = &bytes[s..s + r.len as usize];
-                                (*r, this.open_blob(r, tree, sealed))
-                            })
-                            .collect()
-                    })
-                    .await
-                    .map_err(|e| Error::Format(format!("worker failed: {e}")))?;
-                for (r, data) in opened {
-                    sink(&r, data)?;
+                    continue;
                 }
+            };
+            let this = self.clone();
+            let opened: Vec<(BlobRef, Result<Vec<u8>>)> = tokio::task::spawn_blocking(move || {
+                run.refs
+                    .par_iter()
+                    .map(|r| (*r, this.open_in_run(&run, &bytes, r, tree)))
+                    .collect()
+            })
+            .await
+            .map_err(|e| Error::Format(format!("worker failed: {e}")))?;
+            for (r, data) in opened {
+                sink(&r, data)?;
             }
         }
         Ok(())
+    }
+
+    /// As [`Vault::read_many`], but `sink` runs on the worker threads, in parallel: for
+    /// consumers whose own work per blob is heavy (a restore writing files).
+    ///
+    /// # Errors
+    /// Only what `sink` returns (the first such error stops the read).
+    pub async fn read_many_parallel<F>(
+        &self,
+        refs: Vec<BlobRef>,
+        tree: bool,
+        sink: Arc<F>,
+    ) -> Result<()>
+    where
+        F: Fn(&BlobRef, Result<Vec<u8>>) -> Result<()> + Send + Sync + 'static,
+    {
+        self.ensure_dicts().await?;
+        let runs = coalesce(refs);
+        let mut next = runs.first().map(|r| self.start_fetch(r));
+        for i in 0..runs.len() {
+            let got = Self::fetched(next.take().expect("started")).await;
+            next = runs.get(i + 1).map(|r| self.start_fetch(r));
+            let run = runs[i].clone();
+            let this = self.clone();
+            let sink = sink.clone();
+            tokio::task::spawn_blocking(move || match got {
+                Ok(bytes) => run
+                    .refs
+                    .par_iter()
+                    .try_for_each(|r| sink(r, this.open_in_run(&run, &bytes, r, tree))),
+                Err(e) => run
+                    .refs
+                    .iter()
+                    .try_for_each(|r| sink(r, Err(Self::failure_copy(&e)))),
+            })
+            .await
+            .map_err(|e| Error::Format(format!("worker failed: {e}")))??;
+        }
+        Ok(())
+    }
+
+    fn open_in_run(&self, run: &Run, bytes: &[u8], r: &BlobRef, tree: bool) -> Result<Vec<u8>> {
+        let s = (r.offset as u64 - run.start()) as usize;
+        self.open_blob(r, tree, &bytes[s..s + r.len as usize])
     }
 
     /// Finds the entry at `path` under `root`. The root itself is returned as a folder
@@ -296,33 +485,44 @@ impl Vault {
     }
 }
 
-fn run_end(run: &[BlobRef]) -> u64 {
-    run.iter()
-        .map(|r| r.offset as u64 + r.len as u64)
-        .max()
-        .unwrap_or(0)
+/// Nearby records of one pack, read with one ranged read.
+#[derive(Clone)]
+struct Run {
+    pack: PackId,
+    refs: Vec<BlobRef>,
+}
+
+impl Run {
+    fn start(&self) -> u64 {
+        self.refs[0].offset as u64
+    }
+    fn end(&self) -> u64 {
+        self.refs
+            .iter()
+            .map(|r| r.offset as u64 + r.len as u64)
+            .max()
+            .unwrap_or(0)
+    }
 }
 
 /// Groups blobs by pack and, within a pack, into runs of nearby records.
-fn coalesce(mut refs: Vec<BlobRef>) -> Vec<(PackId, Vec<Vec<BlobRef>>)> {
+fn coalesce(mut refs: Vec<BlobRef>) -> Vec<Run> {
     refs.sort_by_key(|r| (r.pack, r.offset));
     refs.dedup_by_key(|r| (r.pack, r.offset));
-    let mut out: Vec<(PackId, Vec<Vec<BlobRef>>)> = Vec::new();
+    let mut out: Vec<Run> = Vec::new();
     for r in refs {
         match out.last_mut() {
-            Some((p, runs)) if *p == r.pack => {
-                let run = runs.last_mut().expect("a pack group has a run");
-                let start = run[0].offset as u64;
-                let end = run_end(run);
-                if (r.offset as u64) <= end + COALESCE_GAP
-                    && r.offset as u64 + r.len as u64 - start <= COALESCE_MAX
-                {
-                    run.push(r);
-                } else {
-                    runs.push(vec![r]);
-                }
+            Some(run)
+                if run.pack == r.pack
+                    && (r.offset as u64) <= run.end() + COALESCE_GAP
+                    && r.offset as u64 + r.len as u64 - run.start() <= COALESCE_MAX =>
+            {
+                run.refs.push(r)
             }
-            _ => out.push((r.pack, vec![vec![r]])),
+            _ => out.push(Run {
+                pack: r.pack,
+                refs: vec![r],
+            }),
         }
     }
     out

@@ -45,6 +45,8 @@ struct Scan {
     bad: HashMap<(PackId, u32), String>,
     /// Packs that could not be read or parsed at all.
     bad_packs: HashMap<PackId, String>,
+    /// Objects under the pack prefix that are not packs at all, by key.
+    strays: Vec<(String, String)>,
     nodes: HashMap<BlobId, Arc<Node>>,
 }
 
@@ -61,6 +63,8 @@ impl Vault {
     ) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut scan = Scan::default();
+        self.ensure_dicts().await?;
+        scan.strays.extend(self.dict_damage());
         let prefix = ObjectKey::kind_prefix(self.tenant(), self.task(), PACK_KIND);
         let objects = self.store().list_all(&prefix).await?;
         for (key, size) in objects {
@@ -134,6 +138,11 @@ impl Vault {
         for (id, why) in &scan.bad_packs {
             affects
                 .entry(self.pack_key(id).to_string())
+                .or_insert_with(|| (why.clone(), Vec::new()));
+        }
+        for (key, why) in &scan.strays {
+            affects
+                .entry(key.clone())
                 .or_insert_with(|| (why.clone(), Vec::new()));
         }
         for ((p, off), why) in &scan.bad {

@@ -7,13 +7,14 @@
 //! journalled in the catalog as pending, so that a crashed run's packs are found and reused
 //! by the next attempt instead of being uploaded again.
 
-use crate::codec;
+use crate::codec::{self, Dict, DICT_MAX_ITEM};
 use crate::crypto::{BlobId, SealKind};
 use crate::error::{Error, Result};
 use crate::pack::{self, IndexEntry, PackBuilder, PackId, PACK_TARGET};
 use crate::snapshot::{self, ItemError, SnapshotRecord, SnapshotStats, MAX_RECORDED_ERRORS};
 use crate::tree::{BlobRef, Node};
 use crate::Vault;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use domain::{AccountId, ItemPath, SnapshotId};
 use ports::{CatalogExt, Condition, ErrorKind, Record};
@@ -35,10 +36,29 @@ pub const CHUNK_MAX: u32 = 4 * 1024 * 1024;
 /// compression; each holds one pack (~8 MiB) in memory.
 pub const MAX_INFLIGHT_PUTS: usize = 2;
 
-/// A large item's chunks are processed in batches of this many bytes.
-const STREAM_BATCH_BYTES: usize = 16 * 1024 * 1024;
-/// Chunks buffered between the chunker thread and the writer (memory bound).
-const STREAM_QUEUE: usize = 4;
+/// A large item is read in windows of this size and cut into chunks inside the window, so
+/// chunks are slices of the window rather than copies. At least twice [`CHUNK_MAX`], so
+/// every window yields chunks.
+const STREAM_WINDOW: usize = 8 * 1024 * 1024;
+/// Windows buffered between the reading thread and the writer (memory bound).
+const STREAM_QUEUE: usize = 2;
+
+/// A dictionary is trained on about this much of a task's first small items.
+const TRAIN_BYTES: usize = 4 * 1024 * 1024;
+/// Fewer samples than this make a dictionary that does not help.
+const TRAIN_MIN_SAMPLES: usize = 64;
+/// zstd's default dictionary size.
+const DICT_SIZE: usize = 112_640;
+
+/// Where the writer stands on the task's compression dictionary.
+enum DictState {
+    /// Compressing small items with this dictionary.
+    Using(Dict),
+    /// The task has none yet: copies of small items are collected to train one.
+    Collecting { data: Vec<u8>, sizes: Vec<usize> },
+    /// Training failed or had too little to work with; compress without.
+    Without,
+}
 
 type KnownKey = (BlobId, bool);
 
@@ -57,6 +77,7 @@ pub struct SnapshotWriter {
     stats: SnapshotStats,
     errors: Vec<ItemError>,
     error_count: u64,
+    dict: DictState,
 }
 
 impl SnapshotWriter {
@@ -77,6 +98,15 @@ impl SnapshotWriter {
             stats: SnapshotStats::default(),
             errors: Vec::new(),
             error_count: 0,
+            dict: DictState::Without,
+        };
+        w.vault.ensure_dicts().await?;
+        w.dict = match w.vault.current_dict() {
+            Some(d) => DictState::Using(d),
+            None => DictState::Collecting {
+                data: Vec::new(),
+                sizes: Vec::new(),
+            },
         };
         if let Some(p) = w.parent.clone() {
             let root = p.root();
@@ -175,8 +205,9 @@ impl SnapshotWriter {
     ///
     /// # Errors
     /// A failed pack upload (from this or an earlier batch) or catalog write.
-    pub async fn store_batch(&mut self, items: Vec<Vec<u8>>) -> Result<Vec<BlobRef>> {
-        self.store(items, false).await
+    pub async fn store_batch<B: Into<Bytes>>(&mut self, items: Vec<B>) -> Result<Vec<BlobRef>> {
+        self.store(items.into_iter().map(Into::into).collect(), false)
+            .await
     }
 
     /// Stores an item of any size read from `reader`, chunked by content so that a changed
@@ -191,39 +222,17 @@ impl SnapshotWriter {
         reader: R,
         what: String,
     ) -> Result<(Vec<BlobRef>, u64)> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(STREAM_QUEUE);
-        let chunker = tokio::task::spawn_blocking(move || {
-            let cdc = fastcdc::v2020::StreamCDC::new(reader, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX);
-            for chunk in cdc {
-                let item = chunk.map(|c| c.data).map_err(|e| match e {
-                    fastcdc::v2020::Error::IoError(io) => io,
-                    other => std::io::Error::other(other.to_string()),
-                });
-                let failed = item.is_err();
-                if tx.blocking_send(item).is_err() || failed {
-                    return;
-                }
-            }
-        });
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Vec<Bytes>>>(STREAM_QUEUE);
+        let chunker = tokio::task::spawn_blocking(move || chunk_windows(reader, &tx));
         let mut refs = Vec::new();
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0usize;
         let mut total = 0u64;
-        while let Some(chunk) = rx.recv().await {
-            let chunk = chunk.map_err(|source| Error::Source {
+        while let Some(chunks) = rx.recv().await {
+            let chunks = chunks.map_err(|source| Error::Source {
                 what: what.clone(),
                 source,
             })?;
-            total += chunk.len() as u64;
-            batch_bytes += chunk.len();
-            batch.push(chunk);
-            if batch_bytes >= STREAM_BATCH_BYTES {
-                refs.extend(self.store(std::mem::take(&mut batch), false).await?);
-                batch_bytes = 0;
-            }
-        }
-        if !batch.is_empty() {
-            refs.extend(self.store(batch, false).await?);
+            total += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
+            refs.extend(self.store(chunks, false).await?);
         }
         chunker
             .await
@@ -236,11 +245,11 @@ impl SnapshotWriter {
     pub async fn store_tree(&mut self, mut node: Node) -> Result<BlobRef> {
         node.normalise();
         let bytes = node.encode();
-        let mut r = self.store(vec![bytes], true).await?;
+        let mut r = self.store(vec![Bytes::from(bytes)], true).await?;
         Ok(r.pop().expect("one item in, one reference out"))
     }
 
-    async fn store(&mut self, items: Vec<Vec<u8>>, tree: bool) -> Result<Vec<BlobRef>> {
+    async fn store(&mut self, items: Vec<Bytes>, tree: bool) -> Result<Vec<BlobRef>> {
         self.reap_finished()?;
         let v = self.vault.clone();
         let (items, ids) = tokio::task::spawn_blocking(move || {
@@ -254,32 +263,84 @@ impl SnapshotWriter {
         let todo: Vec<usize> = (0..ids.len())
             .filter(|&i| !self.known.contains_key(&(ids[i], tree)) && seen.insert(ids[i]))
             .collect();
-        if !todo.is_empty() {
-            let v = self.vault.clone();
-            let kind = if tree { SealKind::Tree } else { SealKind::Data };
-            let ids2 = ids.clone();
-            let sealed: Vec<(usize, u32, Result<Vec<u8>>)> =
-                tokio::task::spawn_blocking(move || {
-                    todo.par_iter()
-                        .map(|&i| {
-                            let encoded = codec::encode(&items[i]);
-                            let raw_len = items[i].len() as u32;
-                            (i, raw_len, v.keys().seal(kind, &ids2[i].0, &encoded))
-                        })
-                        .collect()
+        if todo.is_empty() {
+            return Ok(ids.iter().map(|id| self.known[&(*id, tree)]).collect());
+        }
+        if !tree {
+            self.collect_samples(&items, &todo).await?;
+        }
+        let dict = match (&self.dict, tree) {
+            (DictState::Using(d), false) => Some(d.clone()),
+            _ => None,
+        };
+        let v = self.vault.clone();
+        let kind = if tree { SealKind::Tree } else { SealKind::Data };
+        let ids2 = ids.clone();
+        let sealed: Vec<(usize, u32, Result<Vec<u8>>)> = tokio::task::spawn_blocking(move || {
+            todo.par_iter()
+                .map(|&i| {
+                    let (codec, payload) = codec::encode(&items[i], dict.as_ref());
+                    let raw_len = items[i].len() as u32;
+                    let sealed = v.keys().seal_parts(kind, &ids2[i].0, &[&[codec], &payload]);
+                    (i, raw_len, sealed)
                 })
-                .await
-                .map_err(|e| Error::Format(format!("sealing worker failed: {e}")))?;
-            for (i, raw_len, s) in sealed {
-                let s = s?;
-                let r = self.append(ids[i], tree, raw_len, &s).await?;
-                self.known.insert((ids[i], tree), r);
-                self.stats.new_blobs += 1;
-                self.stats.new_bytes += raw_len as u64;
-                self.stats.stored_bytes += s.len() as u64;
-            }
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::Format(format!("sealing worker failed: {e}")))?;
+        for (i, raw_len, s) in sealed {
+            let s = s?;
+            let r = self.append(ids[i], tree, raw_len, &s).await?;
+            self.known.insert((ids[i], tree), r);
+            self.stats.new_blobs += 1;
+            self.stats.new_bytes += raw_len as u64;
+            self.stats.stored_bytes += s.len() as u64;
         }
         Ok(ids.iter().map(|id| self.known[&(*id, tree)]).collect())
+    }
+
+    /// While the task has no dictionary, keeps copies of new small items; once there are
+    /// enough, trains one, so the rest of this backup and every later one use it.
+    async fn collect_samples(&mut self, items: &[Bytes], todo: &[usize]) -> Result<()> {
+        let DictState::Collecting { data, sizes } = &mut self.dict else {
+            return Ok(());
+        };
+        for &i in todo {
+            let item = &items[i];
+            if data.len() >= TRAIN_BYTES {
+                break;
+            }
+            if item.len() >= 64 && item.len() <= DICT_MAX_ITEM {
+                data.extend_from_slice(item);
+                sizes.push(item.len());
+            }
+        }
+        if data.len() >= TRAIN_BYTES {
+            self.train_dict().await?;
+        }
+        Ok(())
+    }
+
+    async fn train_dict(&mut self) -> Result<()> {
+        let state = std::mem::replace(&mut self.dict, DictState::Without);
+        let DictState::Collecting { data, sizes } = state else {
+            self.dict = state;
+            return Ok(());
+        };
+        if sizes.len() < TRAIN_MIN_SAMPLES {
+            return Ok(());
+        }
+        let trained = tokio::task::spawn_blocking(move || Dict::train(&data, &sizes, DICT_SIZE))
+            .await
+            .map_err(|e| Error::Format(format!("training worker failed: {e}")))?;
+        match trained {
+            Ok(dict) => {
+                self.vault.add_dict(dict.clone()).await?;
+                self.dict = DictState::Using(dict);
+            }
+            Err(e) => tracing::info!(error = %e, "no compression dictionary for this task"),
+        }
+        Ok(())
     }
 
     async fn append(
@@ -375,6 +436,12 @@ impl SnapshotWriter {
         taken_at: DateTime<Utc>,
         cursor: Option<String>,
     ) -> Result<SnapshotRecord> {
+        // A first backup too small to have trained a dictionary still leaves one for the
+        // next backups when it saw enough small items.
+        if matches!(&self.dict, DictState::Collecting { data, .. } if data.len() >= TRAIN_BYTES / 16)
+        {
+            self.train_dict().await?;
+        }
         self.flush(false).await?;
         self.flush(true).await?;
         while !self.inflight.is_empty() {
@@ -382,6 +449,14 @@ impl SnapshotWriter {
         }
         let v = self.vault.clone();
         let pk = snapshot::snapshots_pk(v.tenant(), v.task(), &self.account);
+        // Snapshot ids sort by time to the millisecond; a snapshot never sorts before its
+        // parent, even when a clock says the same millisecond (or goes back).
+        let mut taken_at = taken_at;
+        if let Some(p) = &self.parent {
+            if taken_at <= p.taken_at {
+                taken_at = p.taken_at + chrono::Duration::milliseconds(1);
+            }
+        }
         let mut rec = SnapshotRecord {
             id: SnapshotId::generate(taken_at, rand_u32()),
             account: self.account.clone(),
@@ -444,4 +519,46 @@ pub(crate) async fn read_pack_index(v: &Vault, id: &PackId) -> Result<Vec<IndexE
     let (s, e) = pack::index_range(&trailer, size, &what)?;
     let sealed = v.store().get_range(&key, s, e).await?;
     pack::open_index(v.keys(), id, &sealed, s, &what)
+}
+
+/// Reads `reader` in windows and cuts each window into content-defined chunks that are
+/// slices of it (no copy per chunk). The last chunk of a window is only a candidate — the
+/// data after the window may move its cut point — so it is carried into the next window;
+/// the result is exactly what a streaming chunker would produce.
+fn chunk_windows<R: Read>(
+    mut reader: R,
+    tx: &tokio::sync::mpsc::Sender<std::io::Result<Vec<Bytes>>>,
+) {
+    let mut carry: Vec<u8> = Vec::new();
+    loop {
+        let mut buf = Vec::with_capacity(STREAM_WINDOW);
+        buf.extend_from_slice(&carry);
+        let want = (STREAM_WINDOW - buf.len()) as u64;
+        if let Err(e) = reader.by_ref().take(want).read_to_end(&mut buf) {
+            let _ = tx.blocking_send(Err(e));
+            return;
+        }
+        let eof = buf.len() < STREAM_WINDOW;
+        if buf.is_empty() {
+            return;
+        }
+        let window = Bytes::from(buf);
+        let mut cuts: Vec<(usize, usize)> =
+            fastcdc::v2020::FastCDC::new(&window, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
+                .map(|c| (c.offset, c.length))
+                .collect();
+        carry = Vec::new();
+        if !eof {
+            if let Some((o, l)) = cuts.pop() {
+                carry = window[o..o + l].to_vec();
+            }
+        }
+        let chunks = cuts
+            .into_iter()
+            .map(|(o, l)| window.slice(o..o + l))
+            .collect();
+        if tx.blocking_send(Ok(chunks)).is_err() || eof {
+            return;
+        }
+    }
 }
