@@ -242,7 +242,8 @@ pub fn make_day1(root: &Path) {
     write(root, b"to_delete.txt", b"delete me\n");
     write(root, b"to_rename.txt", b"rename me\n");
     write(root, b"to_edit.txt", b"edit me\n");
-    write(root, b"big.bin", &random_bytes(2_500_000, 42));
+    // Larger than a single-blob item, so it is chunked and an edit stores one chunk.
+    write(root, b"big.bin", &random_bytes(6_500_000, 42));
     // Zeros chunk into repeats of one maximal chunk: one blob at several offsets of a file.
     let mut zeros = vec![0u8; 9 * 1024 * 1024];
     zeros.extend_from_slice(b"tail");

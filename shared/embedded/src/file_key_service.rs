@@ -1,5 +1,7 @@
 //! `FileKeyService`: the key service port with a local master key file, wrapping data keys
-//! with AES-256-GCM as KMS does, the encryption context as associated data.
+//! with AES-256-GCM as KMS does, the encryption context as associated data. Each tenant has
+//! a key of its own (kept wrapped by the master key in a file per tenant), so that deleting
+//! that one file shreds every data key of the tenant.
 
 use crate::{io_error, sync_dir, temp_name};
 use async_trait::async_trait;
@@ -14,8 +16,13 @@ use zeroize::Zeroizing;
 /// The master key file holds exactly this many raw bytes.
 const MASTER_KEY_LEN: usize = 32;
 
-/// The first byte of every wrapped key; a later format gets another.
+/// The first byte of a data key wrapped directly under the master key (a context without a
+/// tenant).
 const WRAP_VERSION: u8 = 1;
+/// The first byte of a data key wrapped under its tenant's key.
+const WRAP_TENANT: u8 = 2;
+/// Folder (beside the master key) of the per-tenant key files.
+const TENANT_KEYS_DIR: &str = "tenant-keys";
 
 /// `version || nonce || ciphertext || tag`.
 const WRAPPED_LEN: usize = 1 + NONCE_LEN + 32 + 16;
@@ -31,6 +38,8 @@ pub struct FileKeyService {
     key: LessSafeKey,
     rng: SystemRandom,
     path: PathBuf,
+    /// Tenant keys already unwrapped, by tenant.
+    tenants: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<LessSafeKey>>>,
 }
 
 impl std::fmt::Debug for FileKeyService {
@@ -65,7 +74,138 @@ impl FileKeyService {
             key: LessSafeKey::new(key),
             rng,
             path,
+            tenants: Default::default(),
         })
+    }
+
+    fn tenant_key_path(&self, tenant: &str) -> PathBuf {
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        dir.join(TENANT_KEYS_DIR).join(format!("{tenant}.key"))
+    }
+
+    fn tenant_aad(tenant: &str) -> Vec<u8> {
+        [b"lifeboat tenant key\0".as_slice(), tenant.as_bytes()].concat()
+    }
+
+    /// The tenant's key: from the cache, from its file, or (when `create`) made now.
+    ///
+    /// # Errors
+    /// `Integrity` when it does not exist and may not be created (destroyed, or never made)
+    /// or its file does not unwrap.
+    fn tenant_key(&self, tenant: &str, create: bool) -> Result<std::sync::Arc<LessSafeKey>> {
+        let mut cache = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = cache.get(tenant) {
+            return Ok(k.clone());
+        }
+        // Tenant ids are validated ([A-Za-z0-9_-]); refuse anything else as a file name.
+        if tenant.is_empty()
+            || !tenant
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "context has an invalid tenant",
+            ));
+        }
+        let path = self.tenant_key_path(tenant);
+        let wrapped = match fs::read(&path) {
+            Ok(w) => Zeroizing::new(w),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
+                self.create_tenant_key(tenant, &path)?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(Error::new(
+                    ErrorKind::Integrity,
+                    "wrapped data key refused: the tenant's key is destroyed or was never made",
+                ))
+            }
+            Err(e) => {
+                return Err(io_error(
+                    e,
+                    format_args!("tenant key file {}", path.display()),
+                ))
+            }
+        };
+        let refused = || {
+            Error::new(
+                ErrorKind::Integrity,
+                "tenant key file is damaged or not ours",
+            )
+        };
+        if wrapped.len() != WRAPPED_LEN || wrapped[0] != WRAP_VERSION {
+            return Err(refused());
+        }
+        let nonce =
+            Nonce::try_assume_unique_for_key(&wrapped[1..1 + NONCE_LEN]).map_err(|_| refused())?;
+        let mut buf = Zeroizing::new(wrapped[1 + NONCE_LEN..].to_vec());
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(Self::tenant_aad(tenant)), &mut buf[..])
+            .map_err(|_| refused())?;
+        let key = UnboundKey::new(&AES_256_GCM, plain).map_err(|_| refused())?;
+        let key = std::sync::Arc::new(LessSafeKey::new(key));
+        cache.insert(tenant.to_string(), key.clone());
+        Ok(key)
+    }
+
+    /// Makes a tenant key and links its file into place without overwriting one another
+    /// process made first; returns the file's content as it is afterwards.
+    fn create_tenant_key(&self, tenant: &str, path: &Path) -> Result<Zeroizing<Vec<u8>>> {
+        let what = format_args!("tenant key file {}", path.display());
+        let dir = path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).map_err(|e| io_error(e, what))?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        self.rng
+            .fill(&mut key[..])
+            .map_err(|_| Error::new(ErrorKind::Unavailable, "system random source failed"))?;
+        let wrapped = self.wrap(&self.key, &key, &Self::tenant_aad(tenant), WRAP_VERSION)?;
+        let tmp = dir.join(temp_name(".tmp-tenant-key-"));
+        if let Err(e) = write_private(&tmp, &wrapped) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_error(e, what));
+        }
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => {
+                sync_dir(dir).map_err(|e| io_error(e, what))?;
+                Ok(Zeroizing::new(wrapped))
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::read(path)
+                .map(Zeroizing::new)
+                .map_err(|e| io_error(e, what)),
+            Err(e) => Err(io_error(e, what)),
+        }
+    }
+
+    /// `version || nonce || AES-256-GCM(key, plaintext, aad)`.
+    fn wrap(
+        &self,
+        key: &LessSafeKey,
+        plaintext: &[u8; 32],
+        aad: &[u8],
+        version: u8,
+    ) -> Result<Vec<u8>> {
+        let mut nonce = [0u8; NONCE_LEN];
+        self.rng
+            .fill(&mut nonce)
+            .map_err(|_| Error::new(ErrorKind::Unavailable, "system random source failed"))?;
+        let mut sealed = Zeroizing::new(plaintext.to_vec());
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut *sealed,
+        )
+        .map_err(|_| Error::new(ErrorKind::Other, "key wrapping failed"))?;
+        let mut wrapped = Vec::with_capacity(WRAPPED_LEN);
+        wrapped.push(version);
+        wrapped.extend_from_slice(&nonce);
+        wrapped.extend_from_slice(&sealed);
+        Ok(wrapped)
     }
 
     /// The master key file.
@@ -81,23 +221,14 @@ impl KeyService for FileKeyService {
         self.rng
             .fill(&mut plaintext[..])
             .map_err(|_| Error::new(ErrorKind::Unavailable, "system random source failed"))?;
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng
-            .fill(&mut nonce)
-            .map_err(|_| Error::new(ErrorKind::Unavailable, "system random source failed"))?;
-
-        let mut sealed = Zeroizing::new(plaintext.to_vec());
-        self.key
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(ctx.canonical_bytes()),
-                &mut *sealed,
-            )
-            .map_err(|_| Error::new(ErrorKind::Other, "data key wrapping failed"))?;
-        let mut wrapped = Vec::with_capacity(WRAPPED_LEN);
-        wrapped.push(WRAP_VERSION);
-        wrapped.extend_from_slice(&nonce);
-        wrapped.extend_from_slice(&sealed);
+        let aad = ctx.canonical_bytes();
+        let wrapped = match ctx.0.get("tenant") {
+            Some(t) => {
+                let key = self.tenant_key(t, true)?;
+                self.wrap(&key, &plaintext, &aad, WRAP_TENANT)?
+            }
+            None => self.wrap(&self.key, &plaintext, &aad, WRAP_VERSION)?,
+        };
         Ok(DataKey { plaintext, wrapped })
     }
 
@@ -112,14 +243,22 @@ impl KeyService for FileKeyService {
                 "wrapped data key refused: wrong context, wrong master key or altered",
             )
         };
-        if wrapped.len() != WRAPPED_LEN || wrapped[0] != WRAP_VERSION {
+        if wrapped.len() != WRAPPED_LEN {
             return Err(refused());
         }
+        let tenant_key;
+        let key = match (wrapped[0], ctx.0.get("tenant")) {
+            (WRAP_VERSION, _) => &self.key,
+            (WRAP_TENANT, Some(t)) => {
+                tenant_key = self.tenant_key(t, false)?;
+                &*tenant_key
+            }
+            _ => return Err(refused()),
+        };
         let nonce =
             Nonce::try_assume_unique_for_key(&wrapped[1..1 + NONCE_LEN]).map_err(|_| refused())?;
         let mut buf = Zeroizing::new(wrapped[1 + NONCE_LEN..].to_vec());
-        let plain = self
-            .key
+        let plain = key
             .open_in_place(nonce, Aad::from(ctx.canonical_bytes()), &mut buf[..])
             .map_err(|_| refused())?;
         let mut out = Zeroizing::new([0u8; 32]);
@@ -128,6 +267,32 @@ impl KeyService for FileKeyService {
         }
         out.copy_from_slice(plain);
         Ok(out)
+    }
+
+    async fn destroy_tenant_keys(&self, tenant: &domain::TenantId) -> Result<()> {
+        let mut cache = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        cache.remove(tenant.as_str());
+        let path = self.tenant_key_path(tenant.as_str());
+        let what = format_args!("tenant key file {}", path.display());
+        // Overwrite before unlinking, so the wrapped key is not left in freed blocks.
+        match OpenOptions::new().write(true).open(&path) {
+            Ok(mut f) => {
+                f.write_all(&[0u8; WRAPPED_LEN])
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| io_error(e, what))?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_error(e, what)),
+        }
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error(e, what)),
+        }
+        if let Some(dir) = path.parent() {
+            sync_dir(dir).map_err(|e| io_error(e, what))?;
+        }
+        Ok(())
     }
 }
 

@@ -283,8 +283,27 @@ async fn master_key_file_is_private_and_reused() {
         *second.decrypt_data_key(&dk.wrapped, &ctx).await.unwrap(),
         *dk.plaintext
     );
-    // No temp file left in the directory.
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    // No temp file left: the master key and the folder of tenant keys, whose one file is
+    // private too.
+    let mut names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["master.key", "tenant-keys"]);
+    let tenant_keys: Vec<_> = std::fs::read_dir(dir.path().join("tenant-keys"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(tenant_keys.len(), 1);
+    assert_eq!(
+        std::fs::metadata(&tenant_keys[0])
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     // Debug shows no key material.
     let shown = format!("{second:?}");
     assert!(

@@ -378,23 +378,21 @@ async fn write_data(vault: &Vault, plan: &mut Plan, progress: &dyn Progress) -> 
             Ok(())
         })
     };
-    let done = AtomicBool::new(false);
-    let read = async {
-        let r = vault.read_many_parallel(refs, false, sink).await;
-        done.store(true, Ordering::Release);
-        r
-    };
-    let ticker = async {
-        let mut shown = 0;
-        while !done.load(Ordering::Acquire) {
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-            let now = written.load(Ordering::Relaxed);
-            progress.advance(now - shown);
-            shown = now;
+    // Progress is reported every 100 ms while the read runs; the read's end is not
+    // waited for beyond its own completion.
+    let mut read = std::pin::pin!(vault.read_many_parallel(refs, false, sink));
+    let mut shown = 0;
+    let res = loop {
+        tokio::select! {
+            r = &mut read => break r,
+            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                let now = written.load(Ordering::Relaxed);
+                progress.advance(now - shown);
+                shown = now;
+            }
         }
-        progress.advance(written.load(Ordering::Relaxed) - shown);
     };
-    let (res, ()) = tokio::join!(read, ticker);
+    progress.advance(written.load(Ordering::Relaxed) - shown);
     res?;
     plan.files = Arc::try_unwrap(files).unwrap_or_else(|_| unreachable!("the sink is gone"));
     Ok(())

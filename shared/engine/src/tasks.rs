@@ -31,8 +31,8 @@ impl SourceConfig {
 pub struct TaskRecord {
     pub name: TaskId,
     pub source: SourceConfig,
-    /// The task's data key, wrapped by the key service under `{tenant, task}`. Deleting
-    /// it makes the task's data unreadable (crypto-shredding).
+    /// The task's data key, wrapped by the key service under `{tenant, task}` (with the
+    /// tenant's own key, which deleting the tenant destroys).
     #[serde(with = "hex_bytes")]
     pub wrapped_key: Vec<u8>,
     pub created_at: DateTime<Utc>,
@@ -183,10 +183,12 @@ impl Engine {
         ))
     }
 
-    /// Deletes everything of this tenant. The data keys go first (crypto-shredding: from
-    /// that moment nothing stored can be decrypted), then objects, then catalog records.
-    /// Safe to run again after an interruption.
+    /// Deletes everything of this tenant. The keys go first (crypto-shredding: the key
+    /// service destroys the tenant's key, so from that moment no copy of any of its wrapped
+    /// data keys, and so nothing stored, can be decrypted), then objects, then catalog
+    /// records. Safe to run again after an interruption.
     pub async fn delete_tenant(&self) -> Result<()> {
+        self.ports.keys.destroy_tenant_keys(&self.tenant).await?;
         let catalog = &self.ports.catalog;
         let pk = self.tenant_pk();
         let tasks = self.tasks().await?;

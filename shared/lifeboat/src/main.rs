@@ -160,6 +160,12 @@ enum Conflict {
 }
 
 fn main() -> ExitCode {
+    // Like any Unix tool, end quietly when the reader of our output goes away
+    // (`lifeboat snapshots x | head`) instead of panicking on a broken pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")

@@ -56,10 +56,18 @@ pub trait KeyService: Send + Sync {
     /// Unwraps a key made by [`KeyService::generate_data_key`].
     ///
     /// # Errors
-    /// `Integrity` when the context differs or the wrapped key was altered.
+    /// `Integrity` when the context differs, the wrapped key was altered, or the tenant's
+    /// keys were destroyed.
     async fn decrypt_data_key(
         &self,
         wrapped: &[u8],
         ctx: &EncryptionContext,
     ) -> Result<Zeroizing<[u8; 32]>>;
+
+    /// Crypto-shredding: destroys the key material under which every data key of `tenant`
+    /// (a context whose `tenant` is this one) was wrapped, so that no copy of a wrapped key,
+    /// wherever it survives (a catalog backup, a log), can ever be unwrapped again. Keys of
+    /// other tenants are untouched; destroying twice succeeds. On AWS this schedules the
+    /// deletion of the tenant's KMS key.
+    async fn destroy_tenant_keys(&self, tenant: &domain::TenantId) -> Result<()>;
 }

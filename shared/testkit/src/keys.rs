@@ -102,4 +102,33 @@ pub async fn key_service_suite(keys: &dyn KeyService) {
         ErrorKind::Integrity,
         "decrypt of a truncated wrapped key",
     );
+
+    // Crypto-shredding: after the tenant's keys are destroyed, no wrapped key of it opens
+    // again, another tenant's keys are untouched, and destroying twice is fine.
+    let survivor = domain::TenantId::new(unique("tk")).expect("valid tenant");
+    let sctx = EncryptionContext::for_task(&survivor, &task);
+    let kept = assert_ok(
+        keys.generate_data_key(&sctx).await,
+        "generate, other tenant",
+    );
+    assert_ok(
+        keys.destroy_tenant_keys(&tenant).await,
+        "destroy the tenant's keys",
+    );
+    for (i, w) in [&dk.wrapped, &dk2.wrapped].into_iter().enumerate() {
+        assert!(
+            keys.decrypt_data_key(w, &ctx).await.is_err(),
+            "data key {i} of a shredded tenant still opens"
+        );
+    }
+    let back = assert_ok(
+        keys.decrypt_data_key(&kept.wrapped, &sctx).await,
+        "decrypt, other tenant after shredding",
+    );
+    assert_eq!(*back, *kept.plaintext);
+    assert_ok(keys.destroy_tenant_keys(&tenant).await, "destroy again");
+    assert_ok(
+        keys.destroy_tenant_keys(&survivor).await,
+        "destroy the other",
+    );
 }

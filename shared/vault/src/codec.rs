@@ -85,6 +85,17 @@ thread_local! {
     static UNDICT: DecompressorSlot = const { RefCell::new(None) };
 }
 
+/// A compressor holding `d`, prepared once per thread. The dictionary is attached (zstd
+/// refers to its tables) rather than copied into the context for every item: above 16 KiB
+/// zstd would otherwise copy, which measured 10 % slower on mail for no gain in ratio.
+fn dict_compressor(d: &Dict) -> Option<zstd::bulk::Compressor<'static>> {
+    use zstd::zstd_safe::{CParameter, DictAttachPref};
+    let mut c = zstd::bulk::Compressor::with_dictionary(LEVEL, &d.bytes).ok()?;
+    c.set_parameter(CParameter::ForceAttachDict(DictAttachPref::ForceAttach))
+        .ok()?;
+    Some(c)
+}
+
 /// Compresses `data` into a fresh buffer (no zeroing: zstd writes into spare capacity).
 fn compress(data: &[u8], dict: Option<&Dict>) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
@@ -99,9 +110,7 @@ fn compress(data: &[u8], dict: Option<&Dict>) -> Option<Vec<u8>> {
         Some(d) => WITH_DICT.with(|c| {
             let mut c = c.borrow_mut();
             if c.as_ref().map(|(k, _)| *k) != Some(d.key()) {
-                *c = zstd::bulk::Compressor::with_dictionary(LEVEL, &d.bytes)
-                    .ok()
-                    .map(|comp| (d.key(), comp));
+                *c = dict_compressor(d).map(|comp| (d.key(), comp));
             }
             c.as_mut()?.1.compress_to_buffer(data, &mut out).ok()
         }),

@@ -122,7 +122,7 @@ fn size() -> impl Strategy<Value = usize> {
         1 => Just(SMALL_ITEM - 1),
         1 => Just(SMALL_ITEM),
         1 => Just(SMALL_ITEM + 1),
-        3 => (SMALL_ITEM + 2)..(3 * MIB + 12_345),
+        3 => (SMALL_ITEM + 2)..(SMALL_ITEM + 2 * MIB + 12_345),
     ]
 }
 
