@@ -63,7 +63,8 @@ fn make_sample(root: &Path) -> Result<()> {
             )?;
         }
     }
-    let mut blob = vec![0u8; 3 * 1024 * 1024 + 123];
+    // Larger than one blob (4 MiB), so it is chunked and growing it stores only its end.
+    let mut blob = vec![0u8; 6 * 1024 * 1024 + 123];
     for b in blob.iter_mut() {
         *b = rng.next() as u8;
     }
