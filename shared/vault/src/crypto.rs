@@ -103,14 +103,38 @@ impl TaskKeys {
         a
     }
 
-    /// Seals `plain` as `nonce || ciphertext || tag`, appended to `out`. Nonces are random:
-    /// a deterministic nonce would be reused if the same content were ever compressed
-    /// differently (another zstd version or dictionary), which breaks GCM.
+    /// Seals `plain` as `nonce || ciphertext || tag`, appended to `out`.
     pub fn seal_into(
         &self,
         kind: SealKind,
         id: &[u8; 32],
         plain: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<()> {
+        self.seal_parts_into(kind, id, &[plain], out)
+    }
+
+    pub fn seal(&self, kind: SealKind, id: &[u8; 32], plain: &[u8]) -> Result<Vec<u8>> {
+        self.seal_parts(kind, id, &[plain])
+    }
+
+    /// Seals the concatenation of `parts` (a codec byte and its payload) without first
+    /// joining them: the parts are copied once, into the sealed record.
+    pub fn seal_parts(&self, kind: SealKind, id: &[u8; 32], parts: &[&[u8]]) -> Result<Vec<u8>> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut out = Vec::with_capacity(len + SEAL_OVERHEAD);
+        self.seal_parts_into(kind, id, parts, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends `nonce || ciphertext || tag` of the concatenated `parts` to `out`. Nonces
+    /// are random: a deterministic nonce would be reused if the same content were ever
+    /// compressed differently (another zstd version or dictionary), which breaks GCM.
+    fn seal_parts_into(
+        &self,
+        kind: SealKind,
+        id: &[u8; 32],
+        parts: &[&[u8]],
         out: &mut Vec<u8>,
     ) -> Result<()> {
         let mut nonce = [0u8; NONCE_LEN];
@@ -119,7 +143,9 @@ impl TaskKeys {
             .map_err(|_| Error::Format("the system random generator failed".into()))?;
         let start = out.len();
         out.extend_from_slice(&nonce);
-        out.extend_from_slice(plain);
+        for p in parts {
+            out.extend_from_slice(p);
+        }
         let aad = self.aad(kind, id);
         let tag = self
             .aead
@@ -131,36 +157,6 @@ impl TaskKeys {
             .map_err(|_| Error::Format("sealing failed".into()))?;
         out.extend_from_slice(tag.as_ref());
         Ok(())
-    }
-
-    pub fn seal(&self, kind: SealKind, id: &[u8; 32], plain: &[u8]) -> Result<Vec<u8>> {
-        self.seal_parts(kind, id, &[plain])
-    }
-
-    /// Seals the concatenation of `parts` (a codec byte and its payload) without first
-    /// joining them: the parts are copied once, into the sealed record.
-    pub fn seal_parts(&self, kind: SealKind, id: &[u8; 32], parts: &[&[u8]]) -> Result<Vec<u8>> {
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        let mut nonce = [0u8; NONCE_LEN];
-        self.rng
-            .fill(&mut nonce)
-            .map_err(|_| Error::Format("the system random generator failed".into()))?;
-        let mut out = Vec::with_capacity(len + SEAL_OVERHEAD);
-        out.extend_from_slice(&nonce);
-        for p in parts {
-            out.extend_from_slice(p);
-        }
-        let aad = self.aad(kind, id);
-        let tag = self
-            .aead
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&aad),
-                &mut out[NONCE_LEN..],
-            )
-            .map_err(|_| Error::Format("sealing failed".into()))?;
-        out.extend_from_slice(tag.as_ref());
-        Ok(out)
     }
 
     /// Opens a record made by [`TaskKeys::seal`] with the same kind and id.
