@@ -58,8 +58,12 @@ struct Inner {
     dict_damage: std::sync::Mutex<Vec<(String, String)>>,
 }
 
-/// Object kind of compression dictionaries (`t/<tenant>/<task>/dict/<id>`).
+/// Object kind of compression dictionaries (`t/<tenant>/<task>/dict/<id>[-<copy>]`).
 pub const DICT_KIND: &str = "dict";
+
+/// Copies kept of each dictionary: it is small (~110 KB) and every small item of the task
+/// depends on it, so one damaged object must not make them unreadable.
+pub const DICT_COPIES: u32 = 2;
 
 impl Vault {
     /// A vault over a task's data key (unwrapped by the key service).
@@ -87,13 +91,14 @@ impl Vault {
 
     // ---- dictionaries ----
 
-    fn dict_key(&self, id: u32) -> ObjectKey {
-        ObjectKey::new(
-            &self.inner.tenant,
-            &self.inner.task,
-            DICT_KIND,
-            &format!("{id:08x}"),
-        )
+    /// Copy `copy` of dictionary `id`: `dict/<id>`, `dict/<id>-2`, …
+    fn dict_key(&self, id: u32, copy: u32) -> ObjectKey {
+        let name = if copy == 1 {
+            format!("{id:08x}")
+        } else {
+            format!("{id:08x}-{copy}")
+        };
+        ObjectKey::new(&self.inner.tenant, &self.inner.task, DICT_KIND, &name)
     }
 
     fn dict_seal_id(id: u32) -> [u8; 32] {
@@ -102,9 +107,11 @@ impl Vault {
         b
     }
 
-    /// Loads the task's dictionaries (once per vault handle). A dictionary object that is
-    /// damaged is not loaded (the items that need it then fail to read, as damage) and is
-    /// reported by [`Vault::dict_damage`].
+    /// Loads the task's dictionaries (once per vault handle). Each is stored in
+    /// [`DICT_COPIES`] objects, since every small item compressed with it depends on it;
+    /// the first copy that opens is used. A damaged copy is reported by
+    /// [`Vault::dict_damage`]; were every copy damaged, the items that need the dictionary
+    /// fail to read, as damage, never as wrong bytes.
     ///
     /// # Errors
     /// A store failure.
@@ -115,7 +122,8 @@ impl Vault {
                 let prefix =
                     ObjectKey::kind_prefix(&self.inner.tenant, &self.inner.task, DICT_KIND);
                 for (key, _) in self.inner.store.list_all(&prefix).await? {
-                    let loaded = match u32::from_str_radix(key.id(), 16) {
+                    let id_part = key.id().split('-').next().unwrap_or_default();
+                    let loaded = match u32::from_str_radix(id_part, 16) {
                         Ok(id) => self.load_dict(&key, id).await,
                         Err(_) => Err(Error::damaged(key.to_string(), "not a dictionary name")),
                     };
@@ -179,23 +187,28 @@ impl Vault {
         g.iter().min_by_key(|(id, _)| **id).map(|(_, d)| d.clone())
     }
 
-    /// Stores a new dictionary (sealed: it is made of the task's content) and makes it
-    /// available to readers. Durable before any item compressed with it is committed.
+    /// Stores a new dictionary (sealed: it is made of the task's content) in
+    /// [`DICT_COPIES`] objects and makes it available to readers. Durable before any item
+    /// compressed with it is committed.
     pub async fn add_dict(&self, dict: Dict) -> Result<()> {
-        let sealed = self.inner.keys.seal(
-            SealKind::Dictionary,
-            &Self::dict_seal_id(dict.id),
-            &dict.bytes,
-        )?;
-        match self
-            .inner
-            .store
-            .put_if_absent(&self.dict_key(dict.id), sealed.into())
-            .await
-        {
-            Ok(()) => {}
-            Err(e) if e.kind() == ports::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e.into()),
+        for copy in 1..=DICT_COPIES {
+            // Sealed separately: each copy has its own nonce, so the copies are two
+            // independent records, not one record twice.
+            let sealed = self.inner.keys.seal(
+                SealKind::Dictionary,
+                &Self::dict_seal_id(dict.id),
+                &dict.bytes,
+            )?;
+            match self
+                .inner
+                .store
+                .put_if_absent(&self.dict_key(dict.id, copy), sealed.into())
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == ports::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         self.dicts_write().insert(dict.id, dict);
         Ok(())
