@@ -117,6 +117,24 @@ impl Engine {
     }
 }
 
+/// The selection a restore or export works on: everything when `include` is empty,
+/// otherwise the given paths without duplicates and without paths inside another given
+/// path (which would be written twice).
+pub(crate) fn selection(include: &[ItemPath]) -> Vec<ItemPath> {
+    if include.is_empty() {
+        return vec![ItemPath::root()];
+    }
+    let mut v = include.to_vec();
+    v.sort();
+    let mut out: Vec<ItemPath> = Vec::with_capacity(v.len());
+    for p in v {
+        if !out.iter().any(|kept| p.starts_with(kept)) {
+            out.push(p);
+        }
+    }
+    out
+}
+
 pub(crate) fn not_found(e: vault::Error) -> Error {
     match e {
         vault::Error::NotFound(m) => Error::NotFound(m),
@@ -245,4 +263,23 @@ fn diff_nodes<'a>(
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(s: &str) -> ItemPath {
+        ItemPath::parse(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn selection_drops_duplicates_and_nested_paths() {
+        assert_eq!(selection(&[]), vec![ItemPath::root()]);
+        assert_eq!(
+            selection(&[p("a/b"), p("c"), p("a"), p("a"), p("ab")]),
+            vec![p("a"), p("ab"), p("c")]
+        );
+        assert_eq!(selection(&[p("x"), p("")]), vec![ItemPath::root()]);
+    }
 }

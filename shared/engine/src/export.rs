@@ -2,7 +2,7 @@
 //! zip is written to a temporary name and renamed when complete, so a failed export never
 //! leaves a truncated zip that looks whole.
 
-use crate::browse::not_found;
+use crate::browse::{not_found, selection};
 use crate::{Engine, Error, Progress, Result, TaskRecord};
 use domain::{escape, ItemPath};
 use std::fs::File;
@@ -42,11 +42,7 @@ impl Engine {
                 zip_path.display()
             )));
         }
-        let includes = if include.is_empty() {
-            vec![ItemPath::root()]
-        } else {
-            include.to_vec()
-        };
+        let includes = selection(include);
         let mut selected = Vec::new();
         for inc in &includes {
             selected.push((

@@ -7,7 +7,7 @@
 //! at its offset in its file, so a full restore reads each pack once whatever the order of
 //! files; a blob shared by many files is read once.
 
-use crate::browse::not_found;
+use crate::browse::{not_found, selection};
 use crate::{Engine, Error, Progress, Result, TaskRecord};
 use domain::{restore_label, ItemPath, RESTORE_PREFIX};
 use std::collections::HashMap;
@@ -123,11 +123,7 @@ impl Engine {
             &opts.label
         };
         let label = restore_label(prefix, self.ports.clock.now());
-        let includes = if opts.include.is_empty() {
-            vec![ItemPath::root()]
-        } else {
-            opts.include.clone()
-        };
+        let includes = selection(&opts.include);
         // Resolve every selection before creating anything, so a typo fails cleanly and
         // leaves no empty restore folder behind.
         let mut selected = Vec::new();
@@ -244,7 +240,7 @@ fn plan_entry<'a>(
                 let Some(final_path) = resolve_conflict(&dest, opts, plan, report) else {
                     return Ok(());
                 };
-                let write_path = if final_path.symlink_metadata().is_ok() {
+                let write_path = if opts.in_place && final_path.symlink_metadata().is_ok() {
                     // Replace: write beside, then rename over, so a failed restore never
                     // leaves the original half-overwritten.
                     let mut n = b".".to_vec();
@@ -292,7 +288,8 @@ fn resolve_conflict(
     plan: &Plan,
     report: &mut RestoreReport,
 ) -> Option<PathBuf> {
-    if dest.symlink_metadata().is_err() {
+    // A restore into its own new folder meets nothing: no need to look.
+    if !opts.in_place || dest.symlink_metadata().is_err() {
         return Some(dest.to_path_buf());
     }
     match opts.on_conflict {
