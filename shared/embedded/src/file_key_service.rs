@@ -163,19 +163,9 @@ impl FileKeyService {
             .fill(&mut key[..])
             .map_err(|_| Error::new(ErrorKind::Unavailable, "system random source failed"))?;
         let wrapped = self.wrap(&self.key, &key, &Self::tenant_aad(tenant), WRAP_VERSION)?;
-        let tmp = dir.join(temp_name(".tmp-tenant-key-"));
-        if let Err(e) = write_private(&tmp, &wrapped) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_error(e, what));
-        }
-        let linked = fs::hard_link(&tmp, path);
-        let _ = fs::remove_file(&tmp);
-        match linked {
-            Ok(()) => {
-                sync_dir(dir).map_err(|e| io_error(e, what))?;
-                Ok(Zeroizing::new(wrapped))
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => fs::read(path)
+        match link_new_private(dir, path, &wrapped, ".tmp-tenant-key-") {
+            Ok(true) => Ok(Zeroizing::new(wrapped)),
+            Ok(false) => fs::read(path)
                 .map(Zeroizing::new)
                 .map_err(|e| io_error(e, what)),
             Err(e) => Err(io_error(e, what)),
@@ -365,21 +355,29 @@ fn create_master_key(path: &Path, rng: &SystemRandom) -> Result<Zeroizing<Vec<u8
     let mut key = Zeroizing::new(vec![0u8; MASTER_KEY_LEN]);
     rng.fill(&mut key[..])
         .map_err(|_| Error::new(ErrorKind::Unavailable, "system random source failed"))?;
-    let tmp = dir.join(temp_name(".tmp-master-key-"));
-    let written = write_private(&tmp, &key);
-    if let Err(e) = written {
+    match link_new_private(&dir, path, &key, ".tmp-master-key-") {
+        Ok(true) => Ok(key),
+        Ok(false) => read_master_key(path),
+        Err(e) => Err(io_error(e, what)),
+    }
+}
+
+/// Puts a new owner-only file at `path` holding `bytes`, never overwriting one: written
+/// to a temp file in `dir`, fsynced, hard-linked into place (which fails if the name
+/// exists), the directory fsynced. `Ok(false)` when another process's file was there
+/// first; readers never see a half-written file either way.
+fn link_new_private(dir: &Path, path: &Path, bytes: &[u8], tmp_prefix: &str) -> io::Result<bool> {
+    let tmp = dir.join(temp_name(tmp_prefix));
+    if let Err(e) = write_private(&tmp, bytes) {
         let _ = fs::remove_file(&tmp);
-        return Err(io_error(e, what));
+        return Err(e);
     }
     let linked = fs::hard_link(&tmp, path);
     let _ = fs::remove_file(&tmp);
     match linked {
-        Ok(()) => {
-            sync_dir(&dir).map_err(|e| io_error(e, what))?;
-            Ok(key)
-        }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => read_master_key(path),
-        Err(e) => Err(io_error(e, what)),
+        Ok(()) => sync_dir(dir).map(|()| true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

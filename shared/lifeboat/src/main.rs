@@ -228,6 +228,20 @@ fn parse_path(s: &str) -> Result<ItemPath> {
     Ok(ItemPath::parse(&domain::unescape(s)?)?)
 }
 
+/// The task and snapshot a command names (`latest`, an id or a unique prefix).
+async fn task_and_snapshot(
+    eng: &Engine,
+    task: &str,
+    snapshot: &str,
+    account: &Option<String>,
+) -> Result<(engine::TaskRecord, SnapshotRecord)> {
+    let task = eng.task(task).await?;
+    let snap = eng
+        .resolve_snapshot(&task, snapshot, parse_account(account)?.as_ref())
+        .await?;
+    Ok((task, snap))
+}
+
 fn parse_account(a: &Option<String>) -> Result<Option<domain::AccountId>> {
     Ok(a.as_deref().map(domain::AccountId::new).transpose()?)
 }
@@ -352,10 +366,7 @@ async fn run(cli: Cli) -> Result<u8> {
             account,
             json,
         } => {
-            let task = eng.task(&task).await?;
-            let snap = eng
-                .resolve_snapshot(&task, &snapshot, parse_account(&account)?.as_ref())
-                .await?;
+            let (task, snap) = task_and_snapshot(&eng, &task, &snapshot, &account).await?;
             let path = parse_path(path.as_deref().unwrap_or(""))?;
             let entries = eng.list(&task, &snap, &path).await?;
             if json {
@@ -396,10 +407,7 @@ async fn run(cli: Cli) -> Result<u8> {
             account,
             json,
         } => {
-            let task = eng.task(&task).await?;
-            let snap = eng
-                .resolve_snapshot(&task, &snapshot, parse_account(&account)?.as_ref())
-                .await?;
+            let (task, snap) = task_and_snapshot(&eng, &task, &snapshot, &account).await?;
             let opts = RestoreOptions {
                 include: include
                     .iter()
@@ -457,10 +465,7 @@ async fn run(cli: Cli) -> Result<u8> {
             include,
             account,
         } => {
-            let task = eng.task(&task).await?;
-            let snap = eng
-                .resolve_snapshot(&task, &snapshot, parse_account(&account)?.as_ref())
-                .await?;
+            let (task, snap) = task_and_snapshot(&eng, &task, &snapshot, &account).await?;
             let include: Vec<ItemPath> = include
                 .iter()
                 .map(|p| parse_path(p))
