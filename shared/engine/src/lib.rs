@@ -10,11 +10,16 @@ mod error;
 pub mod export;
 pub mod files;
 mod restore;
+pub mod source;
 mod tasks;
 
 pub use browse::{Change, ChangeKind};
 pub use error::{Error, Result};
 pub use restore::{OnConflict, RestoreOptions, RestoreReport};
+pub use source::{
+    AccountInfo, AccountTree, Connector, ItemInfo, RestoreContent, SourceErrorKind, SourceRestore,
+    SourceRestoreReport,
+};
 pub use tasks::{SourceConfig, TaskRecord, DEFAULT_BACKUP_HOUR};
 
 use domain::TenantId;
