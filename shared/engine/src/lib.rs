@@ -17,10 +17,13 @@ pub use browse::{Change, ChangeKind};
 pub use error::{Error, Result};
 pub use restore::{OnConflict, RestoreOptions, RestoreReport};
 pub use source::{
-    AccountInfo, AccountTree, Connector, ItemInfo, RestoreContent, SourceErrorKind, SourceRestore,
-    SourceRestoreReport,
+    AccountInfo, AccountTree, Connector, Connectors, ItemInfo, RestoreContent, SourceErrorKind,
+    SourceRestore, SourceRestoreReport,
 };
-pub use tasks::{SourceConfig, TaskRecord, DEFAULT_BACKUP_HOUR};
+pub use tasks::{
+    schedule_pk, schedule_sk, SourceConfig, TaskRecord, DEFAULT_BACKUP_HOUR, FILES_ACCOUNT,
+    SCHEDULE_SHARDS,
+};
 
 use domain::TenantId;
 use ports::{Catalog, Clock, KeyService, ObjectStore};

@@ -28,14 +28,16 @@
 //!   bits): equal fingerprint means the content need not be fetched again.
 
 use crate::restore::OnConflict;
-use crate::{Engine, Error, Progress, Result, TaskRecord};
+use crate::{Engine, Error, Progress, Result, SourceConfig, TaskRecord};
 use async_trait::async_trait;
 use bytes::Bytes;
 use domain::{AccountId, ItemPath, Service};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::Arc;
 use vault::{BlobRef, Entry, EntryKind, Node, SnapshotRecord, SnapshotWriter, Vault, SMALL_ITEM};
+use zeroize::Zeroizing;
 
 /// Small items are sealed together in batches of about this size (both cores busy, memory
 /// bounded), as the files source does.
@@ -107,6 +109,20 @@ pub trait Connector: Send + Sync {
         job: &SourceRestore,
         content: &RestoreContent,
     ) -> Result<SourceRestoreReport>;
+}
+
+/// Opens the connector of a task. Whoever runs backups (the CLI, a Lambda function) holds
+/// one that knows every connector crate; the engine knows none of them.
+pub trait Connectors: Send + Sync {
+    /// A connector for `task`, with its unsealed credential.
+    ///
+    /// # Errors
+    /// `Invalid` for a source this build does not know, or settings it cannot use.
+    fn open(
+        &self,
+        task: &TaskRecord,
+        secret: Option<Zeroizing<String>>,
+    ) -> Result<Arc<dyn Connector>>;
 }
 
 // ---- the account tree -------------------------------------------------------------------
@@ -716,6 +732,74 @@ impl Engine {
                 )
             })
             .collect()
+    }
+
+    /// The connector of a connector task.
+    ///
+    /// # Errors
+    /// `Invalid` for a files task; what unsealing the credential or opening returns.
+    pub async fn connector(
+        &self,
+        task: &TaskRecord,
+        connectors: &dyn Connectors,
+    ) -> Result<Arc<dyn Connector>> {
+        if matches!(task.source, SourceConfig::Files { .. }) {
+            return Err(Error::Invalid(format!(
+                "task {} reads a local folder, not a connector source",
+                task.name
+            )));
+        }
+        let secret = self.task_secret(task).await?;
+        connectors.open(task, secret)
+    }
+
+    /// The accounts to back up now: a files task's one account, or what the connector
+    /// lists (recorded, so that browsing and billing see them).
+    pub async fn current_accounts(
+        &self,
+        task: &TaskRecord,
+        connectors: &dyn Connectors,
+    ) -> Result<Vec<AccountId>> {
+        match task.source {
+            SourceConfig::Files { .. } => self.accounts(task).await,
+            SourceConfig::Source { .. } => {
+                let c = self.connector(task, connectors).await?;
+                Ok(self
+                    .refresh_accounts(task, c.as_ref())
+                    .await?
+                    .into_iter()
+                    .map(|a| a.id)
+                    .collect())
+            }
+        }
+    }
+
+    /// Backs up one account of any task: a files task's folder, or a connector's account.
+    ///
+    /// # Errors
+    /// `NotFound` for an account the task does not have; what the backup returns.
+    pub async fn backup_any(
+        &self,
+        task: &TaskRecord,
+        account: &AccountId,
+        connectors: &dyn Connectors,
+        progress: &dyn Progress,
+    ) -> Result<SnapshotRecord> {
+        match task.source {
+            SourceConfig::Files { .. } => self.backup_account(task, account, progress).await,
+            SourceConfig::Source { .. } => {
+                let info = self
+                    .account_infos(task)
+                    .await?
+                    .into_iter()
+                    .find(|a| &a.id == account)
+                    .ok_or_else(|| {
+                        Error::NotFound(format!("task {} has no account {account}", task.name))
+                    })?;
+                let c = self.connector(task, connectors).await?;
+                self.backup_source(task, &info, c.as_ref(), progress).await
+            }
+        }
     }
 
     /// Backs up one account of a connector task as a new snapshot, incrementally from the

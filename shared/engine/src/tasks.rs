@@ -2,7 +2,7 @@
 
 use crate::{Engine, Error, Result};
 use chrono::{DateTime, Utc};
-use domain::{AccountId, TaskId};
+use domain::{AccountId, TaskId, TenantId};
 use ports::{CatalogExt, Condition, EncryptionContext, ObjectKey, ObjectStoreExt, Record};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -79,6 +79,37 @@ mod hex_bytes {
     }
 }
 
+/// The schedule index is spread over this many partitions per hour, so that a million
+/// tasks due at 02:00 do not share one DynamoDB partition.
+pub const SCHEDULE_SHARDS: u32 = 16;
+
+/// The partition of the schedule index holding the tasks of `hour` (UTC) in `shard`.
+///
+/// This index is the one place where keys do not start with a tenant: the scheduler must
+/// find every tenant's due tasks without scanning the table. It holds only tenant and task
+/// names, never customer data, and is written and read only by Lifeboat itself.
+pub fn schedule_pk(hour: u8, shard: u32) -> String {
+    format!("sched#{hour:02}#{shard:02}")
+}
+
+/// The sort key of a task in the schedule index.
+pub fn schedule_sk(tenant: &TenantId, task: &TaskId) -> String {
+    format!("{tenant}#{task}")
+}
+
+fn schedule_shard(tenant: &TenantId, task: &TaskId) -> u32 {
+    let h = blake3::hash(schedule_sk(tenant, task).as_bytes());
+    u32::from_le_bytes(h.as_bytes()[..4].try_into().expect("4 bytes")) % SCHEDULE_SHARDS
+}
+
+fn schedule_record(tenant: &TenantId, task: &TaskId, hour: u8) -> Record {
+    Record::new(
+        schedule_pk(hour, schedule_shard(tenant, task)),
+        schedule_sk(tenant, task),
+        Vec::new(),
+    )
+}
+
 /// The account of a `files` task: the folder is one protected account.
 pub const FILES_ACCOUNT: &str = "folder";
 
@@ -128,10 +159,16 @@ impl Engine {
             deleting: false,
         };
         let value = serde_json::to_vec(&rec).expect("task records serialise");
-        let mut ops = vec![ports::TxOp::Put(
-            Record::new(self.tenant_pk(), format!("task#{name}"), value),
-            Condition::Absent,
-        )];
+        let mut ops = vec![
+            ports::TxOp::Put(
+                Record::new(self.tenant_pk(), format!("task#{name}"), value),
+                Condition::Absent,
+            ),
+            ports::TxOp::Put(
+                schedule_record(&self.tenant, &name, DEFAULT_BACKUP_HOUR),
+                Condition::None,
+            ),
+        ];
         match rec.source {
             // A connector task's accounts come from its source, at the first backup.
             SourceConfig::Source { .. } => {}
@@ -308,6 +345,56 @@ impl Engine {
         }
     }
 
+    /// Sets the hour (UTC) of a task's daily backup.
+    ///
+    /// # Errors
+    /// `Invalid` for an hour past 23 or when the task changed meanwhile (try again).
+    pub async fn set_backup_hour(&self, name: &str, hour: u8) -> Result<TaskRecord> {
+        if hour > 23 {
+            return Err(Error::Invalid(format!(
+                "the backup hour is {hour}; give an hour of the day from 0 to 23 (UTC)"
+            )));
+        }
+        let name = TaskId::new(name)?;
+        let sk = format!("task#{name}");
+        let rec = self
+            .ports
+            .catalog
+            .get(&self.tenant_pk(), &sk)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no task named {name}")))?;
+        let mut task: TaskRecord = serde_json::from_slice(&rec.value)
+            .map_err(|e| Error::Invalid(format!("task record {name} is unreadable: {e}")))?;
+        if task.backup_hour == hour {
+            return Ok(task);
+        }
+        let old = schedule_record(&self.tenant, &name, task.backup_hour);
+        task.backup_hour = hour;
+        let value = serde_json::to_vec(&task).expect("task records serialise");
+        let ops = vec![
+            ports::TxOp::Put(
+                Record {
+                    version: rec.version + 1,
+                    ..Record::new(self.tenant_pk(), sk, value)
+                },
+                Condition::Version(rec.version),
+            ),
+            ports::TxOp::Delete {
+                pk: old.pk,
+                sk: old.sk,
+                cond: Condition::None,
+            },
+            ports::TxOp::Put(schedule_record(&self.tenant, &name, hour), Condition::None),
+        ];
+        match self.ports.catalog.transact(ops).await {
+            Ok(()) => Ok(task),
+            Err(e) if e.kind() == ports::ErrorKind::ConditionFailed => Err(Error::Invalid(
+                format!("task {name} changed while its backup hour was being set; try again"),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Deletes everything of this tenant. The keys go first (crypto-shredding: the key
     /// service destroys the tenant's key, so from that moment no copy of any of its wrapped
     /// data keys, and so nothing stored, can be decrypted), then objects, then catalog
@@ -318,6 +405,11 @@ impl Engine {
         let pk = self.tenant_pk();
         let tasks = self.tasks().await?;
         for t in &tasks {
+            // Out of the schedule first, so no backup starts while the rest goes.
+            let sched = schedule_record(&self.tenant, &t.name, t.backup_hour);
+            catalog
+                .delete(&sched.pk, &sched.sk, Condition::None)
+                .await?;
             let mut shredded = t.clone();
             shredded.wrapped_key.clear();
             shredded.deleting = true;
