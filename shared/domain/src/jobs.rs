@@ -22,9 +22,21 @@ pub struct BackupJob {
     pub continuation: u32,
 }
 
-/// Restore items of one snapshot, into a new labelled folder unless `in_place` is set.
+/// What an in-place restore does with an item that is already there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Conflict {
+    #[default]
+    Skip,
+    Copy,
+    Replace,
+}
+
+/// Restore items of one snapshot into the source, into a new labelled folder unless
+/// `in_place` is set. `job` names the job record that reports its progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RestoreJob {
+    pub job: String,
     pub tenant: TenantId,
     pub task: TaskId,
     pub account: AccountId,
@@ -32,6 +44,19 @@ pub struct RestoreJob {
     pub include: Vec<ItemPath>,
     pub to_account: Option<AccountId>,
     pub in_place: bool,
+    #[serde(default)]
+    pub on_conflict: Conflict,
+}
+
+/// Export items of one snapshot as a zip, offered for download when done.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportJob {
+    pub job: String,
+    pub tenant: TenantId,
+    pub task: TaskId,
+    pub account: AccountId,
+    pub snapshot: SnapshotId,
+    pub include: Vec<ItemPath>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +64,7 @@ pub struct RestoreJob {
 pub enum JobKind {
     Backup(BackupJob),
     Restore(RestoreJob),
+    Export(ExportJob),
 }
 
 /// `{"v":1,"kind":"backup",...}` on the wire.

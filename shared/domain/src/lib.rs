@@ -9,7 +9,7 @@ mod jobs;
 mod path;
 
 pub use ids::{AccountId, IdError, SnapshotId, TaskId, TenantId};
-pub use jobs::{BackupJob, JobEnvelope, JobKind, RestoreJob, JOB_VERSION};
+pub use jobs::{BackupJob, Conflict, ExportJob, JobEnvelope, JobKind, RestoreJob, JOB_VERSION};
 pub use path::{escape, unescape};
 pub use path::{ItemPath, PathError};
 

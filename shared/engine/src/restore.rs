@@ -41,6 +41,9 @@ pub struct RestoreOptions {
     pub on_conflict: OnConflict,
     /// Prefix of the restore folder's label; `Lifeboat Restore` when empty.
     pub label: String,
+    /// The time in the label; now when `None`. A job run again after a crash passes its
+    /// creation time, so it restores into the same folder, not a second one.
+    pub at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -122,7 +125,7 @@ impl Engine {
         } else {
             &opts.label
         };
-        let label = restore_label(prefix, self.ports.clock.now());
+        let label = restore_label(prefix, opts.at.unwrap_or_else(|| self.ports.clock.now()));
         let includes = selection(&opts.include);
         // Resolve every selection before creating anything, so a typo fails cleanly and
         // leaves no empty restore folder behind.

@@ -850,7 +850,9 @@ impl Engine {
         } else {
             &opts.label
         };
-        let label = (!opts.in_place).then(|| domain::restore_label(prefix, self.ports.clock.now()));
+        let label = (!opts.in_place).then(|| {
+            domain::restore_label(prefix, opts.at.unwrap_or_else(|| self.ports.clock.now()))
+        });
         let mut items = Vec::new();
         for inc in crate::browse::selection(&opts.include) {
             let entry = if inc.is_root() {

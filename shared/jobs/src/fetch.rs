@@ -50,8 +50,14 @@ pub enum Outcome {
     Covered,
     /// Another worker holds the account; try again later.
     Busy,
-    /// The task no longer exists or is being deleted.
+    /// The task or job no longer exists, or is being deleted.
     Gone,
+    /// A restore finished (items that could not be restored are in the job's report).
+    Restored { items: u64, errors: u64 },
+    /// An export's zip is stored and offered for download.
+    Exported { bytes: u64 },
+    /// The job failed for good; its record says why.
+    Failed { error: String },
 }
 
 impl Outcome {

@@ -10,6 +10,7 @@
 pub mod fetch;
 pub mod runner;
 pub mod schedule;
+pub mod transfer;
 
 use engine::{Connectors, Engine, Ports};
 use ports::Queue;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 pub use fetch::{account_state, AccountState, Outcome};
 pub use runner::{drain, handle_batch, Incoming};
 pub use schedule::{tick, TickReport};
+pub use transfer::{JobRecord, JobState};
 
 /// What background work runs on.
 #[derive(Clone)]
@@ -25,6 +27,9 @@ pub struct Context {
     pub ports: Ports,
     /// The backup job queue (SQS on AWS).
     pub queue: Arc<dyn Queue>,
+    /// The restore and export job queue: separate, so that a restore never waits behind
+    /// the night's backups. May be the same queue locally.
+    pub transfers: Arc<dyn Queue>,
     pub connectors: Arc<dyn Connectors>,
     /// Who is working (a Lambda request id, a worker's name): the owner of the leases it
     /// takes. Never personal data.
@@ -46,6 +51,7 @@ impl Context {
     ) -> Self {
         Context {
             ports,
+            transfers: queue.clone(),
             queue,
             connectors,
             worker: worker.into(),

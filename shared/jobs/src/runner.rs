@@ -2,6 +2,7 @@
 //! that failed, so that only those come back), or the local queue until it is empty.
 
 use crate::fetch::{run_backup, Outcome};
+use crate::transfer::{run_export, run_restore};
 use crate::Context;
 use domain::{JobEnvelope, JobKind};
 use serde::Serialize;
@@ -31,6 +32,13 @@ impl Handled {
     }
 }
 
+fn report(r: engine::Result<Outcome>) -> (Option<Outcome>, Option<String>) {
+    match r {
+        Ok(o) => (Some(o), None),
+        Err(e) => (None, Some(e.to_string())),
+    }
+}
+
 /// Runs one message's job.
 pub async fn handle(ctx: &Context, msg: &Incoming) -> Handled {
     let (outcome, error) = match JobEnvelope::decode(&msg.body) {
@@ -45,10 +53,8 @@ pub async fn handle(ctx: &Context, msg: &Incoming) -> Handled {
                     (None, Some(e.to_string()))
                 }
             },
-            JobKind::Restore(_) => (
-                None,
-                Some("restore jobs are run by the restorer, not the fetcher".to_string()),
-            ),
+            JobKind::Restore(job) => report(run_restore(ctx, &job).await),
+            JobKind::Export(job) => report(run_export(ctx, &job).await),
         },
     };
     Handled {

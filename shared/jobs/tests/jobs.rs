@@ -380,3 +380,200 @@ async fn the_schedule_follows_the_task() {
     let r = jobs::tick(&ctx).await.unwrap();
     assert_eq!((r.queued, r.already), (0, 0));
 }
+
+/// A one-account source that backs up two messages and records what it is asked to restore.
+#[derive(Default)]
+struct Recording {
+    restored: std::sync::Mutex<Vec<(String, Option<String>, usize)>>,
+    fail_restores: std::sync::atomic::AtomicU32,
+}
+
+#[async_trait]
+impl Connector for Recording {
+    async fn accounts(&self) -> engine::Result<Vec<AccountInfo>> {
+        Ok(vec![AccountInfo {
+            id: AccountId::new("anna@example.com").unwrap(),
+            name: "Anna".into(),
+            services: vec![domain::Service::Mail],
+        }])
+    }
+    async fn backup(
+        &self,
+        _: &AccountInfo,
+        _: Option<&str>,
+        tree: &mut AccountTree,
+    ) -> engine::Result<Option<String>> {
+        for (p, body) in [("Inbox/1.eml", "one"), ("Inbox/Sub/2.eml", "two")] {
+            tree.put_item(
+                &domain::ItemPath::parse(p.as_bytes()).unwrap(),
+                engine::ItemInfo::default(),
+                bytes::Bytes::from(body),
+            )
+            .await?;
+        }
+        Ok(Some("c1".into()))
+    }
+    async fn restore(
+        &self,
+        job: &SourceRestore,
+        content: &RestoreContent,
+    ) -> engine::Result<SourceRestoreReport> {
+        use std::sync::atomic::Ordering;
+        if self.fail_restores.load(Ordering::SeqCst) > 0 {
+            self.fail_restores.fetch_sub(1, Ordering::SeqCst);
+            return Err(engine::Error::source(
+                SourceErrorKind::Throttled,
+                "the server asked us to slow down",
+            ));
+        }
+        let mut report = SourceRestoreReport::default();
+        for (path, e) in &job.items {
+            if e.kind == vault::EntryKind::File {
+                let n = content.read(e).await?.len();
+                self.restored
+                    .lock()
+                    .unwrap()
+                    .push((path.to_string(), job.label.clone(), n));
+                report.items += 1;
+            }
+        }
+        Ok(report)
+    }
+}
+
+struct Shared(Arc<Recording>);
+impl Connectors for Shared {
+    fn open(
+        &self,
+        _: &TaskRecord,
+        _: Option<Zeroizing<String>>,
+    ) -> engine::Result<Arc<dyn Connector>> {
+        Ok(self.0.clone())
+    }
+}
+
+#[tokio::test]
+async fn restore_and_export_jobs_run_once_and_report() {
+    use jobs::transfer::{new_job_id, submit};
+    let env = Env::new(5);
+    let rec = Arc::new(Recording::default());
+    let mut ctx = env.ctx("worker-1");
+    ctx.connectors = Arc::new(Shared(rec.clone()));
+    let e = env.engine("acme");
+    let task = e
+        .add_task(
+            TaskId::new("mail").unwrap(),
+            SourceConfig::source("recording", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    env.queue
+        .send_batch(&[job("acme", "mail", None, None)])
+        .await
+        .unwrap();
+    drain(&ctx, SHORT).await.unwrap();
+    let snap = e.snapshots(&task).await.unwrap().pop().unwrap();
+    let tenant = TenantId::new("acme").unwrap();
+    let account = AccountId::new("anna@example.com").unwrap();
+
+    // A restore that is throttled once: the job goes back to queued, is redelivered, and
+    // finishes into one labelled folder named after the job's creation time.
+    rec.fail_restores
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let rjob = domain::RestoreJob {
+        job: new_job_id(env.clock.now()),
+        tenant: tenant.clone(),
+        task: task.name.clone(),
+        account: account.clone(),
+        snapshot: snap.id.clone(),
+        include: vec![domain::ItemPath::parse(b"Inbox/Sub").unwrap()],
+        to_account: None,
+        in_place: false,
+        on_conflict: domain::Conflict::Skip,
+    };
+    let created = submit(&ctx, JobKind::Restore(rjob.clone())).await.unwrap();
+    assert_eq!(created.state, jobs::JobState::Queued);
+    env.clock.advance(chrono::Duration::minutes(3));
+    let report = drain(&ctx, Duration::ZERO).await.unwrap();
+    assert_eq!(report.handled.len(), 2, "{:?}", report.handled);
+    assert!(report.handled[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("slow down"));
+    assert_eq!(
+        report.handled[1].outcome,
+        Some(Outcome::Restored {
+            items: 1,
+            errors: 0
+        })
+    );
+    let restored = rec.restored.lock().unwrap().clone();
+    assert_eq!(restored.len(), 1);
+    assert_eq!(restored[0].0, "Inbox/Sub/2.eml");
+    assert_eq!(
+        restored[0].1.as_deref(),
+        Some("Lifeboat Restore 2026-11-25 00-05-00 UTC")
+    );
+    let done = jobs::transfer::job(&env.ports, &tenant, &rjob.job)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.state, jobs::JobState::Done);
+    assert!(done.error.is_none());
+    // Delivered again: not run again.
+    assert_eq!(
+        jobs::transfer::run_restore(&ctx, &rjob).await.unwrap(),
+        Outcome::AlreadyDone
+    );
+    assert_eq!(rec.restored.lock().unwrap().len(), 1);
+
+    // An export stores its zip for download.
+    let xjob = domain::ExportJob {
+        job: new_job_id(env.clock.now()),
+        tenant: tenant.clone(),
+        task: task.name.clone(),
+        account: account.clone(),
+        snapshot: snap.id.clone(),
+        include: vec![],
+    };
+    submit(&ctx, JobKind::Export(xjob.clone())).await.unwrap();
+    let report = drain(&ctx, SHORT).await.unwrap();
+    let Some(Outcome::Exported { bytes }) = report.handled[0].outcome else {
+        panic!("{:?}", report.handled)
+    };
+    let done = jobs::transfer::job(&env.ports, &tenant, &xjob.job)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.export_bytes, Some(bytes));
+    let key = ports::ObjectKey::new(&tenant, &task.name, jobs::transfer::EXPORT_KIND, &xjob.job);
+    let zip = env.ports.store.get(&key).await.unwrap();
+    assert_eq!(zip.len() as u64, bytes);
+    let mut z = zip::ZipArchive::new(std::io::Cursor::new(zip.to_vec())).unwrap();
+    let mut names: Vec<_> = z.file_names().map(str::to_string).collect();
+    names.sort();
+    assert!(names.contains(&"Inbox/Sub/2.eml".to_string()), "{names:?}");
+    let mut two = String::new();
+    std::io::Read::read_to_string(&mut z.by_name("Inbox/1.eml").unwrap(), &mut two).unwrap();
+    assert_eq!(two, "one");
+
+    // A restore of a snapshot that does not exist fails for good, with why.
+    let bad = domain::RestoreJob {
+        job: new_job_id(env.clock.now()),
+        snapshot: domain::SnapshotId::new("20200101T000000Z-000aaaaa").unwrap(),
+        ..rjob
+    };
+    submit(&ctx, JobKind::Restore(bad.clone())).await.unwrap();
+    let report = drain(&ctx, SHORT).await.unwrap();
+    assert!(matches!(
+        report.handled[0].outcome,
+        Some(Outcome::Failed { .. })
+    ));
+    let failed = jobs::transfer::job(&env.ports, &tenant, &bad.job)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(failed.state, jobs::JobState::Failed);
+    assert!(failed.error.unwrap().contains("20200101"));
+}

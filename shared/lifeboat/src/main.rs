@@ -430,6 +430,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     Conflict::Replace => OnConflict::Replace,
                 },
                 label: String::new(),
+                at: None,
             };
             let bar = progress::Bar::bytes("restore");
             let report = eng.restore_to_dir(&task, &snap, &to, &opts, &bar).await?;

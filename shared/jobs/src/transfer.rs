@@ -1,0 +1,353 @@
+//! Restore and export jobs: asked for through the API, queued, run by the restorer, and
+//! reported through a job record (`job#<id>` in the tenant's partition) that the API reads.
+//!
+//! A job runs once even when delivered twice: a finished job is not run again, and a job
+//! another worker is running is left to it until its lease runs out. A restore's folder
+//! label comes from the job's creation time, so a rerun after a crash restores into the
+//! same `Lifeboat Restore <timestamp>` folder rather than a second one.
+
+use crate::fetch::Outcome;
+use crate::Context;
+use chrono::{DateTime, Utc};
+use domain::{
+    AccountId, Conflict, ExportJob, JobEnvelope, JobKind, RestoreJob, SnapshotId, TaskId, TenantId,
+};
+use engine::{Error, NoProgress, OnConflict, RestoreOptions, Result, SourceConfig};
+use ports::{Condition, ErrorKind, ObjectKey, Record};
+use serde::{Deserialize, Serialize};
+
+/// The object kind under which finished exports are kept for download.
+pub const EXPORT_KIND: &str = "export";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+/// What the API shows of a restore or export job.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub id: String,
+    /// `restore` or `export`.
+    pub kind: String,
+    pub state: JobState,
+    pub task: TaskId,
+    pub account: AccountId,
+    pub snapshot: SnapshotId,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Who is running it and until when (a crashed worker's job is taken over after).
+    pub worker: Option<String>,
+    /// The restore or export report.
+    pub report: Option<serde_json::Value>,
+    /// Why it failed: one line, no secrets.
+    pub error: Option<String>,
+    /// The finished export's object id (kind [`EXPORT_KIND`]) and size.
+    pub export_id: Option<String>,
+    pub export_bytes: Option<u64>,
+}
+
+fn job_sk(id: &str) -> String {
+    format!("job#{id}")
+}
+
+/// A new job id: sortable by time, unguessable.
+pub fn new_job_id(now: DateTime<Utc>) -> String {
+    format!("{}-{:016x}", now.format("%Y%m%dt%H%M%S"), rand_u64())
+}
+
+fn rand_u64() -> u64 {
+    // The standard library's hasher is seeded from the OS's random source per process
+    // and per instance; two of them give 64 bits no caller can predict.
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    h.finish()
+}
+
+/// The job record `id` of `tenant`.
+///
+/// # Errors
+/// A catalog failure.
+pub async fn job(ports: &engine::Ports, tenant: &TenantId, id: &str) -> Result<Option<JobRecord>> {
+    let rec = ports
+        .catalog
+        .get(&format!("t#{tenant}"), &job_sk(id))
+        .await?;
+    Ok(rec.and_then(|r| serde_json::from_slice(&r.value).ok()))
+}
+
+async fn load(ctx: &Context, tenant: &TenantId, id: &str) -> Result<Option<(JobRecord, u64)>> {
+    let rec = ctx
+        .ports
+        .catalog
+        .get(&format!("t#{tenant}"), &job_sk(id))
+        .await?;
+    Ok(rec.and_then(|r| {
+        serde_json::from_slice::<JobRecord>(&r.value)
+            .ok()
+            .map(|j| (j, r.version))
+    }))
+}
+
+async fn save(ctx: &Context, tenant: &TenantId, job: &JobRecord, version: u64) -> Result<bool> {
+    let value = serde_json::to_vec(job).expect("job records serialise");
+    let cond = if version == 0 {
+        Condition::Absent
+    } else {
+        Condition::Version(version)
+    };
+    let rec = Record {
+        version: version + 1,
+        ..Record::new(format!("t#{tenant}"), job_sk(&job.id), value)
+    };
+    match ctx.ports.catalog.put(rec, cond).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::ConditionFailed => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Records a restore or export job and queues it. The job's record exists before its
+/// message, so the API can always show a job it accepted.
+///
+/// # Errors
+/// A catalog or queue failure (the job is then marked failed, with why).
+pub async fn submit(ctx: &Context, job: JobKind) -> Result<JobRecord> {
+    let now = ctx.ports.clock.now();
+    let (tenant, rec) = match &job {
+        JobKind::Restore(j) => (
+            &j.tenant,
+            new_record(&j.job, "restore", &j.task, &j.account, &j.snapshot, now),
+        ),
+        JobKind::Export(j) => (
+            &j.tenant,
+            new_record(&j.job, "export", &j.task, &j.account, &j.snapshot, now),
+        ),
+        JobKind::Backup(_) => {
+            return Err(Error::Invalid("backups are queued for the fetcher".into()));
+        }
+    };
+    if !save(ctx, tenant, &rec, 0).await? {
+        return Err(Error::Invalid(format!("job {} already exists", rec.id)));
+    }
+    let body = JobEnvelope::new(job.clone()).encode();
+    if let Err(e) = ctx.transfers.send_batch(&[body]).await {
+        let mut failed = rec.clone();
+        failed.state = JobState::Failed;
+        failed.error = Some(format!("the job could not be queued: {e}"));
+        let _ = save(ctx, tenant, &failed, 1).await;
+        return Err(e.into());
+    }
+    Ok(rec)
+}
+
+fn new_record(
+    id: &str,
+    kind: &str,
+    task: &TaskId,
+    account: &AccountId,
+    snapshot: &SnapshotId,
+    now: DateTime<Utc>,
+) -> JobRecord {
+    JobRecord {
+        id: id.to_string(),
+        kind: kind.to_string(),
+        state: JobState::Queued,
+        task: task.clone(),
+        account: account.clone(),
+        snapshot: snapshot.clone(),
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        worker: None,
+        report: None,
+        error: None,
+        export_id: None,
+        export_bytes: None,
+    }
+}
+
+/// Marks the job running for this worker. `None` when there is nothing to do now.
+async fn start(
+    ctx: &Context,
+    tenant: &TenantId,
+    id: &str,
+) -> Result<Result<(JobRecord, u64), Outcome>> {
+    let Some((mut rec, version)) = load(ctx, tenant, id).await? else {
+        return Ok(Err(Outcome::Gone));
+    };
+    let now = ctx.ports.clock.now();
+    match rec.state {
+        JobState::Done | JobState::Failed => return Ok(Err(Outcome::AlreadyDone)),
+        JobState::Running
+            if rec.worker.as_deref() != Some(&ctx.worker)
+                && rec.started_at.is_some_and(|s| now < s + ctx.lease) =>
+        {
+            return Ok(Err(Outcome::Busy));
+        }
+        _ => {}
+    }
+    rec.state = JobState::Running;
+    rec.started_at = Some(now);
+    rec.worker = Some(ctx.worker.clone());
+    if !save(ctx, tenant, &rec, version).await? {
+        return Ok(Err(Outcome::Busy));
+    }
+    Ok(Ok((rec, version + 1)))
+}
+
+/// Records how the job ended. A failure a retry can cure (storage or source throttling)
+/// puts the job back in the queue's hands instead: the record goes back to queued and
+/// the caller fails the message so that it is delivered again.
+async fn finish<T: Serialize>(
+    ctx: &Context,
+    tenant: &TenantId,
+    mut rec: JobRecord,
+    version: u64,
+    result: &Result<T>,
+) -> Result<()> {
+    rec.worker = None;
+    match result {
+        Ok(report) => {
+            rec.state = JobState::Done;
+            rec.finished_at = Some(ctx.ports.clock.now());
+            rec.report = serde_json::to_value(report).ok();
+            rec.error = None;
+        }
+        Err(e) if e.is_retryable() => {
+            rec.state = JobState::Queued;
+            rec.error = Some(format!("will retry: {e}"));
+        }
+        Err(e) => {
+            rec.state = JobState::Failed;
+            rec.finished_at = Some(ctx.ports.clock.now());
+            rec.error = Some(e.to_string());
+        }
+    }
+    if !save(ctx, tenant, &rec, version).await? {
+        tracing::warn!(job = %rec.id, "job record changed while the job ran; its result is kept");
+    }
+    Ok(())
+}
+
+fn outcome_of<T>(result: Result<T>, ok: impl FnOnce(T) -> Outcome) -> Result<Outcome> {
+    match result {
+        Ok(v) => Ok(ok(v)),
+        Err(e) if e.is_retryable() => Err(e),
+        Err(e) => Ok(Outcome::Failed {
+            error: e.to_string(),
+        }),
+    }
+}
+
+/// Runs a restore job through the task's connector.
+///
+/// # Errors
+/// A catalog failure; the restore's own failure is recorded in the job record.
+pub async fn run_restore(ctx: &Context, job: &RestoreJob) -> Result<Outcome> {
+    let (rec, version) = match start(ctx, &job.tenant, &job.job).await? {
+        Ok(v) => v,
+        Err(o) => return Ok(o),
+    };
+    let created = rec.created_at;
+    let result = async {
+        let engine = ctx.engine(&job.tenant);
+        let task = engine.task(job.task.as_str()).await?;
+        if matches!(task.source, SourceConfig::Files { .. }) {
+            return Err(Error::Invalid(format!(
+                "task {} reads a local folder; restore it with `lifeboat restore` on that machine",
+                task.name
+            )));
+        }
+        let snap = engine
+            .resolve_snapshot(&task, job.snapshot.as_str(), Some(&job.account))
+            .await?;
+        let connector = engine.connector(&task, ctx.connectors.as_ref()).await?;
+        let opts = RestoreOptions {
+            include: job.include.clone(),
+            in_place: job.in_place,
+            on_conflict: match job.on_conflict {
+                Conflict::Skip => OnConflict::Skip,
+                Conflict::Copy => OnConflict::Copy,
+                Conflict::Replace => OnConflict::Replace,
+            },
+            label: String::new(),
+            at: Some(created),
+        };
+        engine
+            .restore_to_source(
+                &task,
+                &snap,
+                job.to_account.clone(),
+                &opts,
+                connector.as_ref(),
+            )
+            .await
+    }
+    .await;
+    finish(ctx, &job.tenant, rec, version, &result).await?;
+    outcome_of(result, |r| Outcome::Restored {
+        items: r.items,
+        errors: r.errors.len() as u64,
+    })
+}
+
+/// Runs an export job: the zip is built in a temporary file, then stored for download.
+///
+/// # Errors
+/// A catalog failure; the export's own failure is recorded in the job record.
+pub async fn run_export(ctx: &Context, job: &ExportJob) -> Result<Outcome> {
+    let (mut rec, version) = match start(ctx, &job.tenant, &job.job).await? {
+        Ok(v) => v,
+        Err(o) => return Ok(o),
+    };
+    let result = async {
+        let engine = ctx.engine(&job.tenant);
+        let task = engine.task(job.task.as_str()).await?;
+        let snap = engine
+            .resolve_snapshot(&task, job.snapshot.as_str(), Some(&job.account))
+            .await?;
+        let dir = std::env::temp_dir().join(format!("lifeboat-export-{}", job.job));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io("cannot create a temporary folder", e))?;
+        let zip = dir.join("export.zip");
+        let outcome = async {
+            let report = engine
+                .export_zip(&task, &snap, &zip, &job.include, &NoProgress)
+                .await?;
+            let data = std::fs::read(&zip).map_err(|e| Error::io("cannot read the export", e))?;
+            let len = data.len() as u64;
+            let key = ObjectKey::new(&job.tenant, &job.task, EXPORT_KIND, &job.job);
+            match ctx.ports.store.put_if_absent(&key, data.into()).await {
+                // A rerun after a crash finds the zip already stored.
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                other => other?,
+            }
+            Ok::<_, Error>((report, len))
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        outcome
+    }
+    .await;
+    let result = result.map(|(report, len)| {
+        rec.export_id = Some(job.job.clone());
+        rec.export_bytes = Some(len);
+        report
+    });
+    let bytes = rec.export_bytes.unwrap_or_default();
+    finish(ctx, &job.tenant, rec, version, &result).await?;
+    outcome_of(result, |_| Outcome::Exported { bytes })
+}
