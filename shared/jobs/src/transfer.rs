@@ -12,8 +12,9 @@ use chrono::{DateTime, Utc};
 use domain::{
     AccountId, Conflict, ExportJob, JobEnvelope, JobKind, RestoreJob, SnapshotId, TaskId, TenantId,
 };
+use engine::Ports;
 use engine::{Error, NoProgress, OnConflict, RestoreOptions, Result, SourceConfig};
-use ports::{Condition, ErrorKind, ObjectKey, Record};
+use ports::{Condition, ErrorKind, ObjectKey, Queue, Record};
 use serde::{Deserialize, Serialize};
 
 /// The object kind under which finished exports are kept for download.
@@ -100,7 +101,7 @@ async fn load(ctx: &Context, tenant: &TenantId, id: &str) -> Result<Option<(JobR
     }))
 }
 
-async fn save(ctx: &Context, tenant: &TenantId, job: &JobRecord, version: u64) -> Result<bool> {
+async fn save(ports: &Ports, tenant: &TenantId, job: &JobRecord, version: u64) -> Result<bool> {
     let value = serde_json::to_vec(job).expect("job records serialise");
     let cond = if version == 0 {
         Condition::Absent
@@ -111,7 +112,7 @@ async fn save(ctx: &Context, tenant: &TenantId, job: &JobRecord, version: u64) -
         version: version + 1,
         ..Record::new(format!("t#{tenant}"), job_sk(&job.id), value)
     };
-    match ctx.ports.catalog.put(rec, cond).await {
+    match ports.catalog.put(rec, cond).await {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == ErrorKind::ConditionFailed => Ok(false),
         Err(e) => Err(e.into()),
@@ -123,8 +124,8 @@ async fn save(ctx: &Context, tenant: &TenantId, job: &JobRecord, version: u64) -
 ///
 /// # Errors
 /// A catalog or queue failure (the job is then marked failed, with why).
-pub async fn submit(ctx: &Context, job: JobKind) -> Result<JobRecord> {
-    let now = ctx.ports.clock.now();
+pub async fn submit(ports: &Ports, transfers: &dyn Queue, job: JobKind) -> Result<JobRecord> {
+    let now = ports.clock.now();
     let (tenant, rec) = match &job {
         JobKind::Restore(j) => (
             &j.tenant,
@@ -138,15 +139,15 @@ pub async fn submit(ctx: &Context, job: JobKind) -> Result<JobRecord> {
             return Err(Error::Invalid("backups are queued for the fetcher".into()));
         }
     };
-    if !save(ctx, tenant, &rec, 0).await? {
+    if !save(ports, tenant, &rec, 0).await? {
         return Err(Error::Invalid(format!("job {} already exists", rec.id)));
     }
     let body = JobEnvelope::new(job.clone()).encode();
-    if let Err(e) = ctx.transfers.send_batch(&[body]).await {
+    if let Err(e) = transfers.send_batch(&[body]).await {
         let mut failed = rec.clone();
         failed.state = JobState::Failed;
         failed.error = Some(format!("the job could not be queued: {e}"));
-        let _ = save(ctx, tenant, &failed, 1).await;
+        let _ = save(ports, tenant, &failed, 1).await;
         return Err(e.into());
     }
     Ok(rec)
@@ -201,7 +202,7 @@ async fn start(
     rec.state = JobState::Running;
     rec.started_at = Some(now);
     rec.worker = Some(ctx.worker.clone());
-    if !save(ctx, tenant, &rec, version).await? {
+    if !save(&ctx.ports, tenant, &rec, version).await? {
         return Ok(Err(Outcome::Busy));
     }
     Ok(Ok((rec, version + 1)))
@@ -235,7 +236,7 @@ async fn finish<T: Serialize>(
             rec.error = Some(e.to_string());
         }
     }
-    if !save(ctx, tenant, &rec, version).await? {
+    if !save(&ctx.ports, tenant, &rec, version).await? {
         tracing::warn!(job = %rec.id, "job record changed while the job ran; its result is kept");
     }
     Ok(())

@@ -491,7 +491,13 @@ async fn restore_and_export_jobs_run_once_and_report() {
         in_place: false,
         on_conflict: domain::Conflict::Skip,
     };
-    let created = submit(&ctx, JobKind::Restore(rjob.clone())).await.unwrap();
+    let created = submit(
+        &ctx.ports,
+        ctx.transfers.as_ref(),
+        JobKind::Restore(rjob.clone()),
+    )
+    .await
+    .unwrap();
     assert_eq!(created.state, jobs::JobState::Queued);
     env.clock.advance(chrono::Duration::minutes(3));
     let report = drain(&ctx, Duration::ZERO).await.unwrap();
@@ -537,7 +543,13 @@ async fn restore_and_export_jobs_run_once_and_report() {
         snapshot: snap.id.clone(),
         include: vec![],
     };
-    submit(&ctx, JobKind::Export(xjob.clone())).await.unwrap();
+    submit(
+        &ctx.ports,
+        ctx.transfers.as_ref(),
+        JobKind::Export(xjob.clone()),
+    )
+    .await
+    .unwrap();
     let report = drain(&ctx, SHORT).await.unwrap();
     let Some(Outcome::Exported { bytes }) = report.handled[0].outcome else {
         panic!("{:?}", report.handled)
@@ -564,7 +576,13 @@ async fn restore_and_export_jobs_run_once_and_report() {
         snapshot: domain::SnapshotId::new("20200101T000000Z-000aaaaa").unwrap(),
         ..rjob
     };
-    submit(&ctx, JobKind::Restore(bad.clone())).await.unwrap();
+    submit(
+        &ctx.ports,
+        ctx.transfers.as_ref(),
+        JobKind::Restore(bad.clone()),
+    )
+    .await
+    .unwrap();
     let report = drain(&ctx, SHORT).await.unwrap();
     assert!(matches!(
         report.handled[0].outcome,

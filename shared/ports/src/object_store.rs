@@ -125,6 +125,17 @@ pub trait ObjectStore: Send + Sync {
 
     /// Removes an object. Deleting what is not there succeeds (as S3 does).
     async fn delete(&self, key: &ObjectKey) -> Result<()>;
+
+    /// A link that lets anyone holding it download the object until `expires` has passed
+    /// (S3's presigned GET), or `None` when this store has no such links: the caller then
+    /// serves the object itself.
+    async fn presign_get(
+        &self,
+        _key: &ObjectKey,
+        _expires: std::time::Duration,
+    ) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// Convenience methods for any store.
