@@ -4,6 +4,7 @@
 
 mod demo;
 mod progress;
+mod serve;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -122,6 +123,22 @@ enum Cmd {
         /// Confirms that every backup is to be destroyed.
         #[arg(long)]
         yes: bool,
+    },
+    /// Serve the HTTP API (the same one Lifeboat runs on AWS), run queued jobs and the
+    /// daily schedule, until stopped.
+    Serve {
+        /// Address to listen on (port 0 picks a free one; the address is printed).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Print a bearer token for the local API.
+    Token {
+        /// The tenant the token acts for.
+        #[arg(long, default_value = LOCAL_TENANT)]
+        tenant: String,
+        /// How long the token stays valid.
+        #[arg(long, default_value_t = 12)]
+        hours: i64,
     },
     /// Run the local demo: back up a sample folder, change it, back up again, restore and
     /// check every byte.
@@ -257,6 +274,17 @@ async fn run(cli: Cli) -> Result<u8> {
     let eng = open_home(&home)?;
     match cli.cmd {
         Cmd::Demo { .. } => unreachable!("handled above"),
+        Cmd::Serve { listen } => {
+            serve::serve(eng.ports().clone(), &home, &listen).await?;
+            Ok(0)
+        }
+        Cmd::Token { tenant, hours } => {
+            if hours <= 0 {
+                bail!("--hours must be at least 1");
+            }
+            println!("{}", serve::token(&home, &tenant, hours)?);
+            Ok(0)
+        }
         Cmd::Task { cmd } => match cmd {
             TaskCmd::Add {
                 source: AddSource::Files { name, path },
