@@ -117,7 +117,12 @@ impl Connector for MemSource {
         let from = cursor.and_then(|c| c.parse::<usize>().ok());
         match from {
             Some(pos) if pos >= forget => {
-                for ch in &log[pos..] {
+                for (i, ch) in log[pos..].iter().enumerate() {
+                    // Out of time with work left: pause, reporting how far this run got.
+                    if i > 0 && tree.time_is_up() {
+                        tree.pause();
+                        return Ok(Some((pos + i).to_string()));
+                    }
                     match ch {
                         Change::Put(uid) => {
                             let Some(msg) = self.fetch(*uid)? else {
@@ -558,4 +563,83 @@ async fn credentials_are_sealed_and_replaceable() {
         .unwrap_err();
     assert!(matches!(err, Error::Invalid(_)));
     assert!(engine.replace_secret("nope", "x").await.is_err());
+}
+
+#[tokio::test]
+async fn a_run_out_of_time_pauses_and_the_next_run_goes_on() {
+    let env = Env::new();
+    let (engine, task) = setup(&env).await;
+    let src = MemSource::new();
+    src.deliver(1, "Inbox", b"first");
+    let s1 = backup(&engine, &task, &src).await;
+    for uid in 2..=5u32 {
+        src.deliver(uid, "Inbox", format!("message {uid}").as_bytes());
+    }
+    env.advance(chrono::Duration::hours(1));
+    let started = env.now() + chrono::Duration::minutes(15);
+    let account = engine
+        .refresh_accounts(&task, &src)
+        .await
+        .unwrap()
+        .remove(0);
+    // Every run's time is already up: each applies one change, then pauses.
+    let mut runs = 0;
+    let snap = loop {
+        runs += 1;
+        env.advance(chrono::Duration::minutes(15));
+        let end = engine
+            .backup_source_until(
+                &task,
+                &account,
+                &src,
+                &NoProgress,
+                Some(std::time::Instant::now()),
+            )
+            .await
+            .unwrap();
+        match end {
+            engine::BackupEnd::Paused {
+                items_this_run,
+                pauses,
+            } => {
+                assert_eq!((items_this_run, pauses), (1, runs));
+                // Nothing of a paused run is visible.
+                assert_eq!(engine.snapshots(&task).await.unwrap().len(), 1);
+            }
+            engine::BackupEnd::Committed(s) => break *s,
+        }
+    };
+    assert_eq!(runs, 4);
+    assert_eq!(snap.stats.items, 5);
+    assert_eq!(snap.parent.as_ref(), Some(&s1.id));
+    assert_eq!(
+        snap.taken_at, started,
+        "the snapshot carries the first run's start"
+    );
+    assert_eq!(snap.cursor.as_deref(), Some("5"));
+    assert_eq!(src.with(|m| m.fetches), 1 + 4, "each message fetched once");
+    let changes = engine.diff(&task, &s1, &snap).await.unwrap();
+    assert_eq!(changes.len(), 4);
+
+    // A checkpoint left behind by a run whose account was then backed up another way is
+    // stale and ignored.
+    src.deliver(6, "Inbox", b"six");
+    src.deliver(7, "Inbox", b"seven");
+    let end = engine
+        .backup_source_until(
+            &task,
+            &account,
+            &src,
+            &NoProgress,
+            Some(std::time::Instant::now()),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(end, engine::BackupEnd::Paused { .. }));
+    let full = backup(&engine, &task, &src).await;
+    assert_eq!(full.stats.items, 7);
+    src.deliver(8, "Inbox", b"eight");
+    let next = backup(&engine, &task, &src).await;
+    assert_eq!(next.stats.items, 8);
+    assert_eq!(next.parent.as_ref(), Some(&full.id));
 }

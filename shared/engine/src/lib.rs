@@ -17,8 +17,8 @@ pub use browse::{Change, ChangeKind};
 pub use error::{Error, Result};
 pub use restore::{OnConflict, RestoreOptions, RestoreReport};
 pub use source::{
-    AccountInfo, AccountTree, Connector, Connectors, ItemInfo, RestoreContent, SourceErrorKind,
-    SourceRestore, SourceRestoreReport,
+    AccountInfo, AccountTree, BackupEnd, Connector, Connectors, ItemInfo, RestoreContent,
+    SourceErrorKind, SourceRestore, SourceRestoreReport,
 };
 pub use tasks::{
     schedule_pk, schedule_sk, SourceConfig, TaskRecord, DEFAULT_BACKUP_HOUR, FILES_ACCOUNT,

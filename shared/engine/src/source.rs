@@ -111,6 +111,15 @@ pub trait Connector: Send + Sync {
     ) -> Result<SourceRestoreReport>;
 }
 
+/// How a time-limited backup run ended.
+#[derive(Debug)]
+pub enum BackupEnd {
+    /// The account is complete: a new snapshot.
+    Committed(Box<SnapshotRecord>),
+    /// Time was up: the run's work is kept as a checkpoint for the next run.
+    Paused { items_this_run: u64, pauses: u32 },
+}
+
 /// Opens the connector of a task. Whoever runs backups (the CLI, a Lambda function) holds
 /// one that knows every connector crate; the engine knows none of them.
 pub trait Connectors: Send + Sync {
@@ -194,6 +203,9 @@ pub struct AccountTree {
     pending_bytes: usize,
     fetched_bytes: u64,
     items_read: u64,
+    /// When the run must stop and checkpoint (a Lambda run's time limit).
+    deadline: Option<std::time::Instant>,
+    paused: bool,
 }
 
 fn dir_entry(name: &[u8]) -> Entry {
@@ -201,10 +213,16 @@ fn dir_entry(name: &[u8]) -> Entry {
 }
 
 impl AccountTree {
-    /// Opens the tree on a writer whose parent is the account's previous snapshot.
-    pub(crate) fn open(writer: SnapshotWriter) -> Result<Self> {
-        let root_ref = writer.parent().map(|p| p.root());
-        let root = Folder::load(&writer, root_ref, None)?;
+    /// Opens the tree on a writer whose parent is the account's previous snapshot, at
+    /// `start` (a paused run's checkpoint, already adopted by the writer) or else at the
+    /// parent's root.
+    pub(crate) fn open(writer: SnapshotWriter, start: Option<BlobRef>) -> Result<Self> {
+        let root_ref = start.or_else(|| writer.parent().map(|p| p.root()));
+        let mut root = Folder::load(&writer, root_ref, None)?;
+        if start.is_some() {
+            // A checkpoint's tree is not the parent's: it must be stored with the snapshot.
+            root.unchanged = None;
+        }
         Ok(AccountTree {
             writer,
             root,
@@ -212,7 +230,23 @@ impl AccountTree {
             pending_bytes: 0,
             fetched_bytes: 0,
             items_read: 0,
+            deadline: None,
+            paused: false,
         })
+    }
+
+    /// Whether the run's time is up: a connector checks this between batches and, when
+    /// it is, calls [`AccountTree::pause`] and returns the cursor of what it has applied
+    /// so far. The next run goes on from there with this same tree.
+    pub fn time_is_up(&self) -> bool {
+        self.deadline
+            .is_some_and(|d| std::time::Instant::now() >= d)
+    }
+
+    /// Marks this run as paused: the cursor the connector returns describes a tree that
+    /// is not complete yet, so it is kept as a checkpoint rather than made a snapshot.
+    pub fn pause(&mut self) {
+        self.paused = true;
     }
 
     /// The snapshot this backup starts from, if any.
@@ -584,6 +618,22 @@ impl AccountTree {
         Ok(())
     }
 
+    /// Stores the tree so far and records it, with `cursor`, as the account's checkpoint.
+    async fn checkpoint(
+        mut self,
+        started_at: chrono::DateTime<chrono::Utc>,
+        cursor: Option<String>,
+        pauses: u32,
+    ) -> Result<()> {
+        self.flush().await?;
+        let root = std::mem::take(&mut self.root);
+        let root_ref = store_folder(&mut self.writer, root).await?;
+        Ok(self
+            .writer
+            .checkpoint(root_ref, cursor, started_at, pauses)
+            .await?)
+    }
+
     /// Stores the changed folders and commits the snapshot with `cursor`.
     pub(crate) async fn finish(
         mut self,
@@ -785,8 +835,34 @@ impl Engine {
         connectors: &dyn Connectors,
         progress: &dyn Progress,
     ) -> Result<SnapshotRecord> {
+        match self
+            .backup_any_until(task, account, connectors, progress, None)
+            .await?
+        {
+            BackupEnd::Committed(s) => Ok(*s),
+            BackupEnd::Paused { .. } => Err(Error::Invalid(
+                "the connector paused a backup that had no time limit".into(),
+            )),
+        }
+    }
+
+    /// As [`Engine::backup_any`], but connector runs stop at `deadline` and checkpoint
+    /// (see [`Engine::backup_source_until`]). A files task always runs to the end.
+    ///
+    /// # Errors
+    /// As [`Engine::backup_any`].
+    pub async fn backup_any_until(
+        &self,
+        task: &TaskRecord,
+        account: &AccountId,
+        connectors: &dyn Connectors,
+        progress: &dyn Progress,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<BackupEnd> {
         match task.source {
-            SourceConfig::Files { .. } => self.backup_account(task, account, progress).await,
+            SourceConfig::Files { .. } => Ok(BackupEnd::Committed(Box::new(
+                self.backup_account(task, account, progress).await?,
+            ))),
             SourceConfig::Source { .. } => {
                 let info = self
                     .account_infos(task)
@@ -797,7 +873,8 @@ impl Engine {
                         Error::NotFound(format!("task {} has no account {account}", task.name))
                     })?;
                 let c = self.connector(task, connectors).await?;
-                self.backup_source(task, &info, c.as_ref(), progress).await
+                self.backup_source_until(task, &info, c.as_ref(), progress, deadline)
+                    .await
             }
         }
     }
@@ -815,19 +892,71 @@ impl Engine {
         connector: &dyn Connector,
         progress: &dyn Progress,
     ) -> Result<SnapshotRecord> {
+        match self
+            .backup_source_until(task, account, connector, progress, None)
+            .await?
+        {
+            BackupEnd::Committed(s) => Ok(*s),
+            BackupEnd::Paused { .. } => Err(Error::Invalid(
+                "the connector paused a backup that had no time limit".into(),
+            )),
+        }
+    }
+
+    /// As [`Engine::backup_source`], but a run that reaches `deadline` pauses: what it
+    /// stored is kept as the account's checkpoint, and the next run goes on from there
+    /// (a Lambda function re-queues itself before its 15 minutes are up). A snapshot is
+    /// committed only when a run completes the account, with the time the first run
+    /// started.
+    ///
+    /// # Errors
+    /// As [`Engine::backup_source`]; a checkpoint already stored stays for the next run.
+    pub async fn backup_source_until(
+        &self,
+        task: &TaskRecord,
+        account: &AccountInfo,
+        connector: &dyn Connector,
+        progress: &dyn Progress,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<BackupEnd> {
         let vault = self.vault(task).await?;
         let parent = vault.latest(&account.id).await?;
-        let taken_at = self.ports.clock.now();
-        let cursor = parent.as_ref().and_then(|p| p.cursor.clone());
-        let writer = vault.writer(account.id.clone(), parent).await?;
-        let mut tree = AccountTree::open(writer)?;
+        let checkpoint = vault
+            .checkpoint(&account.id, parent.as_ref().map(|p| &p.id))
+            .await?;
+        let (taken_at, cursor, pauses) = match &checkpoint {
+            Some(cp) => (cp.started_at, cp.cursor.clone(), cp.pauses),
+            None => (
+                self.ports.clock.now(),
+                parent.as_ref().and_then(|p| p.cursor.clone()),
+                0,
+            ),
+        };
+        let mut writer = vault.writer(account.id.clone(), parent).await?;
+        let start = checkpoint.as_ref().map(|cp| BlobRef::from(cp.root));
+        if let Some(root) = &start {
+            writer.adopt(root).await?;
+        }
+        let mut tree = AccountTree::open(writer, start)?;
+        tree.deadline = deadline;
         progress.status("fetching changes");
         let next = connector
             .backup(account, cursor.as_deref(), &mut tree)
             .await?;
         progress.advance(tree.fetched_bytes());
+        if tree.paused {
+            progress.status("pausing");
+            let items = tree.items_read;
+            tree.checkpoint(taken_at, next, pauses + 1).await?;
+            return Ok(BackupEnd::Paused {
+                items_this_run: items,
+                pauses: pauses + 1,
+            });
+        }
         progress.status("committing");
-        tree.finish(taken_at, next).await
+        Ok(BackupEnd::Committed(Box::new(
+            tree.finish(taken_at, next).await?,
+        )))
     }
 
     /// Restores items of `snap` into a source through its connector: by default into a new

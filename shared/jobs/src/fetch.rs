@@ -11,7 +11,11 @@
 use crate::{send_jobs, Context};
 use chrono::{DateTime, Utc};
 use domain::{AccountId, BackupJob, JobEnvelope, JobKind, TaskId, TenantId};
-use engine::{NoProgress, Result};
+use engine::{BackupEnd, NoProgress, Result};
+
+/// A backup that has paused this many times is given up (and reported): at 15 minutes a
+/// run, two days of work on one account means something is wrong.
+pub const MAX_CONTINUATIONS: u32 = 200;
 use ports::{Condition, ErrorKind, Record};
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +56,8 @@ pub enum Outcome {
     Busy,
     /// The task or job no longer exists, or is being deleted.
     Gone,
+    /// The run's time was up: its work is checkpointed and a continuation job queued.
+    Paused { items: u64, pauses: u32 },
     /// A restore finished (items that could not be restored are in the job's report).
     Restored { items: u64, errors: u64 },
     /// An export's zip is stored and offered for download.
@@ -182,9 +188,47 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
         return Ok(Outcome::Busy);
     };
 
-    let result = engine
-        .backup_any(&task, account, ctx.connectors.as_ref(), &NoProgress)
-        .await;
+    let deadline = ctx.budget.map(|b| std::time::Instant::now() + b);
+    let result = if job.continuation >= MAX_CONTINUATIONS {
+        Err(engine::Error::Invalid(format!(
+            "the backup of account {account} paused {MAX_CONTINUATIONS} times without finishing; it was stopped"
+        )))
+    } else {
+        engine
+            .backup_any_until(
+                &task,
+                account,
+                ctx.connectors.as_ref(),
+                &NoProgress,
+                deadline,
+            )
+            .await
+    };
+    // Paused: queue the continuation before letting go of the account, so that a crash
+    // in between leaves the (re-delivered) original job to go on from the checkpoint.
+    if let Ok(BackupEnd::Paused {
+        items_this_run,
+        pauses,
+    }) = &result
+    {
+        let next = JobEnvelope::new(JobKind::Backup(BackupJob {
+            continuation: job.continuation + 1,
+            ..job.clone()
+        }));
+        send_jobs(ctx.queue.as_ref(), &[next]).await?;
+        state.lease_owner = None;
+        state.lease_until = None;
+        state.lease_day = None;
+        put_state(ctx, &job.tenant, &sk, &state, version).await?;
+        return Ok(Outcome::Paused {
+            items: *items_this_run,
+            pauses: *pauses,
+        });
+    }
+    let result = result.map(|end| match end {
+        BackupEnd::Committed(s) => *s,
+        BackupEnd::Paused { .. } => unreachable!("handled above"),
+    });
 
     // Release the lease and record how it went.
     state.lease_owner = None;

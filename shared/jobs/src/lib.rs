@@ -37,6 +37,9 @@ pub struct Context {
     /// How long a backup may hold an account before another worker may take over (longer
     /// than a Lambda run, so a live run is never overtaken).
     pub lease: chrono::Duration,
+    /// How long one run may back up before it pauses and re-queues itself (a Lambda run
+    /// has 15 minutes); `None` runs to the end.
+    pub budget: Option<std::time::Duration>,
 }
 
 impl Context {
@@ -56,6 +59,7 @@ impl Context {
             connectors,
             worker: worker.into(),
             lease: chrono::Duration::minutes(Self::DEFAULT_LEASE_MINUTES),
+            budget: None,
         }
     }
 

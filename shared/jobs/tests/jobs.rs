@@ -595,3 +595,126 @@ async fn restore_and_export_jobs_run_once_and_report() {
     assert_eq!(failed.state, jobs::JobState::Failed);
     assert!(failed.error.unwrap().contains("20200101"));
 }
+
+/// A source with three pages of mail that pauses between pages when time is up.
+struct Paged;
+
+#[async_trait]
+impl Connector for Paged {
+    async fn accounts(&self) -> engine::Result<Vec<AccountInfo>> {
+        Recording::default().accounts().await
+    }
+    async fn backup(
+        &self,
+        _: &AccountInfo,
+        cursor: Option<&str>,
+        tree: &mut AccountTree,
+    ) -> engine::Result<Option<String>> {
+        let done: u32 = cursor.map(|c| c.parse().unwrap()).unwrap_or(0);
+        for page in done..3 {
+            if page > done && tree.time_is_up() {
+                tree.pause();
+                return Ok(Some(page.to_string()));
+            }
+            let path = domain::ItemPath::parse(format!("Inbox/{page}.eml").as_bytes()).unwrap();
+            tree.put_item(
+                &path,
+                engine::ItemInfo::default(),
+                bytes::Bytes::from(format!("page {page}")),
+            )
+            .await?;
+        }
+        Ok(Some("3".into()))
+    }
+    async fn restore(
+        &self,
+        _: &SourceRestore,
+        _: &RestoreContent,
+    ) -> engine::Result<SourceRestoreReport> {
+        unreachable!()
+    }
+}
+
+struct PagedOnly;
+impl Connectors for PagedOnly {
+    fn open(
+        &self,
+        _: &TaskRecord,
+        _: Option<Zeroizing<String>>,
+    ) -> engine::Result<Arc<dyn Connector>> {
+        Ok(Arc::new(Paged))
+    }
+}
+
+#[tokio::test]
+async fn a_long_backup_continues_across_runs_and_commits_once() {
+    let env = Env::new(5);
+    let mut ctx = env.ctx("lambda-1");
+    ctx.connectors = Arc::new(PagedOnly);
+    ctx.budget = Some(Duration::ZERO);
+    env.engine("acme")
+        .add_task(
+            TaskId::new("mail").unwrap(),
+            SourceConfig::source("paged", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    env.queue
+        .send_batch(&[job("acme", "mail", None, Some("2026-11-25"))])
+        .await
+        .unwrap();
+    let report = drain(&ctx, SHORT).await.unwrap();
+    let outcomes: Vec<_> = report
+        .handled
+        .iter()
+        .map(|h| h.outcome.clone().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes[..3],
+        [
+            Outcome::Expanded { accounts: 1 },
+            Outcome::Paused {
+                items: 1,
+                pauses: 1
+            },
+            Outcome::Paused {
+                items: 1,
+                pauses: 2
+            },
+        ]
+    );
+    assert!(
+        matches!(
+            outcomes[3],
+            Outcome::BackedUp {
+                items: 3,
+                errors: 0,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes.len(), 4);
+    assert_eq!(env.snapshots("acme", "mail").await, 1);
+    let state = jobs::account_state(
+        &env.ports,
+        &TenantId::new("acme").unwrap(),
+        &TaskId::new("mail").unwrap(),
+        &AccountId::new("anna@example.com").unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(state.day_done.as_deref(), Some("2026-11-25"));
+
+    // A continuation that keeps pausing forever is stopped and reported.
+    let endless = BackupJob {
+        tenant: TenantId::new("acme").unwrap(),
+        task: TaskId::new("mail").unwrap(),
+        account: Some(AccountId::new("anna@example.com").unwrap()),
+        scheduled_for: None,
+        continuation: jobs::fetch::MAX_CONTINUATIONS,
+    };
+    let err = jobs::fetch::run_backup(&ctx, &endless).await.unwrap_err();
+    assert!(err.to_string().contains("paused 200 times"), "{err}");
+}

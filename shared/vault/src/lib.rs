@@ -18,7 +18,7 @@ mod writer;
 pub use crypto::{BlobId, TaskKeys};
 pub use error::{Error, Result};
 pub use pack::PackId;
-pub use snapshot::{ItemError, SnapshotRecord, SnapshotStats};
+pub use snapshot::{Checkpoint, ItemError, SnapshotRecord, SnapshotStats};
 pub use tree::{BlobRef, Entry, EntryKind, Node};
 pub use verify::{Damage, VerifyReport};
 pub use writer::{SnapshotWriter, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, SMALL_ITEM};
@@ -261,6 +261,25 @@ impl Vault {
         recs.iter()
             .map(|r| snapshot::open_record(&self.inner.keys, &pk, &r.sk, &r.value))
             .collect()
+    }
+
+    /// The account's checkpoint (a paused backup), if it has one that still applies: a
+    /// checkpoint made from another snapshot than the latest is stale and not returned.
+    ///
+    /// # Errors
+    /// A catalog failure, or `Damaged` when the record does not open.
+    pub async fn checkpoint(
+        &self,
+        account: &AccountId,
+        latest: Option<&SnapshotId>,
+    ) -> Result<Option<snapshot::Checkpoint>> {
+        let pk = snapshot::pending_pk(&self.inner.tenant, &self.inner.task, account);
+        let Some(rec) = self.inner.catalog.get(&pk, snapshot::CHECKPOINT_SK).await? else {
+            return Ok(None);
+        };
+        let cp: snapshot::Checkpoint =
+            snapshot::open_record(&self.inner.keys, &pk, snapshot::CHECKPOINT_SK, &rec.value)?;
+        Ok((cp.parent.as_ref() == latest).then_some(cp))
     }
 
     /// The newest committed snapshot of an account.

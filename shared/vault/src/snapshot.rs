@@ -125,23 +125,45 @@ fn record_id(pk: &str, sk: &str) -> [u8; 32] {
     *h.finalize().as_bytes()
 }
 
-pub(crate) fn seal_record(
+/// Seals a catalog record's JSON, bound to its keys (a record copied under other keys
+/// does not open).
+pub(crate) fn seal_record<T: Serialize>(
     keys: &TaskKeys,
     pk: &str,
     sk: &str,
-    rec: &SnapshotRecord,
+    rec: &T,
 ) -> Result<Vec<u8>> {
     let json = serde_json::to_vec(rec).map_err(|e| Error::Format(e.to_string()))?;
     keys.seal(SealKind::Record, &record_id(pk, sk), &json)
 }
 
-pub(crate) fn open_record(
+pub(crate) fn open_record<T: serde::de::DeserializeOwned>(
     keys: &TaskKeys,
     pk: &str,
     sk: &str,
     value: &[u8],
-) -> Result<SnapshotRecord> {
-    let what = format!("snapshot record {sk}");
+) -> Result<T> {
+    let what = format!("catalog record {pk}/{sk}");
     let json = keys.open(SealKind::Record, &record_id(pk, sk), value, &what)?;
     serde_json::from_slice(&json).map_err(|e| Error::damaged(what, e.to_string()))
+}
+
+/// The sort key of an account's checkpoint in its pending partition (pack ids, the other
+/// records there, are hex and never equal it).
+pub const CHECKPOINT_SK: &str = "checkpoint";
+
+/// A backup paused before its end (a Lambda run's time was up): the tree as far as it got
+/// and the source's cursor at that point. Not a snapshot: nothing of it is visible until
+/// a later run resumes from it and commits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub root: RefJson,
+    pub cursor: Option<String>,
+    /// When the paused backup started; the snapshot that completes it carries this time.
+    pub started_at: DateTime<Utc>,
+    /// The snapshot the paused backup started from. A checkpoint whose parent is no longer
+    /// the account's latest snapshot is stale and ignored.
+    pub parent: Option<SnapshotId>,
+    /// How many times this backup has paused.
+    pub pauses: u32,
 }

@@ -447,6 +447,66 @@ impl SnapshotWriter {
         Ok(())
     }
 
+    /// Adds a stored tree (a paused backup's checkpoint) to what this writer knows: its
+    /// nodes become readable through [`SnapshotWriter::parent_node`] and its blobs are
+    /// not stored again.
+    ///
+    /// # Errors
+    /// A damaged or missing node.
+    pub async fn adopt(&mut self, root: &BlobRef) -> Result<()> {
+        self.known.insert((root.id, true), *root);
+        let nodes = self.vault.load_trees(root).await?;
+        for (id, node) in nodes {
+            for e in &node.entries {
+                for c in &e.content {
+                    self.known.insert((c.id, false), *c);
+                }
+                if let Some(s) = e.subtree {
+                    self.known.insert((s.id, true), s);
+                }
+            }
+            self.parent_nodes.insert(id, node);
+        }
+        Ok(())
+    }
+
+    /// Pauses the backup: makes everything stored so far durable and records `root` and
+    /// `cursor` as the account's checkpoint, from which the next run goes on. Nothing
+    /// becomes visible.
+    ///
+    /// # Errors
+    /// Any upload or catalog failure (the previous checkpoint, if any, then stands).
+    pub async fn checkpoint(
+        mut self,
+        root: BlobRef,
+        cursor: Option<String>,
+        started_at: DateTime<Utc>,
+        pauses: u32,
+    ) -> Result<()> {
+        self.flush(false).await?;
+        self.flush(true).await?;
+        while !self.inflight.is_empty() {
+            self.join_one().await?;
+        }
+        let v = self.vault.clone();
+        let pk = snapshot::pending_pk(v.tenant(), v.task(), &self.account);
+        let cp = snapshot::Checkpoint {
+            root: root.into(),
+            cursor,
+            started_at,
+            parent: self.parent.as_ref().map(|p| p.id.clone()),
+            pauses,
+        };
+        let value = snapshot::seal_record(v.keys(), &pk, snapshot::CHECKPOINT_SK, &cp)?;
+        v.catalog()
+            .put(
+                Record::new(pk, snapshot::CHECKPOINT_SK, value),
+                Condition::None,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Makes everything durable, then makes the snapshot visible with one conditional
     /// catalog write. Until that write, no reader sees any part of this snapshot.
     ///
