@@ -29,6 +29,9 @@ for crate in domain ports vault engine; do
   fi
 done
 
+echo "== SAM template: cfn-lint and sam validate --lint"
+bash infra/lint-template.sh
+
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
