@@ -28,6 +28,11 @@ pub struct AccountState {
     pub lease_until: Option<DateTime<Utc>>,
     /// The scheduled day of the job holding the lease (`None`: on demand).
     pub lease_day: Option<String>,
+    /// The scheduled day being worked on and when its first attempt started: a snapshot
+    /// taken since then completes the day, even if the attempt that committed it died
+    /// before recording so (a lost response), and no second snapshot is made.
+    #[serde(default)]
+    pub day_attempt: Option<(String, DateTime<Utc>)>,
     pub last_snapshot: Option<String>,
     pub last_success: Option<DateTime<Utc>>,
     /// The last failure, one line, no secrets; cleared by a success.
@@ -184,9 +189,30 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
     state.lease_owner = Some(ctx.worker.clone());
     state.lease_until = Some(now + ctx.lease);
     state.lease_day = job.scheduled_for.clone();
+    let earlier_attempt = match (&job.scheduled_for, &state.day_attempt) {
+        (Some(day), Some((d, at))) if d == day => Some(*at),
+        (Some(day), _) => {
+            state.day_attempt = Some((day.clone(), now));
+            None
+        }
+        (None, _) => None,
+    };
     let Some(version) = put_state(ctx, &job.tenant, &sk, &state, version).await? else {
         return Ok(Outcome::Busy);
     };
+    // An earlier attempt at this day may have committed its snapshot and died before
+    // recording it: then the day is done.
+    if let Some(at) = earlier_attempt {
+        let latest = engine.vault(&task).await?.latest(account).await?;
+        if latest.is_some_and(|s| s.taken_at >= at) {
+            state.day_done = job.scheduled_for.clone();
+            state.lease_owner = None;
+            state.lease_until = None;
+            state.lease_day = None;
+            put_state(ctx, &job.tenant, &sk, &state, version).await?;
+            return Ok(Outcome::AlreadyDone);
+        }
+    }
 
     let deadline = ctx.budget.map(|b| std::time::Instant::now() + b);
     let result = if job.continuation >= MAX_CONTINUATIONS {

@@ -718,3 +718,73 @@ async fn a_long_backup_continues_across_runs_and_commits_once() {
     let err = jobs::fetch::run_backup(&ctx, &endless).await.unwrap_err();
     assert!(err.to_string().contains("paused 200 times"), "{err}");
 }
+
+#[tokio::test]
+async fn storage_faults_are_retried_and_every_backup_completes_once() {
+    // Faults at different periods hit different calls: the claim, the lease, a pack
+    // upload, the commit, a key unwrap.
+    for every in [3, 4, 5, 6, 7, 9, 11, 13] {
+        backups_under_faults(every).await;
+    }
+}
+
+async fn backups_under_faults(every: u64) {
+    use testkit::faults::{FaultPlan, FaultyCatalog, FaultyKeys, FaultyStore};
+    let env = Env::new(10);
+    for name in ["alpha", "beta", "gamma", "delta"] {
+        env.files_task("acme", name, 1).await;
+    }
+    // Every `every`-th storage, catalog or key call fails (throttled or unavailable,
+    // before or after taking effect), 12 times in all.
+    let plan = FaultPlan::new(every, 12);
+    let faulty = Ports {
+        store: Arc::new(FaultyStore {
+            inner: env.ports.store.clone(),
+            plan: plan.clone(),
+        }),
+        catalog: Arc::new(FaultyCatalog {
+            inner: env.ports.catalog.clone(),
+            plan: plan.clone(),
+        }),
+        keys: Arc::new(FaultyKeys {
+            inner: env.ports.keys.clone(),
+            plan: plan.clone(),
+        }),
+        clock: env.clock.clone(),
+    };
+    let ctx = Context::new(faulty, env.queue.clone(), Arc::new(Refusing), "w");
+    env.clock.set(at(1, 0));
+    // The schedule ticks every 15 minutes; the queue redelivers failed jobs.
+    for tick in 0..8 {
+        env.clock
+            .set(at(1, 0) + chrono::Duration::minutes(15 * tick));
+        // A drain that meets a fault on the queue's own bookkeeping stops; the next goes on.
+        jobs::tick(&ctx).await.unwrap();
+        drain(&ctx, Duration::ZERO).await.ok();
+    }
+    assert!(
+        plan.injected() >= 8,
+        "every {every}: only {} faults were injected",
+        plan.injected()
+    );
+    assert!(env.queue.dead_letters().await.unwrap().is_empty());
+    for name in ["alpha", "beta", "gamma", "delta"] {
+        assert_eq!(
+            env.snapshots("acme", name).await,
+            1,
+            "every {every}: task {name}"
+        );
+        let e = env.engine("acme");
+        let t = e.task(name).await.unwrap();
+        let snap = e.snapshots(&t).await.unwrap().pop().unwrap();
+        let files = e.list(&t, &snap, &domain::ItemPath::root()).await.unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].size, format!("acme {name}").len() as u64);
+        let v = e.vault(&t).await.unwrap();
+        let report = v
+            .verify(&[AccountId::new("folder").unwrap()], &|_| {})
+            .await
+            .unwrap();
+        assert!(report.is_ok(), "every {every}: {name}: {:?}", report.damage);
+    }
+}

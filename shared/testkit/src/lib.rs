@@ -11,6 +11,7 @@
 
 mod catalog;
 mod events;
+pub mod faults;
 mod keys;
 mod object_store;
 mod queue;
