@@ -30,6 +30,7 @@ for crate in domain ports vault engine; do
 done
 
 echo "== cargo test"
+bash infra/moto.sh install  # the AWS adapters' tests run against moto's server
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
