@@ -408,21 +408,77 @@ impl Catalog for DynamoCatalog {
             })
             .unwrap_or_default();
         let f = failure(err, "DynamoDB", &what);
-        let has = |code: &str| reasons.iter().any(|r| r == code);
-        let kind = if has("ConditionalCheckFailed") {
-            ErrorKind::ConditionFailed
-        } else if has("ThrottlingError") || has("ProvisionedThroughputExceeded") {
-            ErrorKind::Throttled
-        } else if has("TransactionConflict") {
-            ErrorKind::Unavailable
-        } else if has("ValidationError") || has("ItemCollectionSizeLimitExceeded") {
-            ErrorKind::InvalidInput
-        } else {
-            return Err(self.map(f));
+        match cancellation_kind(&reasons) {
+            Some(kind) => Err(Error::new(
+                kind,
+                format!("{what} cancelled: {}", reasons.join(", ")),
+            )),
+            None => Err(self.map(f)),
+        }
+    }
+}
+
+/// What a cancelled transaction means, from its cancellation reasons (one code per
+/// operation, `None` for those that were fine). A failed condition anywhere decides it:
+/// retrying cannot help then, whatever else happened.
+fn cancellation_kind(reasons: &[String]) -> Option<ErrorKind> {
+    let has = |code: &str| reasons.iter().any(|r| r == code);
+    if has("ConditionalCheckFailed") {
+        Some(ErrorKind::ConditionFailed)
+    } else if has("ThrottlingError") || has("ProvisionedThroughputExceeded") {
+        Some(ErrorKind::Throttled)
+    } else if has("TransactionConflict") {
+        Some(ErrorKind::Unavailable)
+    } else if has("ValidationError") || has("ItemCollectionSizeLimitExceeded") {
+        Some(ErrorKind::InvalidInput)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancellation_reasons_map_to_kinds() {
+        let kind = |codes: &[&str]| {
+            cancellation_kind(&codes.iter().map(|c| c.to_string()).collect::<Vec<_>>())
         };
-        Err(Error::new(
-            kind,
-            format!("{what} cancelled: {}", reasons.join(", ")),
-        ))
+        assert_eq!(
+            kind(&["ConditionalCheckFailed"]),
+            Some(ErrorKind::ConditionFailed)
+        );
+        assert_eq!(
+            kind(&["TransactionConflict", "ConditionalCheckFailed"]),
+            Some(ErrorKind::ConditionFailed),
+            "a failed condition outweighs a conflict"
+        );
+        assert_eq!(kind(&["ThrottlingError"]), Some(ErrorKind::Throttled));
+        assert_eq!(
+            kind(&["ProvisionedThroughputExceeded"]),
+            Some(ErrorKind::Throttled)
+        );
+        assert_eq!(kind(&["TransactionConflict"]), Some(ErrorKind::Unavailable));
+        assert_eq!(kind(&["ValidationError"]), Some(ErrorKind::InvalidInput));
+        assert_eq!(kind(&[]), None);
+    }
+
+    #[test]
+    fn records_are_checked_before_sending() {
+        let ok = Record::new("p", "s", vec![0; 1000]);
+        assert!(check_record(&ok).is_ok());
+        for bad in [
+            Record::new("", "s", vec![]),
+            Record::new("p", "", vec![]),
+            Record::new("p".repeat(MAX_PK_BYTES + 1), "s", vec![]),
+            Record::new("p", "s".repeat(MAX_SK_BYTES + 1), vec![]),
+            Record::new("p", "s", vec![0; MAX_RECORD_BYTES]),
+        ] {
+            assert_eq!(
+                check_record(&bad).unwrap_err().kind(),
+                ErrorKind::InvalidInput
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@
 use crate::http_client;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_s3::config::Credentials;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::process::{Command, Stdio};
 use std::sync::{mpsc, OnceLock};
@@ -89,7 +89,7 @@ fn start_moto() -> Result<String, String> {
                 _ => Err("infra/moto.sh exited without printing its endpoint".to_string()),
             });
             // Keep its output drained and this thread alive while the server runs.
-            let _ = std::io::copy(&mut out.take(u64::MAX), &mut std::io::sink());
+            let _ = std::io::copy(&mut out, &mut std::io::sink());
             let _ = child.wait();
         })
         .map_err(|e| format!("cannot start the moto thread: {e}"))?;
