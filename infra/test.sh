@@ -33,6 +33,7 @@ echo "== SAM template: cfn-lint and sam validate --lint"
 bash infra/lint-template.sh
 
 echo "== cargo test"
+bash infra/moto.sh install  # the AWS adapters' tests run against moto's server
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"

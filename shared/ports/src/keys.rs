@@ -67,7 +67,9 @@ pub trait KeyService: Send + Sync {
     /// Crypto-shredding: destroys the key material under which every data key of `tenant`
     /// (a context whose `tenant` is this one) was wrapped, so that no copy of a wrapped key,
     /// wherever it survives (a catalog backup, a log), can ever be unwrapped again. Keys of
-    /// other tenants are untouched; destroying twice succeeds. On AWS this schedules the
-    /// deletion of the tenant's KMS key.
+    /// other tenants are untouched; destroying twice succeeds. On AWS the tenant's key is a
+    /// catalog record wrapped by the region's one KMS key, and this deletes that record;
+    /// DynamoDB point-in-time recovery keeps earlier states of the table for up to 35 days,
+    /// so the shredding is complete once that window has passed.
     async fn destroy_tenant_keys(&self, tenant: &domain::TenantId) -> Result<()>;
 }
