@@ -13,6 +13,13 @@ pub enum Error {
     /// The request cannot be carried out as asked (a name taken, an ambiguous snapshot).
     #[error("{0}")]
     Invalid(String),
+    /// The source (a SaaS API, a mail server) refused or failed; the message names the
+    /// source and what to do, never a credential.
+    #[error("{message}")]
+    Source {
+        kind: crate::source::SourceErrorKind,
+        message: String,
+    },
     /// A local file or folder could not be read or written.
     #[error("{what}: {source}")]
     Io {
@@ -36,7 +43,22 @@ impl Error {
         match self {
             Error::Vault(e) => e.is_retryable(),
             Error::Port(e) => e.is_retryable(),
+            Error::Source { kind, .. } => matches!(
+                kind,
+                crate::source::SourceErrorKind::Throttled
+                    | crate::source::SourceErrorKind::Unavailable
+            ),
             _ => false,
+        }
+    }
+}
+
+impl Error {
+    /// A source error of `kind`.
+    pub fn source(kind: crate::source::SourceErrorKind, message: impl Into<String>) -> Self {
+        Error::Source {
+            kind,
+            message: message.into(),
         }
     }
 }

@@ -36,6 +36,10 @@ impl Engine {
         let parent = vault.latest(account).await?;
         let taken_at = self.ports.clock.now();
         match &task.source {
+            SourceConfig::Source { source, .. } => Err(Error::Invalid(format!(
+                "task {} backs up a {source} source; back it up through its connector",
+                task.name
+            ))),
             SourceConfig::Files { path } => {
                 if account.as_str() != FILES_ACCOUNT {
                     return Err(Error::NotFound(format!(

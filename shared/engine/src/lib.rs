@@ -10,12 +10,20 @@ mod error;
 pub mod export;
 pub mod files;
 mod restore;
+pub mod source;
 mod tasks;
 
 pub use browse::{Change, ChangeKind};
 pub use error::{Error, Result};
 pub use restore::{OnConflict, RestoreOptions, RestoreReport};
-pub use tasks::{SourceConfig, TaskRecord, DEFAULT_BACKUP_HOUR};
+pub use source::{
+    AccountInfo, AccountTree, Connector, Connectors, ItemInfo, RestoreContent, SourceErrorKind,
+    SourceRestore, SourceRestoreReport,
+};
+pub use tasks::{
+    schedule_pk, schedule_sk, SourceConfig, TaskRecord, DEFAULT_BACKUP_HOUR, FILES_ACCOUNT,
+    SCHEDULE_SHARDS,
+};
 
 use domain::TenantId;
 use ports::{Catalog, Clock, KeyService, ObjectStore};

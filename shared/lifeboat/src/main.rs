@@ -283,7 +283,14 @@ async fn run(cli: Cli) -> Result<u8> {
                 if json {
                     let v: Vec<_> = tasks
                         .iter()
-                        .map(|t| serde_json::json!({"name": t.name, "kind": t.source.kind(), "source": t.source, "created_at": t.created_at, "backup_hour_utc": t.backup_hour}))
+                        .map(|t| {
+                            // The settings only: the sealed credential stays out of listings.
+                            let source = match &t.source {
+                                SourceConfig::Files { path } => serde_json::json!({"path": path}),
+                                SourceConfig::Source { settings, .. } => settings.clone(),
+                            };
+                            serde_json::json!({"name": t.name, "kind": t.source.kind(), "source": source, "created_at": t.created_at, "backup_hour_utc": t.backup_hour})
+                        })
                         .collect();
                     println!("{}", serde_json::to_string_pretty(&v)?);
                 } else {
@@ -291,6 +298,9 @@ async fn run(cli: Cli) -> Result<u8> {
                         match &t.source {
                             SourceConfig::Files { path } => {
                                 println!("{}\tfiles\t{}", t.name, path.display())
+                            }
+                            SourceConfig::Source { source, .. } => {
+                                println!("{}\t{source}", t.name)
                             }
                         }
                     }

@@ -52,6 +52,8 @@ pub enum SealKind {
     PackIndex = 3,
     Dictionary = 4,
     Record = 5,
+    /// A task's credential for its source (a password, a token, an app secret).
+    Secret = 6,
 }
 
 /// The keys of one task. Cheap to share; the key material is wiped on drop.

@@ -1,0 +1,219 @@
+//! The fetcher: runs one backup job. A job without an account expands into one job per
+//! account (the connector lists them); a job with one backs that account up under a lease.
+//!
+//! Each account has one state record (`state#<task>#<account>` in the tenant's partition):
+//! who holds its lease and until when, the last scheduled day done, the last snapshot and
+//! the last error. A duplicate delivery of a daily job finds its day done; a job for an
+//! account another worker is backing up waits (or, for the same day, is dropped); a worker
+//! that died mid-backup loses its lease when it expires, and the next delivery takes over
+//! and reuses what the dead run uploaded.
+
+use crate::{send_jobs, Context};
+use chrono::{DateTime, Utc};
+use domain::{AccountId, BackupJob, JobEnvelope, JobKind, TaskId, TenantId};
+use engine::{NoProgress, Result};
+use ports::{Condition, ErrorKind, Record};
+use serde::{Deserialize, Serialize};
+
+/// The state of one account's backups.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountState {
+    /// The last scheduled day (`YYYY-MM-DD`) whose backup completed.
+    pub day_done: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<DateTime<Utc>>,
+    /// The scheduled day of the job holding the lease (`None`: on demand).
+    pub lease_day: Option<String>,
+    pub last_snapshot: Option<String>,
+    pub last_success: Option<DateTime<Utc>>,
+    /// The last failure, one line, no secrets; cleared by a success.
+    pub last_error: Option<String>,
+    /// Failures since the last success.
+    pub failures: u32,
+}
+
+/// What running a job did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// A snapshot was committed.
+    BackedUp {
+        snapshot: String,
+        items: u64,
+        errors: u64,
+    },
+    /// A task job became this many account jobs.
+    Expanded { accounts: usize },
+    /// The day's backup of this account is already done (a duplicate delivery).
+    AlreadyDone,
+    /// Another worker is backing the account up for the same day: nothing to do.
+    Covered,
+    /// Another worker holds the account; try again later.
+    Busy,
+    /// The task no longer exists or is being deleted.
+    Gone,
+}
+
+impl Outcome {
+    /// Whether the message must be delivered again later.
+    pub fn retry(&self) -> bool {
+        matches!(self, Outcome::Busy)
+    }
+}
+
+fn state_sk(task: &TaskId, account: &AccountId) -> String {
+    format!("state#{task}#{account}")
+}
+
+/// The backup state of an account, for status pages and reports.
+///
+/// # Errors
+/// A catalog failure.
+pub async fn account_state(
+    ports: &engine::Ports,
+    tenant: &TenantId,
+    task: &TaskId,
+    account: &AccountId,
+) -> Result<Option<AccountState>> {
+    let rec = ports
+        .catalog
+        .get(&format!("t#{tenant}"), &state_sk(task, account))
+        .await?;
+    Ok(rec.and_then(|r| serde_json::from_slice(&r.value).ok()))
+}
+
+/// Writes `state` over the record at `version` (0: absent). Returns the new version, or
+/// `None` when someone else wrote first.
+async fn put_state(
+    ctx: &Context,
+    tenant: &TenantId,
+    sk: &str,
+    state: &AccountState,
+    version: u64,
+) -> Result<Option<u64>> {
+    let value = serde_json::to_vec(state).expect("states serialise");
+    let cond = if version == 0 {
+        Condition::Absent
+    } else {
+        Condition::Version(version)
+    };
+    let rec = Record {
+        version: version + 1,
+        ..Record::new(format!("t#{tenant}"), sk, value)
+    };
+    match ctx.ports.catalog.put(rec, cond).await {
+        Ok(()) => Ok(Some(version + 1)),
+        Err(e) if e.kind() == ErrorKind::ConditionFailed => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs one backup job.
+///
+/// # Errors
+/// What the backup returns (a source that refused, storage that failed); the account's
+/// state records it, and the caller leaves the message to be delivered again (after too
+/// many deliveries SQS sets it aside in the dead-letter queue).
+pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
+    let engine = ctx.engine(&job.tenant);
+    let task = match engine.task(job.task.as_str()).await {
+        Ok(t) if !t.deleting => t,
+        Ok(_) | Err(engine::Error::NotFound(_)) => return Ok(Outcome::Gone),
+        Err(e) => return Err(e),
+    };
+    let Some(account) = &job.account else {
+        let accounts = engine
+            .current_accounts(&task, ctx.connectors.as_ref())
+            .await?;
+        let jobs: Vec<JobEnvelope> = accounts
+            .iter()
+            .map(|a| {
+                JobEnvelope::new(JobKind::Backup(BackupJob {
+                    account: Some(a.clone()),
+                    ..job.clone()
+                }))
+            })
+            .collect();
+        send_jobs(ctx.queue.as_ref(), &jobs).await?;
+        return Ok(Outcome::Expanded {
+            accounts: jobs.len(),
+        });
+    };
+
+    // Take the account's lease.
+    let sk = state_sk(&task.name, account);
+    let now = ctx.ports.clock.now();
+    let existing = ctx
+        .ports
+        .catalog
+        .get(&format!("t#{}", job.tenant), &sk)
+        .await?;
+    let (mut state, version) = match &existing {
+        Some(r) => (
+            serde_json::from_slice::<AccountState>(&r.value).unwrap_or_default(),
+            r.version,
+        ),
+        None => (AccountState::default(), 0),
+    };
+    if job.scheduled_for.is_some() && state.day_done == job.scheduled_for {
+        return Ok(Outcome::AlreadyDone);
+    }
+    let held = state
+        .lease_owner
+        .as_deref()
+        .is_some_and(|o| o != ctx.worker)
+        && state.lease_until.is_some_and(|u| u > now);
+    if held {
+        if job.scheduled_for.is_some() && state.lease_day == job.scheduled_for {
+            return Ok(Outcome::Covered);
+        }
+        return Ok(Outcome::Busy);
+    }
+    state.lease_owner = Some(ctx.worker.clone());
+    state.lease_until = Some(now + ctx.lease);
+    state.lease_day = job.scheduled_for.clone();
+    let Some(version) = put_state(ctx, &job.tenant, &sk, &state, version).await? else {
+        return Ok(Outcome::Busy);
+    };
+
+    let result = engine
+        .backup_any(&task, account, ctx.connectors.as_ref(), &NoProgress)
+        .await;
+
+    // Release the lease and record how it went.
+    state.lease_owner = None;
+    state.lease_until = None;
+    state.lease_day = None;
+    let outcome = match &result {
+        Ok(snap) => {
+            if job.scheduled_for.is_some() {
+                state.day_done = job.scheduled_for.clone();
+            }
+            state.last_snapshot = Some(snap.id.to_string());
+            state.last_success = Some(ctx.ports.clock.now());
+            state.last_error = None;
+            state.failures = 0;
+            Ok(Outcome::BackedUp {
+                snapshot: snap.id.to_string(),
+                items: snap.stats.items,
+                errors: snap.error_count,
+            })
+        }
+        Err(e) => {
+            state.last_error = Some(e.to_string());
+            state.failures += 1;
+            Err(())
+        }
+    };
+    if put_state(ctx, &job.tenant, &sk, &state, version)
+        .await?
+        .is_none()
+    {
+        // The lease expired during the run and another worker took it: its record stands.
+        tracing::warn!(tenant = %job.tenant, task = %task.name, "account lease was taken over during the backup");
+    }
+    match outcome {
+        Ok(o) => Ok(o),
+        Err(()) => Err(result.expect_err("the failure above")),
+    }
+}

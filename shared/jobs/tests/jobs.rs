@@ -1,0 +1,382 @@
+//! The scheduler, fetcher and runner on the embedded adapters: daily claims, fan-out per
+//! account, leases, duplicates, failures and poison messages.
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use domain::{AccountId, BackupJob, JobEnvelope, JobKind, TaskId, TenantId};
+use embedded::{FileKeyService, FsObjectStore, MemQueue, SqliteCatalog};
+use engine::{
+    AccountInfo, AccountTree, Connector, Connectors, Engine, Ports, RestoreContent, SourceConfig,
+    SourceErrorKind, SourceRestore, SourceRestoreReport, TaskRecord,
+};
+use jobs::{drain, Context, Outcome};
+use ports::{Clock, FixedClock, Queue};
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+use zeroize::Zeroizing;
+
+struct Env {
+    dir: TempDir,
+    clock: Arc<FixedClock>,
+    queue: Arc<MemQueue>,
+    ports: Ports,
+}
+
+fn at(h: u32, m: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap()
+}
+
+impl Env {
+    fn new(max_receives: u32) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(FixedClock::new(at(0, 5)));
+        let ports = Ports {
+            store: Arc::new(FsObjectStore::new(dir.path().join("objects")).unwrap()),
+            catalog: Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap()),
+            keys: Arc::new(FileKeyService::open(dir.path().join("master.key")).unwrap()),
+            clock: clock.clone(),
+        };
+        Env {
+            dir,
+            clock,
+            queue: Arc::new(MemQueue::new(max_receives)),
+            ports,
+        }
+    }
+
+    fn ctx(&self, worker: &str) -> Context {
+        Context::new(
+            self.ports.clone(),
+            self.queue.clone(),
+            Arc::new(Refusing),
+            worker,
+        )
+    }
+
+    fn engine(&self, tenant: &str) -> Engine {
+        Engine::new(self.ports.clone(), TenantId::new(tenant).unwrap())
+    }
+
+    async fn files_task(&self, tenant: &str, name: &str, hour: u8) -> TaskRecord {
+        let folder = self.dir.path().join(format!("{tenant}-{name}"));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("notes.txt"), format!("{tenant} {name}")).unwrap();
+        let e = self.engine(tenant);
+        e.add_task(
+            TaskId::new(name).unwrap(),
+            SourceConfig::Files { path: folder },
+        )
+        .await
+        .unwrap();
+        e.set_backup_hour(name, hour).await.unwrap()
+    }
+
+    async fn snapshots(&self, tenant: &str, task: &str) -> usize {
+        let e = self.engine(tenant);
+        let t = e.task(task).await.unwrap();
+        e.snapshots(&t).await.unwrap().len()
+    }
+}
+
+/// A connector whose source refuses our credentials.
+struct Refusing;
+
+#[async_trait]
+impl Connector for Refusing {
+    async fn accounts(&self) -> engine::Result<Vec<AccountInfo>> {
+        Err(engine::Error::source(
+            SourceErrorKind::Auth,
+            "the mail server refused the login; replace the task's credential",
+        ))
+    }
+    async fn backup(
+        &self,
+        _: &AccountInfo,
+        _: Option<&str>,
+        _: &mut AccountTree,
+    ) -> engine::Result<Option<String>> {
+        unreachable!("no account is ever listed")
+    }
+    async fn restore(
+        &self,
+        _: &SourceRestore,
+        _: &RestoreContent,
+    ) -> engine::Result<SourceRestoreReport> {
+        unreachable!()
+    }
+}
+
+impl Connectors for Refusing {
+    fn open(
+        &self,
+        _: &TaskRecord,
+        _: Option<Zeroizing<String>>,
+    ) -> engine::Result<Arc<dyn Connector>> {
+        Ok(Arc::new(Refusing))
+    }
+}
+
+fn job(tenant: &str, task: &str, account: Option<&str>, day: Option<&str>) -> String {
+    JobEnvelope::new(JobKind::Backup(BackupJob {
+        tenant: TenantId::new(tenant).unwrap(),
+        task: TaskId::new(task).unwrap(),
+        account: account.map(|a| AccountId::new(a).unwrap()),
+        scheduled_for: day.map(str::to_string),
+        continuation: 0,
+    }))
+    .encode()
+}
+
+const SHORT: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn each_task_is_backed_up_once_a_day_at_its_hour() {
+    let env = Env::new(5);
+    env.files_task("acme", "docs", 2).await;
+    env.files_task("acme", "late", 5).await;
+    env.files_task("globex", "share", 2).await;
+    let ctx = env.ctx("worker-1");
+
+    // 00:05: nothing is due yet.
+    let r = jobs::tick(&ctx).await.unwrap();
+    assert_eq!((r.queued, r.already, r.failed), (0, 0, 0));
+    assert!(env.queue.is_empty());
+
+    // 02:15: the two 02:00 tasks; a second, overlapping tick queues nothing more.
+    env.clock.set(at(2, 15));
+    let other = env.ctx("scheduler-2");
+    let (a, b) = tokio::join!(jobs::tick(&ctx), jobs::tick(&other));
+    assert_eq!(a.unwrap().queued + b.unwrap().queued, 2);
+    assert_eq!(env.queue.len(), 2);
+    let report = drain(&ctx, SHORT).await.unwrap();
+    let outcomes: Vec<_> = report
+        .handled
+        .iter()
+        .map(|h| h.outcome.clone().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Expanded { accounts: 1 }))
+            .count(),
+        2
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::BackedUp { items: 1, .. }))
+            .count(),
+        2
+    );
+    assert_eq!(env.snapshots("acme", "docs").await, 1);
+    assert_eq!(env.snapshots("globex", "share").await, 1);
+    assert_eq!(env.snapshots("acme", "late").await, 0);
+
+    // Later ticks the same day skip the finished hour shards entirely.
+    env.clock.set(at(2, 30));
+    let r = jobs::tick(&ctx).await.unwrap();
+    assert_eq!(r.queued, 0);
+    assert_eq!(r.shards_done, 3 * engine::SCHEDULE_SHARDS as u64);
+
+    // 05:00: the late task.
+    env.clock.set(at(5, 0));
+    assert_eq!(jobs::tick(&ctx).await.unwrap().queued, 1);
+    drain(&ctx, SHORT).await.unwrap();
+    assert_eq!(env.snapshots("acme", "late").await, 1);
+
+    // The next day, everything again.
+    env.clock.set(at(5, 0) + chrono::Duration::days(1));
+    assert_eq!(jobs::tick(&ctx).await.unwrap().queued, 3);
+    drain(&ctx, SHORT).await.unwrap();
+    assert_eq!(env.snapshots("acme", "docs").await, 2);
+    assert_eq!(env.snapshots("acme", "late").await, 2);
+}
+
+#[tokio::test]
+async fn duplicate_deliveries_do_not_make_duplicate_snapshots() {
+    let env = Env::new(5);
+    env.files_task("acme", "docs", 2).await;
+    let ctx = env.ctx("worker-1");
+    let daily = job("acme", "docs", Some("folder"), Some("2026-11-25"));
+    env.queue
+        .send_batch(&[daily.clone(), daily.clone(), daily])
+        .await
+        .unwrap();
+    let report = drain(&ctx, SHORT).await.unwrap();
+    let outcomes: Vec<_> = report
+        .handled
+        .iter()
+        .map(|h| h.outcome.clone().unwrap())
+        .collect();
+    assert!(matches!(outcomes[0], Outcome::BackedUp { .. }));
+    assert_eq!(outcomes[1..], [Outcome::AlreadyDone, Outcome::AlreadyDone]);
+    assert_eq!(env.snapshots("acme", "docs").await, 1);
+
+    // An on-demand backup is not a duplicate of the daily one.
+    env.queue
+        .send_batch(&[job("acme", "docs", Some("folder"), None)])
+        .await
+        .unwrap();
+    drain(&ctx, SHORT).await.unwrap();
+    assert_eq!(env.snapshots("acme", "docs").await, 2);
+    let state = jobs::account_state(
+        &env.ports,
+        &TenantId::new("acme").unwrap(),
+        &TaskId::new("docs").unwrap(),
+        &AccountId::new("folder").unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(state.day_done.as_deref(), Some("2026-11-25"));
+    assert!(state.lease_owner.is_none());
+}
+
+#[tokio::test]
+async fn a_dead_workers_lease_expires_and_the_redelivery_takes_over() {
+    let env = Env::new(5);
+    env.files_task("acme", "docs", 2).await;
+    let daily = BackupJob {
+        tenant: TenantId::new("acme").unwrap(),
+        task: TaskId::new("docs").unwrap(),
+        account: Some(AccountId::new("folder").unwrap()),
+        scheduled_for: Some("2026-11-25".into()),
+        continuation: 0,
+    };
+    // Worker 1 takes the lease and dies before finishing: simulate by writing its lease.
+    let dead = env.ctx("worker-dead");
+    let catalog = &env.ports.catalog;
+    let state = jobs::AccountState {
+        lease_owner: Some("worker-dead".into()),
+        lease_until: Some(env.clock.now() + dead.lease),
+        lease_day: Some("2026-11-25".into()),
+        ..Default::default()
+    };
+    catalog
+        .put(
+            ports::Record::new(
+                "t#acme",
+                "state#docs#folder",
+                serde_json::to_vec(&state).unwrap(),
+            ),
+            ports::Condition::Absent,
+        )
+        .await
+        .unwrap();
+
+    let live = env.ctx("worker-2");
+    // The same day's job while the lease is live: the holder covers it.
+    assert_eq!(
+        jobs::fetch::run_backup(&live, &daily).await.unwrap(),
+        Outcome::Covered
+    );
+    // An on-demand job waits.
+    let on_demand = BackupJob {
+        scheduled_for: None,
+        ..daily.clone()
+    };
+    assert_eq!(
+        jobs::fetch::run_backup(&live, &on_demand).await.unwrap(),
+        Outcome::Busy
+    );
+    assert_eq!(env.snapshots("acme", "docs").await, 0);
+
+    // After the lease expires, the redelivered job takes over.
+    env.clock.advance(dead.lease + chrono::Duration::seconds(1));
+    assert!(matches!(
+        jobs::fetch::run_backup(&live, &daily).await.unwrap(),
+        Outcome::BackedUp { .. }
+    ));
+    assert_eq!(
+        jobs::fetch::run_backup(&live, &daily).await.unwrap(),
+        Outcome::AlreadyDone
+    );
+    assert_eq!(env.snapshots("acme", "docs").await, 1);
+}
+
+#[tokio::test]
+async fn failures_are_recorded_and_poison_ends_in_the_dead_letter_queue() {
+    let env = Env::new(3);
+    let e = env.engine("acme");
+    e.add_task_with_secret(
+        TaskId::new("mail").unwrap(),
+        SourceConfig::source("imap", serde_json::json!({"host": "mail.example.com"})),
+        Some("wrong password"),
+    )
+    .await
+    .unwrap();
+    let ctx = env.ctx("worker-1");
+    env.queue
+        .send_batch(&[
+            job("acme", "mail", None, Some("2026-11-25")),
+            "{\"v\":1,\"kind\":\"self-destruct\"}".to_string(),
+            job("acme", "no-such-task", None, Some("2026-11-25")),
+        ])
+        .await
+        .unwrap();
+    // Visibility zero: a failed message comes straight back, until its receive limit.
+    let report = drain(&ctx, Duration::ZERO).await.unwrap();
+    let gone = report
+        .handled
+        .iter()
+        .filter(|h| h.outcome == Some(Outcome::Gone))
+        .count();
+    assert_eq!(gone, 1, "a job for a deleted task is dropped");
+    let auth: Vec<_> = report
+        .handled
+        .iter()
+        .filter_map(|h| h.error.as_deref())
+        .filter(|e| e.contains("refused the login"))
+        .collect();
+    assert_eq!(
+        auth.len(),
+        3,
+        "tried on each of the 3 deliveries: {:?}",
+        report.handled
+    );
+    assert!(!auth[0].contains("wrong password"));
+    assert_eq!(report.dead_letters.len(), 2, "{:?}", report.dead_letters);
+    assert!(report
+        .dead_letters
+        .iter()
+        .any(|d| d.contains("self-destruct")));
+}
+
+#[tokio::test]
+async fn the_schedule_follows_the_task() {
+    let env = Env::new(5);
+    env.files_task("acme", "docs", 2).await;
+    let e = env.engine("acme");
+    let ctx = env.ctx("w");
+    assert!(e.set_backup_hour("docs", 24).await.is_err());
+    e.set_backup_hour("docs", 7).await.unwrap();
+    env.clock.set(at(6, 59));
+    assert_eq!(jobs::tick(&ctx).await.unwrap().queued, 0);
+    env.clock.set(at(7, 0));
+    assert_eq!(jobs::tick(&ctx).await.unwrap().queued, 1);
+
+    // A stale claim (the tick died before queueing) is taken again after a while.
+    let env = Env::new(5);
+    env.files_task("acme", "docs", 0).await;
+    let ctx = env.ctx("w");
+    let claim = serde_json::json!({"day": "2026-11-25", "sent": false, "at": at(0, 5)});
+    env.ports
+        .catalog
+        .put(
+            ports::Record::new("t#acme", "run#docs", serde_json::to_vec(&claim).unwrap()),
+            ports::Condition::Absent,
+        )
+        .await
+        .unwrap();
+    env.clock.set(at(0, 20));
+    assert_eq!(jobs::tick(&ctx).await.unwrap().queued, 0);
+    env.clock.set(at(0, 40));
+    assert_eq!(jobs::tick(&ctx).await.unwrap().queued, 1);
+
+    // A deleted tenant leaves the schedule.
+    env.engine("acme").delete_tenant().await.unwrap();
+    env.clock.set(at(1, 0) + chrono::Duration::days(1));
+    let r = jobs::tick(&ctx).await.unwrap();
+    assert_eq!((r.queued, r.already), (0, 0));
+}
