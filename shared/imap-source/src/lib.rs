@@ -28,8 +28,10 @@
 
 mod config;
 mod conn;
+pub mod connector;
 mod error;
 pub mod gmail;
+pub mod mbox;
 pub mod mutf7;
 pub mod sync;
 #[cfg(feature = "testing")]
@@ -40,4 +42,5 @@ pub use conn::{
     connect, BodyPart, Capabilities, Changes, FolderInfo, FolderStatus, ImapSession, MessageMeta,
     SpecialUse, BODY_PART,
 };
+pub use connector::{AuthKind, ImapConnector, ImapSettings};
 pub use error::{Error, ErrorKind, Result};

@@ -40,10 +40,16 @@ pub struct FolderCursor {
 }
 
 /// The cursor of a whole mailbox, keyed by folder wire name. Stored with each snapshot.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MailboxCursor {
     pub v: u32,
     pub folders: BTreeMap<String, FolderCursor>,
+}
+
+impl Default for MailboxCursor {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl MailboxCursor {
