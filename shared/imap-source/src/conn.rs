@@ -375,7 +375,7 @@ pub async fn connect(cfg: &ImapConfig) -> Result<ImapSession> {
     let auth_err = |e: async_imap::error::Error| match e {
         async_imap::error::Error::No(text) | async_imap::error::Error::Bad(text) => Error::Auth {
             user: cfg.user.clone(),
-            reason: text,
+            reason: crate::error::server_text(&text),
         },
         // Never echo a validation error: it is about the secret.
         async_imap::error::Error::Validate(_) => Error::Auth {

@@ -37,6 +37,19 @@ pub enum Error {
     Sink(String),
 }
 
+/// The server's own words from the client's `code: …, info: Some("…")` rendering.
+pub(crate) fn server_text(s: &str) -> String {
+    if let Some(i) = s.find(", info: Some(\"") {
+        let rest = &s[i + ", info: Some(\"".len()..];
+        let rest = rest.strip_suffix("\")").unwrap_or(rest);
+        return rest.replace("\\\"", "\"");
+    }
+    if s.starts_with("code: ") && s.ends_with("info: None") {
+        return "no reason given".into();
+    }
+    s.to_string()
+}
+
 /// What kind of failure, for callers that decide whether to try again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -87,7 +100,7 @@ impl Error {
             E::ConnectionLost => Error::ConnectionLost(format!("during {command}")),
             E::No(text) | E::Bad(text) => Error::Server {
                 command: command.to_string(),
-                text,
+                text: server_text(&text),
             },
             E::Parse(p) => Error::Protocol(format!("{command}: {p}")),
             E::Validate(v) => Error::Invalid(format!("{command}: {v}")),
@@ -97,5 +110,22 @@ impl Error {
             },
             other => Error::Protocol(format!("{command}: {other}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_words_are_kept_plain() {
+        assert_eq!(
+            server_text(
+                r#"code: None, info: Some("[AUTHENTICATIONFAILED] Authentication failed.")"#
+            ),
+            "[AUTHENTICATIONFAILED] Authentication failed."
+        );
+        assert_eq!(server_text("code: None, info: None"), "no reason given");
+        assert_eq!(server_text("plain"), "plain");
     }
 }
