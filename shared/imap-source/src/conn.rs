@@ -5,11 +5,11 @@
 use crate::config::{Credentials, ImapConfig, TlsMode};
 use crate::error::{Error, Result};
 use crate::mutf7;
-use async_imap::imap_proto::{Response, Status};
-use async_imap::types::{Fetch, Flag, NameAttribute, UnsolicitedResponse};
+use async_imap::imap_proto::{
+    AttributeValue, MailboxDatum, MailboxListData, NameAttribute, RequestId, Response, Status,
+};
 use async_imap::{Authenticator, Client, Session};
 use chrono::{DateTime, FixedOffset};
-use futures::StreamExt;
 use rustls::pki_types::ServerName;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
@@ -174,36 +174,48 @@ pub struct MessageMeta {
 }
 
 impl MessageMeta {
-    pub(crate) fn from_fetch(f: &Fetch) -> Option<MessageMeta> {
-        let uid = f.uid?;
-        let mut flags: Vec<String> = f.flags().filter_map(|fl| flag_name(&fl)).collect();
-        flags.sort();
-        flags.dedup();
-        Some(MessageMeta {
-            uid,
-            flags,
-            internal_date: f.internal_date(),
-            size: f.size,
-            modseq: f.modseq,
-            gm_msgid: f.gmail_msg_id().copied(),
-            gm_labels: f
-                .gmail_labels()
-                .map(|ls| crate::gmail::decode_labels(ls.iter().map(|l| l.as_ref())))
-                .unwrap_or_default(),
-        })
+    /// Reads a FETCH response's attributes; `None` without a UID (an unsolicited FETCH).
+    pub(crate) fn from_attrs(attrs: &[AttributeValue<'_>]) -> Option<MessageMeta> {
+        let mut m = MessageMeta {
+            uid: 0,
+            flags: Vec::new(),
+            internal_date: None,
+            size: None,
+            modseq: None,
+            gm_msgid: None,
+            gm_labels: Vec::new(),
+        };
+        let mut uid = None;
+        for a in attrs {
+            match a {
+                AttributeValue::Uid(u) => uid = Some(*u),
+                AttributeValue::Flags(fs) => {
+                    m.flags = fs
+                        .iter()
+                        .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
+                        .map(|f| f.to_string())
+                        .collect()
+                }
+                AttributeValue::InternalDate(d) => m.internal_date = parse_internal_date(d),
+                AttributeValue::Rfc822Size(n) => m.size = Some(*n),
+                AttributeValue::ModSeq(v) => m.modseq = Some(*v),
+                AttributeValue::GmailMsgId(v) => m.gm_msgid = Some(*v),
+                AttributeValue::GmailLabels(ls) => {
+                    m.gm_labels = crate::gmail::decode_labels(ls.iter().map(|l| l.as_ref()))
+                }
+                _ => {}
+            }
+        }
+        m.uid = uid?;
+        m.flags.sort();
+        m.flags.dedup();
+        Some(m)
     }
 }
 
-fn flag_name(f: &Flag<'_>) -> Option<String> {
-    Some(match f {
-        Flag::Seen => "\\Seen".into(),
-        Flag::Answered => "\\Answered".into(),
-        Flag::Flagged => "\\Flagged".into(),
-        Flag::Deleted => "\\Deleted".into(),
-        Flag::Draft => "\\Draft".into(),
-        Flag::Recent | Flag::MayCreate => return None,
-        Flag::Custom(s) => s.to_string(),
-    })
+/// IMAP's `date-time` (`" 2-Jan-2024 11:00:05 +0000"`; the day may be space-padded).
+pub(crate) fn parse_internal_date(s: &str) -> Option<DateTime<FixedOffset>> {
+    DateTime::parse_from_str(s.trim(), "%d-%b-%Y %H:%M:%S %z").ok()
 }
 
 /// What changed in the selected folder since a mod-sequence.
@@ -222,12 +234,12 @@ pub struct BodyPart {
     pub offset: u64,
     /// The message ends with this part (it came back shorter than asked).
     pub last: bool,
-    fetch: Fetch,
+    data: Vec<u8>,
 }
 
 impl BodyPart {
     pub fn bytes(&self) -> &[u8] {
-        self.fetch.body().unwrap_or(&[])
+        &self.data
     }
 }
 
@@ -401,6 +413,7 @@ pub async fn connect(cfg: &ImapConfig) -> Result<ImapSession> {
         inner: session,
         caps: Capabilities::default(),
         timeout: cfg.timeout,
+        broken: false,
     };
     s.refresh_capabilities().await?;
     // QRESYNC implies CONDSTORE; enabling either makes SELECT/EXAMINE report HIGHESTMODSEQ
@@ -418,6 +431,9 @@ pub struct ImapSession {
     inner: Session<Stream>,
     caps: Capabilities,
     timeout: Duration,
+    /// A command was abandoned half way (time-out, drop, a message that could not be
+    /// read): what the server sends next belongs to it, so nothing more can be asked.
+    broken: bool,
 }
 
 fn quote(s: &str) -> Result<String> {
@@ -486,65 +502,103 @@ impl ImapSession {
         Ok(())
     }
 
-    fn drain_unsolicited(&mut self) -> Vec<UnsolicitedResponse> {
-        let mut v = Vec::new();
-        while let Ok(u) = self.inner.unsolicited_responses.try_recv() {
-            v.push(u);
-        }
-        v
+    fn drain_unsolicited(&mut self) {
+        while self.inner.unsolicited_responses.try_recv().is_ok() {}
     }
 
-    async fn simple(&mut self, verb: &str, command: &str) -> Result<()> {
+    /// Whether the session can take no more commands (see `broken`); open a new one.
+    pub fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    /// Starts `command` and returns its tag.
+    async fn start(&mut self, verb: &str, command: &str) -> Result<RequestId> {
+        if self.broken {
+            return Err(Error::ConnectionLost(format!(
+                "{verb}: the connection was left mid-command by an earlier failure"
+            )));
+        }
         self.drain_unsolicited();
-        within(self.timeout, self.inner.run_command_and_check_ok(command))
+        within(self.timeout, self.inner.run_command(command))
             .await?
             .map_err(|e| Error::from_imap(verb, e))
     }
 
+    /// Reads the next response and hands it to `f`. A time-out or a closed connection
+    /// breaks the session.
+    async fn next_response<T>(
+        &mut self,
+        verb: &str,
+        f: impl FnOnce(&Response<'_>) -> T,
+    ) -> Result<T> {
+        let r = match within(self.timeout, self.inner.read_response()).await {
+            Ok(Ok(Some(r))) => Ok(f(r.parsed())),
+            Ok(Ok(None)) => Err(Error::ConnectionLost(format!(
+                "the server closed the connection during {verb}"
+            ))),
+            Ok(Err(e)) => Err(Error::ConnectionLost(format!("{verb}: {e}"))),
+            Err(e) => Err(e),
+        };
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
+    }
+
+    /// Reads responses until the command tagged `tag` completes, handing the untagged ones
+    /// to `each`. The client's own stream helpers end quietly on a tagged NO, a BYE or a
+    /// closed connection, which would make a cut-short listing look complete; here each of
+    /// those is an error.
+    async fn finish(
+        &mut self,
+        verb: &str,
+        tag: &RequestId,
+        mut each: impl FnMut(&Response<'_>),
+    ) -> Result<()> {
+        loop {
+            let step = self
+                .next_response(verb, |r| {
+                    let done = completion(verb, tag, r);
+                    if done.is_none() {
+                        each(r);
+                    }
+                    done
+                })
+                .await?;
+            if let Some(done) = step {
+                if matches!(done, Err(Error::ConnectionLost(_))) {
+                    self.broken = true;
+                }
+                return done;
+            }
+        }
+    }
+
+    async fn run(
+        &mut self,
+        verb: &str,
+        command: &str,
+        each: impl FnMut(&Response<'_>),
+    ) -> Result<()> {
+        let tag = self.start(verb, command).await?;
+        self.finish(verb, &tag, each).await
+    }
+
+    async fn simple(&mut self, verb: &str, command: &str) -> Result<()> {
+        self.run(verb, command, |_| {}).await
+    }
+
     /// Every folder, with its special use (RFC 6154 attributes on LIST).
     pub async fn list_folders(&mut self) -> Result<Vec<FolderInfo>> {
-        self.drain_unsolicited();
-        let timeout = self.timeout;
-        let mut stream = within(timeout, self.inner.list(Some(""), Some("*")))
-            .await?
-            .map_err(|e| Error::from_imap("LIST", e))?;
         let mut out = Vec::new();
-        while let Some(n) = within(timeout, stream.next()).await? {
-            let n = n.map_err(|e| Error::from_imap("LIST", e))?;
-            let wire = n.name().to_string();
-            let mut special_use = None;
-            let mut selectable = true;
-            for a in n.attributes() {
-                match a {
-                    NameAttribute::NoSelect => selectable = false,
-                    NameAttribute::All => special_use = Some(SpecialUse::All),
-                    NameAttribute::Archive => special_use = Some(SpecialUse::Archive),
-                    NameAttribute::Drafts => special_use = Some(SpecialUse::Drafts),
-                    NameAttribute::Flagged => special_use = Some(SpecialUse::Flagged),
-                    NameAttribute::Junk => special_use = Some(SpecialUse::Junk),
-                    NameAttribute::Sent => special_use = Some(SpecialUse::Sent),
-                    NameAttribute::Trash => special_use = Some(SpecialUse::Trash),
-                    NameAttribute::Extension(x) => {
-                        let x = x.to_ascii_lowercase();
-                        if x == "\\nonexistent" || x == "\\noselect" {
-                            selectable = false;
-                        } else if x == "\\important" {
-                            special_use = special_use.or(Some(SpecialUse::Important));
-                        }
-                    }
-                    _ => {}
-                }
+        self.run("LIST", "LIST \"\" \"*\"", |r| {
+            if let Response::MailboxData(MailboxDatum::List(l)) = r {
+                out.push(folder_info(l));
             }
-            let name = mutf7::decode(&wire).unwrap_or_else(|_| wire.clone());
-            out.push(FolderInfo {
-                wire,
-                name,
-                delimiter: n.delimiter().map(String::from),
-                special_use,
-                selectable,
-            });
-        }
+        })
+        .await?;
         out.sort_by(|a, b| a.wire.cmp(&b.wire));
+        out.dedup_by(|a, b| a.wire == b.wire);
         Ok(out)
     }
 
@@ -616,23 +670,20 @@ impl ImapSession {
 
     /// Metadata of the messages of the selected folder in `set` (a UID set such as `1:*`).
     pub async fn fetch_meta(&mut self, set: &str) -> Result<Vec<MessageMeta>> {
-        self.drain_unsolicited();
         let items = self.meta_items();
         self.collect_meta(set, &items).await
     }
 
     async fn collect_meta(&mut self, set: &str, items: &str) -> Result<Vec<MessageMeta>> {
-        let timeout = self.timeout;
-        let mut stream = within(timeout, self.inner.uid_fetch(set, items))
-            .await?
-            .map_err(|e| Error::from_imap("UID FETCH", e))?;
         let mut out = Vec::new();
-        while let Some(f) = within(timeout, stream.next()).await? {
-            let f = f.map_err(|e| Error::from_imap("UID FETCH", e))?;
-            if let Some(m) = MessageMeta::from_fetch(&f) {
-                out.push(m);
+        self.run("UID FETCH", &format!("UID FETCH {set} {items}"), |r| {
+            if let Response::Fetch(_, attrs) = r {
+                if let Some(m) = MessageMeta::from_attrs(attrs) {
+                    out.push(m);
+                }
             }
-        }
+        })
+        .await?;
         out.sort_by_key(|m| m.uid);
         out.dedup_by_key(|m| m.uid);
         Ok(out)
@@ -647,40 +698,50 @@ impl ImapSession {
         if !self.caps.condstore() {
             return Err(Error::Unsupported("CONDSTORE".into()));
         }
-        self.drain_unsolicited();
+        let qresync = self.caps.qresync();
         let mut items = self.meta_items();
-        if self.caps.qresync() {
+        if qresync {
             items.push_str(&format!(" (CHANGEDSINCE {modseq} VANISHED)"));
         } else {
             items.push_str(&format!(" (CHANGEDSINCE {modseq})"));
         }
-        let changed = self.collect_meta("1:*", &items).await?;
-        let vanished = if self.caps.qresync() {
-            let mut v = Vec::new();
-            for u in self.drain_unsolicited() {
-                if let UnsolicitedResponse::Other(r) = u {
-                    if let Response::Vanished { uids, .. } = r.parsed() {
-                        expand(uids, &mut v);
+        let mut changed = Vec::new();
+        let mut vanished = Vec::new();
+        self.run(
+            "UID FETCH",
+            &format!("UID FETCH 1:* {items}"),
+            |r| match r {
+                Response::Fetch(_, attrs) => {
+                    if let Some(m) = MessageMeta::from_attrs(attrs) {
+                        changed.push(m);
                     }
                 }
-            }
-            v.sort_unstable();
-            v.dedup();
-            Some(v)
-        } else {
-            None
-        };
-        Ok(Changes { changed, vanished })
+                Response::Vanished { uids, .. } => expand(uids, &mut vanished),
+                _ => {}
+            },
+        )
+        .await?;
+        changed.sort_by_key(|m| m.uid);
+        changed.dedup_by_key(|m| m.uid);
+        vanished.sort_unstable();
+        vanished.dedup();
+        Ok(Changes {
+            changed,
+            vanished: qresync.then_some(vanished),
+        })
     }
 
     /// Every UID in the selected folder.
     pub async fn uids(&mut self) -> Result<Vec<u32>> {
-        self.drain_unsolicited();
-        let set = within(self.timeout, self.inner.uid_search("ALL"))
-            .await?
-            .map_err(|e| Error::from_imap("UID SEARCH", e))?;
-        let mut v: Vec<u32> = set.into_iter().collect();
+        let mut v = Vec::new();
+        self.run("UID SEARCH", "UID SEARCH ALL", |r| {
+            if let Response::MailboxData(MailboxDatum::Search(ids)) = r {
+                v.extend_from_slice(ids);
+            }
+        })
+        .await?;
         v.sort_unstable();
+        v.dedup();
         Ok(v)
     }
 
@@ -697,17 +758,18 @@ impl ImapSession {
     }
 
     async fn start_body_fetch(&mut self, uids: &[u32], offset: u64) -> Result<BodyFetch<'_>> {
-        self.drain_unsolicited();
         let set = uid_set(uids);
-        let query = format!("(UID BODY.PEEK[]<{offset}.{BODY_PART}>)");
-        let timeout = self.timeout;
-        let stream = within(timeout, self.inner.uid_fetch(&set, &query))
-            .await?
-            .map_err(|e| Error::from_imap("UID FETCH", e))?;
+        let tag = self
+            .start(
+                "UID FETCH",
+                &format!("UID FETCH {set} (UID BODY.PEEK[]<{offset}.{BODY_PART}>)"),
+            )
+            .await?;
         Ok(BodyFetch {
-            stream: Box::pin(stream),
+            session: self,
+            tag,
             offset,
-            timeout,
+            done: false,
         })
     }
 
@@ -764,7 +826,6 @@ impl ImapSession {
         len: u64,
         mut body: R,
     ) -> Result<()> {
-        self.drain_unsolicited();
         let flags: Vec<&str> = flags
             .iter()
             .map(String::as_str)
@@ -776,30 +837,28 @@ impl ImapSession {
         }
         cmd.push_str(&format!(" {{{len}}}"));
         let timeout = self.timeout;
-        let id = within(timeout, self.inner.run_command(&cmd))
-            .await?
-            .map_err(|e| Error::from_imap("APPEND", e))?;
+        let id = self.start("APPEND", &cmd).await?;
         // The server either asks for the literal or refuses at once (folder missing, too big).
         loop {
-            let resp = within(timeout, self.inner.read_response())
-                .await?
-                .map_err(|e| Error::ConnectionLost(format!("APPEND: {e}")))?
-                .ok_or_else(|| Error::ConnectionLost("during APPEND".into()))?;
-            match resp.parsed() {
-                Response::Continue(_) => break,
-                Response::Done { tag, outcome, .. } if *tag == id => {
-                    return Err(Error::Server {
-                        command: "APPEND".into(),
-                        text: outcome
-                            .information
-                            .as_deref()
-                            .unwrap_or("refused")
-                            .to_string(),
-                    })
-                }
-                _ => {}
+            let step = self
+                .next_response("APPEND", |r| match r {
+                    Response::Continue(_) => Some(Ok(())),
+                    r => completion("APPEND", &id, r).map(|done| {
+                        done.and(Err(Error::Protocol(
+                            "APPEND completed without the message".into(),
+                        )))
+                    }),
+                })
+                .await?;
+            match step {
+                Some(Ok(())) => break,
+                Some(Err(e)) => return Err(e),
+                None => {}
             }
         }
+        // From here until the server's answer the session is mid-command: any failure
+        // leaves it unusable.
+        self.broken = true;
         let mut buf = vec![0u8; 256 * 1024];
         let mut sent = 0u64;
         {
@@ -827,32 +886,8 @@ impl ImapSession {
                 .await?
                 .map_err(|e| Error::ConnectionLost(format!("APPEND: {e}")))?;
         }
-        loop {
-            let resp = within(timeout, self.inner.read_response())
-                .await?
-                .map_err(|e| Error::ConnectionLost(format!("APPEND: {e}")))?
-                .ok_or_else(|| Error::ConnectionLost("during APPEND".into()))?;
-            if let Response::Done {
-                tag,
-                status,
-                outcome,
-            } = resp.parsed()
-            {
-                if *tag == id {
-                    return match status {
-                        Status::Ok => Ok(()),
-                        _ => Err(Error::Server {
-                            command: "APPEND".into(),
-                            text: outcome
-                                .information
-                                .as_deref()
-                                .unwrap_or("refused")
-                                .to_string(),
-                        }),
-                    };
-                }
-            }
-        }
+        self.broken = false;
+        self.finish("APPEND", &id, |_| {}).await
     }
 
     /// Ends the session politely; errors are of no interest at that point.
@@ -870,36 +905,152 @@ fn is_appendable_flag(f: &str) -> bool {
         })
 }
 
-type FetchStream<'a> =
-    Pin<Box<dyn futures::Stream<Item = async_imap::error::Result<Fetch>> + Send + 'a>>;
+/// A UID and body bytes out of one FETCH response.
+type UidBody = (u32, Vec<u8>);
 
-/// Body parts as they arrive.
+/// Body parts as they arrive. Dropping it before the end leaves responses unread: the
+/// session must then be dropped too (the sync does so on any error).
 pub struct BodyFetch<'a> {
-    stream: FetchStream<'a>,
+    session: &'a mut ImapSession,
+    tag: RequestId,
     offset: u64,
-    timeout: Duration,
+    done: bool,
 }
 
 impl BodyFetch<'_> {
     /// The next part, `None` when the command has completed.
+    ///
+    /// # Errors
+    /// `Server` when the server refuses the command, `ConnectionLost` on BYE or a closed
+    /// connection, `Timeout` when it goes silent.
     pub async fn next(&mut self) -> Result<Option<BodyPart>> {
-        loop {
-            let Some(f) = within(self.timeout, self.stream.next()).await? else {
-                return Ok(None);
-            };
-            let f = f.map_err(|e| Error::from_imap("UID FETCH", e))?;
-            // Unsolicited FETCH responses (a flag changed meanwhile) carry no body.
-            let (Some(uid), Some(body)) = (f.uid, f.body()) else {
-                continue;
-            };
-            let last = body.len() < BODY_PART as usize;
-            return Ok(Some(BodyPart {
-                uid,
-                offset: self.offset,
-                last,
-                fetch: f,
-            }));
+        while !self.done {
+            let tag = &self.tag;
+            let step = self
+                .session
+                .next_response("UID FETCH", |r| -> Option<Result<Option<UidBody>>> {
+                    if let Some(done) = completion("UID FETCH", tag, r) {
+                        return Some(done.map(|()| None));
+                    }
+                    // Unsolicited FETCH responses (a flag changed meanwhile) carry no body.
+                    let Response::Fetch(_, attrs) = r else {
+                        return None;
+                    };
+                    let mut uid = None;
+                    let mut body = None;
+                    for a in attrs {
+                        match a {
+                            AttributeValue::Uid(u) => uid = Some(*u),
+                            AttributeValue::BodySection {
+                                section: None,
+                                data,
+                                ..
+                            } => body = Some(data.as_deref().unwrap_or(&[]).to_vec()),
+                            _ => {}
+                        }
+                    }
+                    match (uid, body) {
+                        (Some(uid), Some(data)) => Some(Ok(Some((uid, data)))),
+                        _ => None,
+                    }
+                })
+                .await?;
+            match step {
+                None => continue,
+                Some(Ok(None)) => {
+                    self.done = true;
+                }
+                Some(Err(e)) => {
+                    self.done = true;
+                    if matches!(e, Error::ConnectionLost(_)) {
+                        self.session.broken = true;
+                    }
+                    return Err(e);
+                }
+                Some(Ok(Some((uid, data)))) => {
+                    return Ok(Some(BodyPart {
+                        uid,
+                        offset: self.offset,
+                        last: data.len() < BODY_PART as usize,
+                        data,
+                    }));
+                }
+            }
         }
+        Ok(None)
+    }
+}
+
+impl Drop for BodyFetch<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.session.broken = true;
+        }
+    }
+}
+
+/// `Some` when `r` ends the command tagged `tag` (with its outcome) or the session (BYE).
+fn completion(verb: &str, tag: &RequestId, r: &Response<'_>) -> Option<Result<()>> {
+    match r {
+        Response::Done {
+            tag: t,
+            status,
+            outcome,
+        } if t == tag => Some(match status {
+            Status::Ok => Ok(()),
+            _ => Err(Error::Server {
+                command: verb.to_string(),
+                text: outcome
+                    .information
+                    .as_deref()
+                    .unwrap_or("refused")
+                    .to_string(),
+            }),
+        }),
+        Response::Data {
+            status: Status::Bye,
+            outcome,
+        } => Some(Err(Error::ConnectionLost(format!(
+            "the server ended the session during {verb}: {}",
+            outcome.information.as_deref().unwrap_or("BYE")
+        )))),
+        _ => None,
+    }
+}
+
+/// A LIST response as a folder.
+fn folder_info(l: &MailboxListData<'_>) -> FolderInfo {
+    let wire = l.name.to_string();
+    let mut special_use = None;
+    let mut selectable = true;
+    for a in &l.name_attributes {
+        match a {
+            NameAttribute::NoSelect => selectable = false,
+            NameAttribute::All => special_use = Some(SpecialUse::All),
+            NameAttribute::Archive => special_use = Some(SpecialUse::Archive),
+            NameAttribute::Drafts => special_use = Some(SpecialUse::Drafts),
+            NameAttribute::Flagged => special_use = Some(SpecialUse::Flagged),
+            NameAttribute::Junk => special_use = Some(SpecialUse::Junk),
+            NameAttribute::Sent => special_use = Some(SpecialUse::Sent),
+            NameAttribute::Trash => special_use = Some(SpecialUse::Trash),
+            NameAttribute::Extension(x) => {
+                let x = x.to_ascii_lowercase();
+                if x == "\\nonexistent" || x == "\\noselect" {
+                    selectable = false;
+                } else if x == "\\important" {
+                    special_use = special_use.or(Some(SpecialUse::Important));
+                }
+            }
+            _ => {}
+        }
+    }
+    let name = mutf7::decode(&wire).unwrap_or_else(|_| wire.clone());
+    FolderInfo {
+        wire,
+        name,
+        delimiter: l.delimiter.as_deref().map(String::from),
+        special_use,
+        selectable,
     }
 }
 

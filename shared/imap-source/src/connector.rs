@@ -626,8 +626,8 @@ impl Connector for ImapConnector {
                     report.bytes += entry.size;
                 }
                 Err(AppendError::Content(e)) => report.errors.push(format!("{path}: {e}")),
-                Err(AppendError::Imap(e)) if e.is_retryable() => {
-                    // One new connection and one more try, then the rest is abandoned.
+                Err(AppendError::Imap(e)) if e.is_retryable() || s.is_broken() => {
+                    // A new connection and one more try for this message.
                     s = connect(&self.cfg).await.map_err(source_error)?;
                     match append_entry(&mut s, &wire, &m, entry, content).await {
                         Ok(()) => {

@@ -18,11 +18,19 @@
 //!   `X-GM-MSGID` / `X-GM-LABELS` parsed, `APPEND` with flags and internal date,
 //!   `AUTHENTICATE` with any mechanism.
 //!
-//! `async-imap` it is. Two things it does not do are done here, on top of it: an APPEND that
-//! streams a large message instead of taking it whole ([`ImapSession::append`]), and bounded
-//! memory on fetch: the client holds a whole response in memory, so a body is fetched in
-//! partial ranges (`BODY.PEEK[]<offset.length>`) of at most [`BODY_PART`] bytes. That is the
-//! cap: whatever a message's size, no more than one part of it is in memory at a time.
+//! `async-imap` it is: connection set-up, login, AUTHENTICATE, CAPABILITY, SELECT/EXAMINE and
+//! STATUS go through its API, and its parser reads every response. Three things are done
+//! here on top of it:
+//! - LIST, UID FETCH and UID SEARCH are driven on its response reader rather than its
+//!   stream helpers, which end quietly on a tagged NO, a BYE or a closed connection, so that
+//!   a listing cut short can never pass for a complete one (and be read as expunges);
+//! - APPEND streams a large message instead of taking it whole ([`ImapSession::append`]);
+//! - bounded memory on fetch: the client holds a whole response in memory, so a body is
+//!   fetched in partial ranges (`BODY.PEEK[]<offset.length>`) of at most [`BODY_PART`]
+//!   (4 MiB) bytes.
+//!
+//! That is the memory cap: whatever a message's size, no more than one part of it is in
+//! memory at a time (the connector spools larger messages to a temporary file).
 //! Modified UTF-7 folder names are encoded here too ([`mutf7`]): the crates that offer it
 //! panic on malformed input, and a server's folder list is input from outside.
 

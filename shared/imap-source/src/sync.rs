@@ -509,6 +509,25 @@ async fn fetch_bodies<S: MessageSink>(
     // Batches that failed with a server error are retried one message at a time.
     let mut singly: VecDeque<u32> = VecDeque::new();
 
+    // Connection failures charged to each message: one that breaks the connection every
+    // time it is sent (a server-side fault) is reported after this many, not retried
+    // until the whole backup gives up.
+    const STRIKES: u32 = 2;
+    let mut strikes: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut strike = |uid: u32,
+                      e: &Error,
+                      outcome: &mut BTreeMap<u32, std::result::Result<(), String>>|
+     -> bool {
+        let n = strikes.entry(uid).or_default();
+        *n += 1;
+        if *n >= STRIKES {
+            outcome.insert(uid, Err(format!("the server fails while sending it: {e}")));
+            true
+        } else {
+            false
+        }
+    };
+
     loop {
         if open.is_none() && big.is_empty() && small.is_empty() && singly.is_empty() {
             break;
@@ -526,30 +545,51 @@ async fn fetch_bodies<S: MessageSink>(
             }
             if let Some((uid, offset)) = open {
                 let meta = by_uid[&uid];
-                let mut f = s.fetch_rest(uid, offset).await?;
-                let mut got_any = false;
-                while let Some(p) = f.next().await? {
-                    if p.uid != uid {
-                        continue;
+                let res = async {
+                    let mut f = s.fetch_rest(uid, offset).await?;
+                    let mut got_any = false;
+                    while let Some(p) = f.next().await? {
+                        if p.uid != uid {
+                            continue;
+                        }
+                        got_any = true;
+                        sink.part(folder, meta, p.offset, p.bytes())
+                            .await
+                            .map_err(Error::Sink)?;
+                        let next = p.offset + p.bytes().len() as u64;
+                        if p.last {
+                            sink.done(folder, meta, next).await.map_err(Error::Sink)?;
+                            outcome.insert(uid, Ok(()));
+                            open = None;
+                        } else {
+                            open = Some((uid, next));
+                        }
                     }
-                    got_any = true;
-                    sink.part(folder, meta, p.offset, p.bytes())
-                        .await
-                        .map_err(Error::Sink)?;
-                    let next = p.offset + p.bytes().len() as u64;
-                    if p.last {
-                        sink.done(folder, meta, next).await.map_err(Error::Sink)?;
-                        outcome.insert(uid, Ok(()));
+                    Ok::<_, Error>(got_any)
+                }
+                .await;
+                return match res {
+                    Ok(true) => Ok(true),
+                    Ok(false) => {
+                        // Not sent although the command succeeded: gone, or held back.
                         open = None;
-                    } else {
-                        open = Some((uid, next));
+                        if !s.fetch_meta(&uid.to_string()).await?.is_empty() {
+                            outcome.insert(uid, Err("the server did not send it".into()));
+                        }
+                        Ok(true)
                     }
-                }
-                if !got_any {
-                    // Gone since it was listed.
-                    open = None;
-                }
-                return Ok(true);
+                    Err(Error::Server { text, .. }) => {
+                        open = None;
+                        outcome.insert(uid, Err(text));
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        if e.is_retryable() && strike(uid, &e, &mut outcome) {
+                            open = None;
+                        }
+                        Err(e)
+                    }
+                };
             }
             if let Some(uid) = big.pop_front() {
                 open = Some((uid, 0));
@@ -587,7 +627,19 @@ async fn fetch_bodies<S: MessageSink>(
             }
             .await;
             match res {
-                Ok(()) => Ok(true),
+                Ok(()) if pending.is_empty() => Ok(true),
+                Ok(()) if one_by_one => {
+                    // Not sent although the command succeeded: gone, or held back.
+                    let uid = batch[0];
+                    if !s.fetch_meta(&uid.to_string()).await?.is_empty() {
+                        outcome.insert(uid, Err("the server did not send it".into()));
+                    }
+                    Ok(true)
+                }
+                Ok(()) => {
+                    singly.extend(pending.iter().copied());
+                    Ok(true)
+                }
                 Err(Error::Server { text, .. }) if one_by_one => {
                     outcome.insert(batch[0], Err(text));
                     Ok(true)
@@ -597,7 +649,14 @@ async fn fetch_bodies<S: MessageSink>(
                     Ok(true)
                 }
                 Err(e) => {
-                    // Whatever was not finished goes back to the front of the queue.
+                    // The server sends in UID order: the first message not received is
+                    // the one it failed on. The rest goes back to the front of the queue.
+                    let first = pending.iter().next().copied();
+                    if let Some(uid) = first.filter(|_| e.is_retryable()) {
+                        if strike(uid, &e, &mut outcome) {
+                            pending.remove(&uid);
+                        }
+                    }
                     for uid in pending.iter().rev() {
                         if one_by_one {
                             singly.push_front(*uid);

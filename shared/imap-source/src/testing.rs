@@ -456,9 +456,9 @@ pub async fn seed(cfg: &ImapConfig) -> Seeded {
     seeded
 }
 
-/// A TCP proxy on loopback in front of a server that cuts connections on purpose: the
-/// first `cuts` connections are closed once `after` bytes have gone from the server to the
-/// client. Later connections pass untouched.
+/// A TCP proxy on loopback in front of a server that breaks connections on purpose: the
+/// first `cuts` connections are closed (or go silent) once `after` bytes have gone from the
+/// server to the client. Later connections pass untouched.
 pub struct CuttingProxy {
     pub port: u16,
     cuts_left: Arc<AtomicU32>,
@@ -468,6 +468,17 @@ pub struct CuttingProxy {
 
 impl CuttingProxy {
     pub async fn start(target_port: u16, after: u64, cuts: u32) -> CuttingProxy {
+        Self::with_mode(target_port, after, cuts, false).await
+    }
+
+    /// Like [`CuttingProxy::start`], but the first `stalls` connections go silent after
+    /// `after` bytes instead of closing: the server seems to hang, and only a time-out
+    /// notices.
+    pub async fn stalling(target_port: u16, after: u64, stalls: u32) -> CuttingProxy {
+        Self::with_mode(target_port, after, stalls, true).await
+    }
+
+    async fn with_mode(target_port: u16, after: u64, cuts: u32, stall: bool) -> CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let cuts_left = Arc::new(AtomicU32::new(cuts));
@@ -509,6 +520,10 @@ impl CuttingProxy {
                         by.fetch_add(n as u64, Ordering::Relaxed);
                         if cut_this && sent >= after {
                             cc.fetch_add(1, Ordering::SeqCst);
+                            if stall {
+                                // Hold both sockets open and say nothing.
+                                tokio::time::sleep(Duration::from_secs(300)).await;
+                            }
                             break;
                         }
                     }

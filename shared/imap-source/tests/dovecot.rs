@@ -391,3 +391,79 @@ async fn append_round_trips_bytes_flags_and_dates() {
         .count();
     assert_eq!(big, 1);
 }
+
+#[tokio::test]
+async fn a_stalled_server_times_out_and_the_sync_resumes() {
+    let d = dovecot();
+    let u = d.new_user();
+    let cfg = d.config(&u, TlsMode::NoneForTests);
+    let seeded = seed(&cfg).await;
+    // Silent in the middle of the 21 MiB message.
+    let proxy = CuttingProxy::stalling(d.imap_port, 8 * 1024 * 1024, 1).await;
+    let mut pcfg = cfg.clone();
+    pcfg.port = proxy.port;
+    pcfg.timeout = std::time::Duration::from_secs(2);
+    let mut conn = Connection::new(pcfg);
+    let mut sink = MemSink::default();
+    let r = sync_all(&mut conn, &BTreeMap::new(), &mut sink).await;
+    assert_eq!(proxy.cut_count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(conn.reconnects(), 1);
+    assert_matches_seed(&seeded, &r, &sink.bodies);
+    assert!(sink.done_calls.values().all(|n| *n == 1));
+    conn.close().await;
+}
+
+/// A message the server cannot read (its file is unreadable on the server) is reported,
+/// the rest of the folder is backed up, and the next run fetches it once it is readable.
+#[tokio::test]
+async fn a_message_the_server_cannot_give_is_reported_and_retried() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = dovecot();
+    let u = d.new_user();
+    let cfg = d.config(&u, TlsMode::NoneForTests);
+    let seeded = seed(&cfg).await;
+    let maildir = d.dir.join("home").join(&u.name).join("Maildir");
+    let mut victim = None;
+    for sub in ["cur", "new"] {
+        for e in std::fs::read_dir(maildir.join(sub)).unwrap().flatten() {
+            let b = std::fs::read(e.path()).unwrap();
+            if b.windows(11).any(|w| w == b"broken mime") {
+                victim = Some(e.path());
+            }
+        }
+    }
+    let victim = victim.expect("the broken message's file");
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o000)).unwrap();
+    if std::fs::read(&victim).is_ok() && !running_as_root() {
+        // Without root the test user is the owner and can still read: nothing to test.
+        return;
+    }
+
+    let mut conn = Connection::new(cfg.clone());
+    let mut sink = MemSink::default();
+    let day1 = sync_all(&mut conn, &BTreeMap::new(), &mut sink).await;
+    let inbox = &day1["INBOX"].1;
+    assert_eq!(inbox.failed.len(), 1, "{inbox:?}");
+    assert_eq!(inbox.state.messages.len(), 2);
+    assert_eq!(sink.bodies.len(), seeded.messages.len() - 1);
+    let failed_uid = inbox.failed[0].0;
+    assert_eq!(
+        inbox.state.cursor.as_ref().unwrap().retry_uids,
+        vec![failed_uid]
+    );
+
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut sink2 = MemSink::default();
+    let day2 = sync_all(&mut conn, &states(&day1), &mut sink2).await;
+    let inbox = &day2["INBOX"].1;
+    assert_eq!(inbox.fetched, vec![failed_uid]);
+    assert!(inbox.failed.is_empty());
+    assert!(inbox.state.cursor.as_ref().unwrap().retry_uids.is_empty());
+    assert_eq!(inbox.state.messages.len(), 3);
+    conn.close().await;
+}
+
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
