@@ -6,7 +6,8 @@ use crate::config::{Credentials, ImapConfig, TlsMode};
 use crate::error::{Error, Result};
 use crate::mutf7;
 use async_imap::imap_proto::{
-    AttributeValue, MailboxDatum, MailboxListData, NameAttribute, RequestId, Response, Status,
+    AttributeValue, MailboxDatum, MailboxListData, NameAttribute, RequestId, Response,
+    ResponseCode, Status, StatusAttribute,
 };
 use async_imap::{Authenticator, Client, Session};
 use chrono::{DateTime, FixedOffset};
@@ -216,6 +217,32 @@ impl MessageMeta {
 /// IMAP's `date-time` (`" 2-Jan-2024 11:00:05 +0000"`; the day may be space-padded).
 pub(crate) fn parse_internal_date(s: &str) -> Option<DateTime<FixedOffset>> {
     DateTime::parse_from_str(s.trim(), "%d-%b-%Y %H:%M:%S %z").ok()
+}
+
+/// A folder's state as responses report it, piece by piece.
+#[derive(Default)]
+struct PartialStatus {
+    uid_validity: Option<u32>,
+    uid_next: Option<u32>,
+    messages: Option<u32>,
+    highest_modseq: Option<u64>,
+}
+
+impl PartialStatus {
+    fn finish(self, verb: &str, condstore: bool) -> Result<FolderStatus> {
+        Ok(FolderStatus {
+            uid_validity: self
+                .uid_validity
+                .ok_or_else(|| Error::Protocol(format!("{verb} did not give UIDVALIDITY")))?,
+            // UIDNEXT is only a SHOULD; nothing relies on it but the quick unchanged test.
+            uid_next: self.uid_next.unwrap_or(0),
+            // The count decides whether an empty folder is listed at all: never guessed.
+            messages: self
+                .messages
+                .ok_or_else(|| Error::Protocol(format!("{verb} did not give the message count")))?,
+            highest_modseq: self.highest_modseq.filter(|_| condstore),
+        })
+    }
 }
 
 /// What changed in the selected folder since a mod-sequence.
@@ -605,55 +632,55 @@ impl ImapSession {
     /// The folder's state without selecting it: a daily run skips folders where nothing
     /// changed at this cost.
     pub async fn status(&mut self, wire: &str) -> Result<FolderStatus> {
-        self.drain_unsolicited();
-        let items = if self.caps.condstore() {
+        let condstore = self.caps.condstore();
+        let items = if condstore {
             "(UIDVALIDITY UIDNEXT MESSAGES HIGHESTMODSEQ)"
         } else {
             "(UIDVALIDITY UIDNEXT MESSAGES)"
         };
-        let mb = within(self.timeout, self.inner.status(wire, items))
-            .await?
-            .map_err(|e| Error::from_imap("STATUS", e))?;
-        Ok(FolderStatus {
-            uid_validity: mb
-                .uid_validity
-                .ok_or_else(|| Error::Protocol("STATUS without UIDVALIDITY".into()))?,
-            uid_next: mb.uid_next.unwrap_or(1),
-            messages: mb.exists,
-            highest_modseq: mb.highest_modseq.filter(|_| self.caps.condstore()),
+        let mut st = PartialStatus::default();
+        self.run("STATUS", &format!("STATUS {} {items}", quote(wire)?), |r| {
+            if let Response::MailboxData(MailboxDatum::Status { status, .. }) = r {
+                for a in status {
+                    match a {
+                        StatusAttribute::UidValidity(v) => st.uid_validity = Some(*v),
+                        StatusAttribute::UidNext(v) => st.uid_next = Some(*v),
+                        StatusAttribute::Messages(v) => st.messages = Some(*v),
+                        StatusAttribute::HighestModSeq(v) => st.highest_modseq = Some(*v),
+                        _ => {}
+                    }
+                }
+            }
         })
+        .await?;
+        st.finish("STATUS", condstore)
     }
 
     /// Opens a folder read-only: a backup must not change `\Recent` or anything else.
     pub async fn examine(&mut self, wire: &str) -> Result<FolderStatus> {
-        self.drain_unsolicited();
-        let mb = within(self.timeout, self.inner.examine(wire))
-            .await?
-            .map_err(|e| Error::from_imap("EXAMINE", e))?;
-        Ok(FolderStatus {
-            uid_validity: mb
-                .uid_validity
-                .ok_or_else(|| Error::Protocol("EXAMINE without UIDVALIDITY".into()))?,
-            uid_next: mb.uid_next.unwrap_or(1),
-            messages: mb.exists,
-            highest_modseq: mb.highest_modseq.filter(|_| self.caps.condstore()),
-        })
+        self.open_folder("EXAMINE", wire).await
     }
 
     /// Opens a folder read-write (restore, tests).
     pub async fn select(&mut self, wire: &str) -> Result<FolderStatus> {
-        self.drain_unsolicited();
-        let mb = within(self.timeout, self.inner.select(wire))
-            .await?
-            .map_err(|e| Error::from_imap("SELECT", e))?;
-        Ok(FolderStatus {
-            uid_validity: mb
-                .uid_validity
-                .ok_or_else(|| Error::Protocol("SELECT without UIDVALIDITY".into()))?,
-            uid_next: mb.uid_next.unwrap_or(1),
-            messages: mb.exists,
-            highest_modseq: mb.highest_modseq.filter(|_| self.caps.condstore()),
+        self.open_folder("SELECT", wire).await
+    }
+
+    async fn open_folder(&mut self, verb: &str, wire: &str) -> Result<FolderStatus> {
+        let condstore = self.caps.condstore();
+        let mut st = PartialStatus::default();
+        self.run(verb, &format!("{verb} {}", quote(wire)?), |r| match r {
+            Response::MailboxData(MailboxDatum::Exists(n)) => st.messages = Some(*n),
+            Response::Data { outcome, .. } => match outcome.code {
+                Some(ResponseCode::UidValidity(v)) => st.uid_validity = Some(v),
+                Some(ResponseCode::UidNext(v)) => st.uid_next = Some(v),
+                Some(ResponseCode::HighestModSeq(v)) => st.highest_modseq = Some(v),
+                _ => {}
+            },
+            _ => {}
         })
+        .await?;
+        st.finish(verb, condstore)
     }
 
     fn meta_items(&self) -> String {
