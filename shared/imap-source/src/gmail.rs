@@ -28,7 +28,8 @@ pub fn decode_labels<'a>(raw: impl Iterator<Item = &'a str>) -> Vec<String> {
 
 fn is_chats(f: &FolderInfo) -> bool {
     let segs = f.segments();
-    segs.len() == 2 && segs[0] == "[Gmail]" && segs[1] == "Chats"
+    // "[Google Mail]" in the UK and Germany.
+    segs.len() == 2 && (segs[0] == "[Gmail]" || segs[0] == "[Google Mail]") && segs[1] == "Chats"
 }
 
 /// The folders a backup reads. Any IMAP server: every selectable folder. Gmail: All Mail,

@@ -80,6 +80,14 @@ pub fn dovecot() -> &'static Dovecot {
     DOVECOT.get_or_init(start)
 }
 
+/// Removes the run folder when the test process exits normally (a killed one leaves it
+/// to the next start's sweep).
+extern "C" fn remove_run_dir() {
+    if let Some(d) = DOVECOT.get() {
+        let _ = std::fs::remove_dir_all(&d.dir);
+    }
+}
+
 fn start() -> Dovecot {
     let tmp = PathBuf::from("/tmp");
     sweep_stale_dirs(&tmp);
@@ -158,6 +166,10 @@ fn start() -> Dovecot {
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| panic!("infra/dovecot.sh did not print {k}"))
     };
+    // SAFETY: registering a plain extern "C" function with no captured state.
+    unsafe {
+        libc::atexit(remove_run_dir);
+    }
     let oauth_hex = std::fs::read_to_string(get("oauth_key")).expect("oauth key");
     Dovecot {
         dir: PathBuf::from(get("dir")),
