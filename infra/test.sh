@@ -11,6 +11,8 @@ if ! command -v setpriv >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq util-linux >/dev/null
   fi
 fi
+# The IMAP source's tests run against a private Dovecot (Debian's dovecot-imapd).
+bash infra/dovecot.sh install
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
 

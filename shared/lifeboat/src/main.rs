@@ -70,13 +70,19 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Restore a snapshot into a new "Lifeboat Restore <time>" folder (or in place).
+    /// Restore a snapshot into a new "Lifeboat Restore <time>" folder (or in place): files
+    /// into a local folder, mail back into its mailbox or another task's.
     Restore {
         task: String,
         #[arg(long)]
         snapshot: String,
+        /// The local folder to restore files into (files tasks).
         #[arg(long, value_name = "DIR")]
-        to: PathBuf,
+        to: Option<PathBuf>,
+        /// Restore into the source of this other task (another mailbox) instead of the
+        /// task's own.
+        #[arg(long, value_name = "TASK", conflicts_with = "to")]
+        to_task: Option<String>,
         /// Restore only these paths (repeatable).
         #[arg(long, value_name = "PATH")]
         include: Vec<String>,
@@ -91,13 +97,17 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Export a snapshot (or some paths of it) as a zip.
+    /// Export a snapshot (or some paths of it) as a zip, or its mail as an mbox file.
+    #[command(group(clap::ArgGroup::new("format").required(true).args(["zip", "mbox"])))]
     Export {
         task: String,
         #[arg(long)]
         snapshot: String,
         #[arg(long, value_name = "FILE")]
-        zip: PathBuf,
+        zip: Option<PathBuf>,
+        /// Every message (`.eml` item) as one mboxrd file.
+        #[arg(long, value_name = "FILE")]
+        mbox: Option<PathBuf>,
         #[arg(long, value_name = "PATH")]
         include: Vec<String>,
         #[arg(long)]
@@ -167,6 +177,68 @@ enum TaskCmd {
 enum AddSource {
     /// Back up a local folder as one account.
     Files { name: String, path: PathBuf },
+    /// Back up a mailbox over IMAP (Gmail, Yahoo Mail, any server) as one account.
+    #[command(group(clap::ArgGroup::new("credential").required(true).args(["password_env", "oauth_token_env"])))]
+    Imap {
+        name: String,
+        #[arg(long)]
+        host: String,
+        /// [default: 993 with implicit TLS, else 143]
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long)]
+        user: String,
+        /// The environment variable that holds the password (an app password for Gmail
+        /// and Yahoo). The password is sealed with the task's key, never stored in clear.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// The environment variable that holds an OAuth 2 access token (XOAUTH2).
+        #[arg(long, value_name = "VAR")]
+        oauth_token_env: Option<String>,
+        #[arg(long, value_enum, default_value = "implicit")]
+        tls: Tls,
+        /// A PEM file of CA certificates to trust besides the public roots.
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Tls {
+    Implicit,
+    Starttls,
+    /// No TLS: the password crosses the network in clear. For a local test server only.
+    NoneForTests,
+}
+
+/// The connectors this build knows, for tasks that back up a service.
+struct LocalConnectors;
+
+impl engine::Connectors for LocalConnectors {
+    fn open(
+        &self,
+        task: &engine::TaskRecord,
+        secret: Option<zeroize::Zeroizing<String>>,
+    ) -> engine::Result<Arc<dyn engine::Connector>> {
+        match task.source.kind() {
+            imap_source::connector::SOURCE => {
+                Ok(Arc::new(imap_source::ImapConnector::open(task, secret)?))
+            }
+            other => Err(engine::Error::Invalid(format!(
+                "task {} uses the source {other}, which this build does not know",
+                task.name
+            ))),
+        }
+    }
+}
+
+/// Reads a credential from the environment variable the user named.
+fn secret_from_env(var: &str) -> Result<zeroize::Zeroizing<String>> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Ok(zeroize::Zeroizing::new(v)),
+        Ok(_) => bail!("the environment variable {var} is empty; set it to the credential"),
+        Err(_) => bail!("the environment variable {var} is not set; set it to the credential"),
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -306,6 +378,63 @@ async fn run(cli: Cli) -> Result<u8> {
                 println!("task {} added: backs up {}", t.name, path.display());
                 Ok(0)
             }
+            TaskCmd::Add {
+                source:
+                    AddSource::Imap {
+                        name,
+                        host,
+                        port,
+                        user,
+                        password_env,
+                        oauth_token_env,
+                        tls,
+                        ca_file,
+                    },
+            } => {
+                let tls = match tls {
+                    Tls::Implicit => imap_source::TlsMode::Implicit,
+                    Tls::Starttls => imap_source::TlsMode::Starttls,
+                    Tls::NoneForTests => imap_source::TlsMode::NoneForTests,
+                };
+                let (auth, var) = match (password_env, oauth_token_env) {
+                    (Some(v), None) => (imap_source::AuthKind::Password, v),
+                    (None, Some(v)) => (imap_source::AuthKind::Oauth2, v),
+                    _ => bail!("give one of --password-env and --oauth-token-env"),
+                };
+                let secret = secret_from_env(&var)?;
+                let ca_file = ca_file
+                    .map(|f| {
+                        std::fs::canonicalize(&f)
+                            .with_context(|| format!("cannot use {} as a CA file", f.display()))
+                    })
+                    .transpose()?;
+                let settings = imap_source::ImapSettings {
+                    host,
+                    port: port.unwrap_or(tls.default_port()),
+                    user,
+                    tls,
+                    auth,
+                    ca_file,
+                };
+                // Log in once now, so a wrong host, password or certificate shows here and
+                // not at the first nightly backup.
+                let cfg = settings.to_config(&secret)?;
+                imap_source::ImapConnector::from_config(settings.clone(), cfg)
+                    .check()
+                    .await?;
+                let t = eng
+                    .add_task_with_secret(
+                        TaskId::new(name)?,
+                        settings.source_config(),
+                        Some(&secret),
+                    )
+                    .await?;
+                println!(
+                    "task {} added: backs up the mailbox {} on {}:{}",
+                    t.name, settings.user, settings.host, settings.port
+                );
+                Ok(0)
+            }
             TaskCmd::List { json } => {
                 let tasks = eng.tasks().await?;
                 if json {
@@ -344,13 +473,13 @@ async fn run(cli: Cli) -> Result<u8> {
             let task = eng.task(&task).await?;
             let accounts = match parse_account(&account)? {
                 Some(a) => vec![a],
-                None => eng.accounts(&task).await?,
+                None => eng.current_accounts(&task, &LocalConnectors).await?,
             };
             let mut code = 0;
             let mut out = Vec::new();
             for a in accounts {
                 let bar = progress::Bar::bytes(&format!("backup {}/{a}", task.name));
-                let snap = eng.backup_account(&task, &a, &bar).await?;
+                let snap = eng.backup_any(&task, &a, &LocalConnectors, &bar).await?;
                 bar.finish();
                 if snap.error_count > 0 {
                     code = EXIT_PARTIAL;
@@ -439,6 +568,7 @@ async fn run(cli: Cli) -> Result<u8> {
             task,
             snapshot,
             to,
+            to_task,
             include,
             in_place,
             on_conflict,
@@ -459,6 +589,18 @@ async fn run(cli: Cli) -> Result<u8> {
                 },
                 label: String::new(),
                 at: None,
+            };
+            if let SourceConfig::Source { .. } = &task.source {
+                return restore_to_source(&eng, &task, &snap, to_task, &opts, json).await;
+            }
+            if to_task.is_some() {
+                bail!(
+                    "task {} backs up a local folder; restore it with --to DIR",
+                    task.name
+                );
+            }
+            let Some(to) = to else {
+                bail!("give --to DIR: the folder to restore into");
             };
             let bar = progress::Bar::bytes("restore");
             let report = eng.restore_to_dir(&task, &snap, &to, &opts, &bar).await?;
@@ -501,6 +643,7 @@ async fn run(cli: Cli) -> Result<u8> {
             task,
             snapshot,
             zip,
+            mbox,
             include,
             account,
         } => {
@@ -509,6 +652,20 @@ async fn run(cli: Cli) -> Result<u8> {
                 .iter()
                 .map(|p| parse_path(p))
                 .collect::<Result<_>>()?;
+            if let Some(mbox) = mbox {
+                let r = imap_source::mbox::export_mbox(&eng, &task, &snap, &mbox, &include).await?;
+                println!(
+                    "exported snapshot {} to {}: {} messages, {} bytes",
+                    snap.id,
+                    mbox.display(),
+                    r.messages,
+                    r.bytes
+                );
+                return Ok(0);
+            }
+            let Some(zip) = zip else {
+                bail!("give --zip FILE or --mbox FILE");
+            };
             let bar = progress::Bar::bytes("export");
             let r = eng.export_zip(&task, &snap, &zip, &include, &bar).await?;
             bar.finish();
@@ -616,6 +773,59 @@ async fn run(cli: Cli) -> Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// Restores a connector task's snapshot into its source (or another task's), in a new
+/// labelled folder unless in place.
+async fn restore_to_source(
+    eng: &Engine,
+    task: &engine::TaskRecord,
+    snap: &SnapshotRecord,
+    to_task: Option<String>,
+    opts: &RestoreOptions,
+    json: bool,
+) -> Result<u8> {
+    let dest = match &to_task {
+        Some(name) => eng.task(name).await?,
+        None => task.clone(),
+    };
+    if dest.source.kind() != task.source.kind() {
+        bail!(
+            "task {} is a {} task and cannot receive {} items",
+            dest.name,
+            dest.source.kind(),
+            task.source.kind()
+        );
+    }
+    let to = match &to_task {
+        Some(_) => eng
+            .account_infos(&dest)
+            .await?
+            .into_iter()
+            .next()
+            .map(|a| a.id),
+        None => None,
+    };
+    let connector = eng.connector(&dest, &LocalConnectors).await?;
+    let report = eng
+        .restore_to_source(task, snap, to, opts, connector.as_ref())
+        .await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "restored snapshot {} into {} of task {}: {} items, {} folders, {} bytes",
+            snap.id, report.target, dest.name, report.items, report.folders, report.bytes
+        );
+        for e in &report.errors {
+            eprintln!("lifeboat: {e}");
+        }
+    }
+    Ok(if report.errors.is_empty() {
+        0
+    } else {
+        EXIT_PARTIAL
+    })
 }
 
 fn peak_rss_bytes() -> Option<u64> {
