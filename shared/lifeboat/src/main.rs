@@ -211,27 +211,6 @@ enum Tls {
     NoneForTests,
 }
 
-/// The connectors this build knows, for tasks that back up a service.
-struct LocalConnectors;
-
-impl engine::Connectors for LocalConnectors {
-    fn open(
-        &self,
-        task: &engine::TaskRecord,
-        secret: Option<zeroize::Zeroizing<String>>,
-    ) -> engine::Result<Arc<dyn engine::Connector>> {
-        match task.source.kind() {
-            imap_source::connector::SOURCE => {
-                Ok(Arc::new(imap_source::ImapConnector::open(task, secret)?))
-            }
-            other => Err(engine::Error::Invalid(format!(
-                "task {} uses the source {other}, which this build does not know",
-                task.name
-            ))),
-        }
-    }
-}
-
 /// Reads a credential from the environment variable the user named.
 fn secret_from_env(var: &str) -> Result<zeroize::Zeroizing<String>> {
     match std::env::var(var) {
@@ -473,13 +452,13 @@ async fn run(cli: Cli) -> Result<u8> {
             let task = eng.task(&task).await?;
             let accounts = match parse_account(&account)? {
                 Some(a) => vec![a],
-                None => eng.current_accounts(&task, &LocalConnectors).await?,
+                None => eng.current_accounts(&task, &sources::BuiltIn).await?,
             };
             let mut code = 0;
             let mut out = Vec::new();
             for a in accounts {
                 let bar = progress::Bar::bytes(&format!("backup {}/{a}", task.name));
-                let snap = eng.backup_any(&task, &a, &LocalConnectors, &bar).await?;
+                let snap = eng.backup_any(&task, &a, &sources::BuiltIn, &bar).await?;
                 bar.finish();
                 if snap.error_count > 0 {
                     code = EXIT_PARTIAL;
@@ -806,7 +785,7 @@ async fn restore_to_source(
             .map(|a| a.id),
         None => None,
     };
-    let connector = eng.connector(&dest, &LocalConnectors).await?;
+    let connector = eng.connector(&dest, &sources::BuiltIn).await?;
     let report = eng
         .restore_to_source(task, snap, to, opts, connector.as_ref())
         .await?;

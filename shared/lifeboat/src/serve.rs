@@ -8,7 +8,7 @@
 
 use anyhow::{Context as _, Result};
 use domain::TenantId;
-use engine::{Connector, Connectors, Ports, TaskRecord};
+use engine::Ports;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -58,28 +58,16 @@ pub fn api_key(home: &Path) -> Result<Zeroizing<Vec<u8>>> {
     }
 }
 
-/// The connectors this build knows.
-pub struct BuiltIn;
-
-impl Connectors for BuiltIn {
-    fn open(
-        &self,
-        task: &TaskRecord,
-        _secret: Option<Zeroizing<String>>,
-    ) -> engine::Result<Arc<dyn Connector>> {
-        Err(engine::Error::Invalid(format!(
-            "task {} uses the {} source, which this build of lifeboat does not have",
-            task.name,
-            task.source.kind()
-        )))
-    }
-}
-
 /// Serves until the process is stopped.
 pub async fn serve(ports: Ports, home: &Path, listen: &str) -> Result<()> {
     let key = api_key(home)?;
     let queue = Arc::new(embedded::MemQueue::new(5));
-    let ctx = jobs::Context::new(ports.clone(), queue.clone(), Arc::new(BuiltIn), "local");
+    let ctx = jobs::Context::new(
+        ports.clone(),
+        queue.clone(),
+        Arc::new(sources::BuiltIn),
+        "local",
+    );
     let state = api::AppState {
         ports,
         backups: queue.clone(),

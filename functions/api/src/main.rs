@@ -1,0 +1,10 @@
+//! The HTTP API behind API Gateway: the same router `lifeboat serve` runs locally.
+
+use lambda_runtime::Error;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    cloud::init_logging();
+    let cloud = cloud::Cloud::from_env().await?;
+    lambda_http::run(api::router(cloud.api())).await
+}

@@ -1,0 +1,177 @@
+//! Lifeboat on AWS. A function's `main.rs` calls [`Cloud::from_env`] to build the AWS
+//! adapters from the environment the SAM template gives it, then hands Lambda events to
+//! the shared code: a schedule tick to [`jobs::tick`], an SQS batch to [`handle_sqs`]
+//! (the same runner the local worker uses), an API Gateway request to the `api` router.
+//!
+//! Adapters are built once per Lambda instance and reused by its invocations; a tenant's
+//! key is unwrapped by KMS at most once per instance.
+
+use api::{AppState, AuthError, Authenticator};
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use engine::Ports;
+use ports::Queue;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What a function needs from its environment: names of the resources the template made.
+pub const ENV_TABLE: &str = "LIFEBOAT_TABLE";
+pub const ENV_BUCKET: &str = "LIFEBOAT_BUCKET";
+pub const ENV_KMS_KEY: &str = "LIFEBOAT_KMS_KEY";
+pub const ENV_BACKUP_QUEUE: &str = "LIFEBOAT_BACKUP_QUEUE";
+pub const ENV_TRANSFER_QUEUE: &str = "LIFEBOAT_TRANSFER_QUEUE";
+pub const ENV_TENANT_CLAIM: &str = "LIFEBOAT_TENANT_CLAIM";
+pub const ENV_EXPORT_LINK_HOURS: &str = "LIFEBOAT_EXPORT_LINK_HOURS";
+
+/// A backup stops this long before Lambda's deadline, to checkpoint and re-queue itself.
+pub const PAUSE_MARGIN: Duration = Duration::from_secs(90);
+
+/// The adapters of one region's stack.
+#[derive(Clone)]
+pub struct Cloud {
+    pub ports: Ports,
+    pub backups: Arc<dyn Queue>,
+    pub transfers: Arc<dyn Queue>,
+}
+
+fn var(name: &str) -> Result<String, String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Ok(v),
+        _ => Err(format!(
+            "{name} is not set; the function's template sets it to the stack's resource"
+        )),
+    }
+}
+
+impl Cloud {
+    /// Builds every adapter from `LIFEBOAT_*` and the usual AWS variables (region,
+    /// credentials, `AWS_ENDPOINT_URL` for an emulator).
+    ///
+    /// # Errors
+    /// A missing variable, named.
+    pub async fn from_env() -> Result<Cloud, String> {
+        let sdk = aws_adapters::load_sdk_config().await;
+        let table = var(ENV_TABLE)?;
+        let bucket = var(ENV_BUCKET)?;
+        let key = var(ENV_KMS_KEY)?;
+        let backups = var(ENV_BACKUP_QUEUE)?;
+        let transfers = var(ENV_TRANSFER_QUEUE)?;
+        let catalog: Arc<dyn ports::Catalog> =
+            Arc::new(aws_adapters::DynamoCatalog::new(&sdk, table));
+        Ok(Cloud {
+            ports: Ports {
+                store: Arc::new(aws_adapters::S3ObjectStore::new(&sdk, bucket)),
+                keys: Arc::new(aws_adapters::KmsKeyService::new(&sdk, key, catalog.clone())),
+                catalog,
+                clock: Arc::new(ports::SystemClock),
+            },
+            backups: Arc::new(aws_adapters::SqsQueue::new(&sdk, backups, None)),
+            transfers: Arc::new(aws_adapters::SqsQueue::new(&sdk, transfers, None)),
+        })
+    }
+
+    /// The job runner's context for one invocation: `worker` names it (the request id)
+    /// and `deadline` is Lambda's, so that backups pause in time.
+    pub fn jobs(&self, worker: &str, deadline: Option<SystemTime>) -> jobs::Context {
+        let mut ctx = jobs::Context::new(
+            self.ports.clone(),
+            self.backups.clone(),
+            Arc::new(sources::BuiltIn),
+            worker,
+        );
+        ctx.transfers = self.transfers.clone();
+        ctx.budget = deadline.map(|d| {
+            d.duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .saturating_sub(PAUSE_MARGIN)
+        });
+        ctx
+    }
+
+    /// The API's state behind API Gateway: tenants from the authorizer's verified claims.
+    pub fn api(&self) -> AppState {
+        let claim = std::env::var(ENV_TENANT_CLAIM).unwrap_or_else(|_| "tenant".into());
+        let hours = std::env::var(ENV_EXPORT_LINK_HOURS)
+            .ok()
+            .and_then(|h| h.parse::<u64>().ok())
+            .unwrap_or(24);
+        AppState {
+            ports: self.ports.clone(),
+            backups: self.backups.clone(),
+            transfers: self.transfers.clone(),
+            auth: Arc::new(GatewayClaims { claim }),
+            link_ttl: Duration::from_secs(hours * 3600),
+        }
+    }
+}
+
+/// Lambda's deadline (milliseconds since the epoch) as a time.
+pub fn deadline_of(ctx: &lambda_runtime::Context) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ctx.deadline)
+}
+
+/// Runs an SQS batch and reports the messages that must come back (Lambda's partial batch
+/// response): a failed job, or one that found its account busy.
+pub async fn handle_sqs(ctx: &jobs::Context, event: SqsEvent) -> SqsBatchResponse {
+    let msgs: Vec<jobs::Incoming> = event
+        .records
+        .into_iter()
+        .map(|r| jobs::Incoming {
+            id: r.message_id.unwrap_or_default(),
+            body: r.body.unwrap_or_default(),
+        })
+        .collect();
+    let handled = jobs::handle_batch(ctx, &msgs).await;
+    let mut resp = SqsBatchResponse::default();
+    for h in handled {
+        match (&h.outcome, &h.error) {
+            (Some(o), _) => tracing::info!(job = %h.id, outcome = ?o, "job handled"),
+            (None, Some(e)) => tracing::warn!(job = %h.id, error = %e, "job failed"),
+            (None, None) => {}
+        }
+        if h.failed() {
+            let mut f = BatchItemFailure::default();
+            f.item_identifier = h.id;
+            resp.batch_item_failures.push(f);
+        }
+    }
+    resp
+}
+
+/// The tenant from API Gateway's JWT authorizer: the token was verified before the
+/// function ran, and the claims arrive in the request context. A request without them
+/// (a route the template left open by mistake) is refused.
+pub struct GatewayClaims {
+    pub claim: String,
+}
+
+impl Authenticator for GatewayClaims {
+    fn tenant(&self, parts: &axum::http::request::Parts) -> Result<domain::TenantId, AuthError> {
+        use lambda_http::request::RequestContext;
+        let claims = match parts.extensions.get::<RequestContext>() {
+            Some(RequestContext::ApiGatewayV2(c)) => c
+                .authorizer
+                .as_ref()
+                .and_then(|a| a.jwt.as_ref())
+                .map(|j| &j.claims),
+            _ => None,
+        };
+        let value = claims
+            .and_then(|c| c.get(&self.claim))
+            .ok_or_else(|| AuthError("the request carries no verified tenant".into()))?;
+        domain::TenantId::new(value)
+            .map_err(|_| AuthError("the token names no valid tenant".into()))
+    }
+}
+
+/// Logs as JSON lines (Lambda's JSON log format), the level from `RUST_LOG`.
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .without_time()
+        .init();
+}
