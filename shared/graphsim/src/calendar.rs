@@ -31,7 +31,7 @@ pub const EVENTS: Kind = Kind {
 };
 
 pub fn graph_time(t: DateTime<Utc>) -> Value {
-    json!({ "dateTime": t.format("%Y-%m-%dT%H:%M:%S%.7f").to_string(), "timeZone": "UTC" })
+    json!({ "dateTime": format!("{}.0000000", t.format("%Y-%m-%dT%H:%M:%S")), "timeZone": "UTC" })
 }
 
 fn parse_graph_time(v: Option<&Value>) -> Option<DateTime<Utc>> {

@@ -599,13 +599,27 @@ fn ext_props(body: &Value) -> Result<Vec<(String, String)>> {
 
 /// `integer 0x0e07` and `Integer 0x0E07` name the same property.
 fn normalise_prop_id(id: &str) -> String {
+    const TYPES: &[&str] = &[
+        "Binary",
+        "Boolean",
+        "CLSID",
+        "Currency",
+        "Double",
+        "Float",
+        "Integer",
+        "Long",
+        "Short",
+        "String",
+        "SystemTime",
+    ];
     match id.split_once(' ') {
         Some((ty, tag)) if tag.to_ascii_lowercase().starts_with("0x") => {
-            let mut t = ty.to_ascii_lowercase();
-            if let Some(first) = t.get_mut(0..1) {
-                first.make_ascii_uppercase();
-            }
-            format!("{t} 0x{}", tag[2..].to_ascii_uppercase())
+            let ty = TYPES
+                .iter()
+                .find(|t| t.eq_ignore_ascii_case(ty))
+                .map(|t| t.to_string())
+                .unwrap_or_else(|| ty.to_string());
+            format!("{ty} 0x{}", tag[2..].to_ascii_uppercase())
         }
         _ => id.to_string(),
     }
