@@ -52,7 +52,9 @@ async fn token_errors_follow_the_identity_platform_shape() {
     let sim = start(small()).await;
     let cfg = sim.run.shared.cfg.clone();
     let scope = "https://graph.microsoft.com/.default";
-    let cases: Vec<(String, Vec<(&str, &str)>, u16, &str, u64)> = vec![
+    // (tenant, form, status, error, AADSTS code)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str, u64);
+    let cases: Vec<Case> = vec![
         (
             cfg.tenant_id.clone(),
             vec![
