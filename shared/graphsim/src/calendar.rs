@@ -325,7 +325,9 @@ fn view_delta(ctx: &Ctx<'_>, sim: &Sim, u: usize, folder: u64, base: &str) -> Re
             DeltaRow::Changed(e) => {
                 let ty = e.data.get("type").and_then(Value::as_str).unwrap_or("");
                 if ty == "exception" {
-                    if overlaps(&e.data, from, to) {
+                    // A changed master already brings its exceptions along in this round.
+                    let master_changed = e.data.get("_master").and_then(Value::as_u64).and_then(|k| store.items.get(&k)).is_some_and(|m| m.seq > tok.s && m.seq <= tok.t);
+                    if overlaps(&e.data, from, to) && !master_changed {
                         value.push(render_event(store, e, imm));
                     }
                 } else {

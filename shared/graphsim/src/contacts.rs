@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use crate::error::{GraphError, Result};
 use crate::model::{Doc, Mailbox, Sim};
 use crate::odata::{page, select, Limits};
-use crate::outlook::{delta_page, delta_state, render_doc};
+use crate::outlook::{delta_page, delta_state, folder_delta_page, render_doc};
 use crate::server::{json as json_resp, ok, Ctx};
 use crate::store::{Folder, Store};
 
@@ -269,6 +269,13 @@ pub fn route(
                 &base,
                 "https://graph.microsoft.com/v1.0/$metadata#contactFolders",
             )?))
+        }
+        (Method::GET, ["contactfolders", "delta"]) => {
+            let tok = delta_state(ctx, sim, "contactFolder", u, 0, LIMITS)?;
+            let base = format!("{}/users/{}/contactFolders/delta", ctx.root, uid);
+            folder_delta_page(tok, store, &base, "#microsoft.graph.contactFolder", |f| {
+                render_folder(store, f)
+            })
         }
         (Method::POST, ["contactfolders"]) => {
             create_folder(ctx, k, sim, u, Some(default), "displayName")

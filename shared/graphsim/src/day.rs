@@ -106,6 +106,24 @@ fn advance_user(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng, u: us
             );
         }
     }
+    // A folder created today, with one message in it: connectors must notice new folders.
+    let seq = sim.next_seq();
+    let new_folder = sim.mailboxes[u].mail.add_folder(
+        Some(inbox),
+        &format!("Tag {} – neu", sim.day),
+        None,
+        false,
+        seq,
+    );
+    let new_folder_id = folder_id(sim, new_folder);
+    {
+        let seq = sim.next_seq();
+        let now = sim.now();
+        let msg = new_message(sim, rng, u, now, cfg, 20_000 + sim.day as usize);
+        let k = sim.mailboxes[u].mail.insert(new_folder, msg, now, seq);
+        let e = &sim.mailboxes[u].mail.items[&k];
+        added.push(json!({ "folderId": new_folder_id, "id": e.rest_id, "immutableId": e.imm_id }));
+    }
     let new_count = (cfg.messages_per_folder / 2).max(1);
     for i in 0..new_count {
         let folder = if i == 0 { sub.unwrap_or(inbox) } else { inbox };
@@ -205,7 +223,7 @@ fn advance_user(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng, u: us
     let mb = &sim.mailboxes[u];
     json!({
         "user": sim.users[u].upn,
-        "mail": { "added": added, "updated": updated, "moved": moved, "deleted": deleted },
+        "mail": { "added": added, "updated": updated, "moved": moved, "deleted": deleted, "newFolders": [new_folder_id] },
         "drive": { "driveId": drive_id, "added": f_added, "modified": f_modified, "deleted": f_deleted },
         "events": { "added": [mb.calendars.items[&ek].imm_id] },
         "contacts": { "added": [mb.contacts.items[&ck].imm_id] },

@@ -159,6 +159,7 @@ pub fn generate(cfg: &Config) -> Sim {
         drives: BTreeMap::new(),
         sites: Vec::new(),
         uploads: HashMap::new(),
+        att_uploads: HashMap::new(),
         rng: StdRng::seed_from_u64(splitmix(cfg.seed ^ 0xda7)),
         hostname: format!(
             "{}.sharepoint.example",

@@ -167,8 +167,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1.0/{*rest}", any(graph))
         .route("/_dl/{token}", get(drive::download))
         .route("/_up/{session}", any(drive::upload_fragment))
+        .route("/_att/{session}", any(mail::attachment_fragment))
         .nest("/_sim", admin::router())
         .fallback(not_found)
+        // Graph's own limits (4 MiB simple uploads, 60 MiB session fragments) are checked by
+        // the handlers, with Graph's error bodies; this only bounds what is read at all.
+        .layer(axum::extract::DefaultBodyLimit::max(256 << 20))
         .with_state(shared)
 }
 

@@ -14,7 +14,7 @@ use crate::error::{GraphError, Result};
 use crate::gen::iso;
 use crate::model::Sim;
 use crate::odata::{page, select, Limits};
-use crate::outlook::{delta_page, delta_state};
+use crate::outlook::{delta_page, delta_state, folder_delta_page};
 use crate::server::{json as json_resp, ok, Ctx};
 use crate::store::{Entry, Folder, Store};
 use crate::util::{b64, unb64, Content};
@@ -195,6 +195,48 @@ pub fn route(ctx: &Ctx<'_>, sim: &mut Sim, user: &str, rest: &[String]) -> Resul
     match (m.clone(), l.as_slice()) {
         (Method::GET, ["mailfolders"]) => list_folders(ctx, sim, u, None, user),
         (Method::POST, ["mailfolders"]) => create_folder(ctx, sim, u, None),
+        (Method::GET, ["mailfolders", "delta"]) => {
+            let tok = delta_state(ctx, sim, "mailFolder", u, 0, FOLDER_LIMITS)?;
+            let store = &sim.mailboxes[u].mail;
+            let base = format!("{}/users/{}/mailFolders/delta", ctx.root, user);
+            folder_delta_page(tok, store, &base, "#microsoft.graph.mailFolder", |f| {
+                render_folder(store, f)
+            })
+        }
+        (Method::PATCH, ["mailfolders", _]) => {
+            let f = folder_key(&sim.mailboxes[u].mail, r[1])?;
+            let body = ctx.json_body()?;
+            let name = body
+                .get("displayName")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            if name.is_empty() {
+                return Err(GraphError::new(
+                    StatusCode::BAD_REQUEST,
+                    "ErrorInvalidRequest",
+                    "The folder name cannot be empty.",
+                ));
+            }
+            let seq = sim.next_seq();
+            let store = &mut sim.mailboxes[u].mail;
+            store.rename_folder(f, &name, seq);
+            Ok(ok(render_folder(store, &store.folders[&f])))
+        }
+        (Method::DELETE, ["mailfolders", _]) => {
+            let f = folder_key(&sim.mailboxes[u].mail, r[1])?;
+            if sim.mailboxes[u].mail.folders[&f].well_known.is_some() {
+                return Err(GraphError::new(
+                    StatusCode::FORBIDDEN,
+                    "ErrorDeleteDistinguishedFolder",
+                    "Distinguished folders cannot be deleted.",
+                ));
+            }
+            let seq = sim.next_seq();
+            sim.mailboxes[u].mail.delete_folder(f, seq);
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
         (Method::GET, ["mailfolders", _]) => {
             let mb = &sim.mailboxes[u].mail;
             let f = folder_key(mb, r[1])?;
@@ -445,6 +487,69 @@ fn message_route(ctx: &Ctx<'_>, sim: &mut Sim, u: usize, r: &[&str]) -> Result<R
             }
             Ok(ok(render_attachment(a, true)))
         }
+        (Method::POST, ["attachments", "createuploadsession"]) => {
+            let body = ctx.json_body()?;
+            let item = body
+                .get("AttachmentItem")
+                .or_else(|| body.get("attachmentItem"))
+                .ok_or_else(|| GraphError::bad_request("AttachmentItem is required."))?;
+            let name = item
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string();
+            let size = item
+                .get("size")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| GraphError::bad_request("AttachmentItem.size is required."))?;
+            if name.is_empty() {
+                return Err(GraphError::bad_request("AttachmentItem.name is required."));
+            }
+            if size > ATTACHMENT_SESSION_MAX {
+                return Err(GraphError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "ErrorAttachmentSizeLimitExceeded",
+                    "Attachments are limited to 150 MB.",
+                ));
+            }
+            let session = format!(
+                "{:016x}{:08x}",
+                crate::util::splitmix(sim.seq ^ key),
+                sim.att_uploads.len() + 1
+            );
+            let expires = Utc::now() + chrono::Duration::hours(2);
+            let user_id = sim.users[u].id.clone();
+            let msg_id = sim.mailboxes[u].mail.items[&key].id(imm).to_string();
+            sim.att_uploads.insert(
+                session.clone(),
+                AttUpload {
+                    user: u,
+                    message: key,
+                    name,
+                    content_type: item
+                        .get("contentType")
+                        .and_then(Value::as_str)
+                        .unwrap_or("application/octet-stream")
+                        .to_string(),
+                    size,
+                    data: Vec::new(),
+                    expires,
+                    location: format!(
+                        "{}/api/v2.0/Users('{user_id}')/Messages('{msg_id}')/Attachments",
+                        ctx.base
+                    ),
+                },
+            );
+            Ok(json_resp(
+                StatusCode::CREATED,
+                json!({
+                    "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#microsoft.graph.uploadSession",
+                    "uploadUrl": format!("{}/_att/{session}?authtoken={}", ctx.base, crate::util::encode_token(&session)),
+                    "expirationDateTime": iso(expires),
+                    "nextExpectedRanges": ["0-"],
+                }),
+            ))
+        }
         (Method::POST, ["attachments"]) => {
             let body = ctx.json_body()?;
             let name = body
@@ -466,7 +571,7 @@ fn message_route(ctx: &Ctx<'_>, sim: &mut Sim, u: usize, r: &[&str]) -> Result<R
             if bytes.len() > 3 << 20 {
                 return Err(GraphError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+                    "RequestEntityTooLarge",
                     "Attachments over 3 MB must be added with an upload session.",
                 ));
             }
@@ -820,4 +925,131 @@ fn patch_message(ctx: &Ctx<'_>, sim: &mut Sim, u: usize, key: u64) -> Result<Res
         m.ext.insert(id, value);
     }
     Ok(ok(render_message(store, &store.items[&key], imm)))
+}
+
+/// Attachments up to 150 MB can be added through an upload session.
+pub const ATTACHMENT_SESSION_MAX: u64 = 150 << 20;
+
+/// An attachment upload session on an Outlook message.
+#[derive(Clone, Debug)]
+pub struct AttUpload {
+    pub user: usize,
+    pub message: u64,
+    pub name: String,
+    pub content_type: String,
+    pub size: u64,
+    pub data: Vec<u8>,
+    pub expires: DateTime<Utc>,
+    pub location: String,
+}
+
+fn plain_error(status: StatusCode, code: &str, msg: &str) -> Response {
+    crate::server::error_response(GraphError::new(status, code, msg))
+}
+
+/// `PUT` of a byte range to an attachment upload session (the pre-authenticated URL; no
+/// bearer token), and `DELETE` to cancel it. The last range attaches the file and answers
+/// `201 Created` with the attachment's URL in `Location`, as documented.
+pub async fn attachment_fragment(
+    axum::extract::State(shared): axum::extract::State<std::sync::Arc<crate::server::Shared>>,
+    axum::extract::Path(session): axum::extract::Path<String>,
+    method: Method,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let mut sim = shared.sim();
+    let Some(s) = sim.att_uploads.get_mut(&session) else {
+        return plain_error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The upload session was not found or has expired.",
+        );
+    };
+    if method == Method::DELETE {
+        sim.att_uploads.remove(&session);
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    if method != Method::PUT {
+        return plain_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "ErrorInvalidRequest",
+            "Use PUT to upload a range.",
+        );
+    }
+    let range = headers
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| {
+            let (span, total) = r.strip_prefix("bytes ")?.split_once('/')?;
+            let (a, b) = span.split_once('-')?;
+            Some((
+                a.parse::<u64>().ok()?,
+                b.parse::<u64>().ok()?,
+                total.parse::<u64>().ok()?,
+            ))
+        });
+    let Some((start, end, total)) = range else {
+        return plain_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRequest",
+            "A valid Content-Range header is required.",
+        );
+    };
+    if total != s.size || end < start || end - start + 1 != body.len() as u64 || end >= total {
+        return plain_error(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidRequest",
+            "The Content-Range does not match the body or the announced size.",
+        );
+    }
+    if start != s.data.len() as u64 {
+        return plain_error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "ErrorInvalidRange",
+            "Ranges must be uploaded in order.",
+        );
+    }
+    s.data.extend_from_slice(&body);
+    if (s.data.len() as u64) < s.size {
+        return crate::server::ok(
+            json!({ "expirationDateTime": iso(s.expires), "nextExpectedRanges": [s.data.len().to_string()] }),
+        );
+    }
+    let Some(s) = sim.att_uploads.remove(&session) else {
+        return plain_error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The upload session was not found.",
+        );
+    };
+    let seq = sim.next_seq();
+    let now = sim.now();
+    let Some(e) = sim
+        .mailboxes
+        .get_mut(s.user)
+        .and_then(|m| m.mail.touch(s.message, now, seq))
+    else {
+        return plain_error(
+            StatusCode::NOT_FOUND,
+            "ErrorItemNotFound",
+            "The message no longer exists.",
+        );
+    };
+    let id = crate::util::outlook_id(
+        "AAMkAGI2att",
+        &[s.message, e.data.attachments.len() as u64 + 1, seq],
+    );
+    e.data.attachments.push(Attachment {
+        id: id.clone(),
+        name: s.name,
+        content_type: s.content_type,
+        content: Content::Bytes(Arc::new(s.data)),
+        inline: false,
+    });
+    e.data.mime = None;
+    let mut resp = StatusCode::CREATED.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("{}('{id}')", s.location)) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
 }

@@ -49,6 +49,7 @@ pub struct Sim {
     pub drives: BTreeMap<String, Drive>,
     pub sites: Vec<Site>,
     pub uploads: HashMap<String, UploadSession>,
+    pub att_uploads: HashMap<String, crate::mail::AttUpload>,
     pub rng: StdRng,
     pub hostname: String,
 }

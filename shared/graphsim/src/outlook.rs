@@ -11,7 +11,7 @@ use crate::error::{GraphError, Result};
 use crate::model::Sim;
 use crate::odata::{link, page_size, select, Limits, Query};
 use crate::server::{ok, Ctx};
-use crate::store::{Cursor, DeltaRow, Entry, Store};
+use crate::store::{Cursor, DeltaRow, Entry, Folder, FolderRow, Store};
 use crate::util::{decode_token, encode_token};
 
 /// The state behind a skip or delta token: which folder, which change window, where the
@@ -170,4 +170,63 @@ pub fn render_doc(e: &Entry<crate::model::Doc>, imm: bool) -> Value {
     v["lastModifiedDateTime"] = json!(crate::gen::iso(e.modified));
     v["changeKey"] = json!(e.change_key());
     v
+}
+
+/// One page of a folder-hierarchy delta round (`mailFolders/delta`, `contactFolders/delta`,
+/// `todo/lists/delta`): every folder, flat, then changes with `@removed` for deleted ones.
+pub fn folder_delta_page<T>(
+    tok: DeltaTok,
+    store: &Store<T>,
+    link_base: &str,
+    odata_type: &str,
+    render: impl Fn(&Folder) -> Value,
+) -> Result<Response> {
+    let (rows, cursor) = store.folder_delta(tok.s, tok.t, tok.a, tok.n);
+    let fields: Option<Vec<String>> = tok
+        .sel
+        .as_ref()
+        .map(|s| s.split(',').map(|p| p.trim().to_string()).collect());
+    let value: Vec<Value> = rows
+        .into_iter()
+        .map(|row| match row {
+            FolderRow::Changed(f) => {
+                let mut v = select(render(f), &fields);
+                v["@odata.type"] = json!(odata_type);
+                v
+            }
+            FolderRow::Removed(id) => {
+                json!({ "@odata.type": odata_type, "id": id, "@removed": { "reason": "deleted" } })
+            }
+        })
+        .collect();
+    let mut body = json!({ "value": value });
+    let extra = Query {
+        pairs: tok.extra.clone(),
+    };
+    match cursor {
+        Some(c) => {
+            body["@odata.nextLink"] = json!(link(
+                link_base,
+                &extra,
+                &[("$skiptoken", &encode_token(&DeltaTok { a: Some(c), ..tok }))],
+                &[]
+            ))
+        }
+        None => {
+            body["@odata.deltaLink"] = json!(link(
+                link_base,
+                &extra,
+                &[(
+                    "$deltatoken",
+                    &encode_token(&DeltaTok {
+                        s: tok.t,
+                        a: None,
+                        ..tok
+                    })
+                )],
+                &[]
+            ))
+        }
+    }
+    Ok(ok(body))
 }

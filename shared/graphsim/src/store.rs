@@ -77,7 +77,15 @@ pub struct Store<T> {
     pub items: BTreeMap<u64, Entry<T>>,
     ids: HashMap<String, u64>,
     pub tombstones: Vec<Tombstone>,
+    /// Folders deleted, for folder-hierarchy delta: `(seq, id)`.
+    pub folder_tombstones: Vec<(Seq, String)>,
     next_key: u64,
+}
+
+/// One row of a folder-hierarchy delta page.
+pub enum FolderRow<'a> {
+    Changed(&'a Folder),
+    Removed(&'a str),
 }
 
 impl<T> Store<T> {
@@ -89,6 +97,7 @@ impl<T> Store<T> {
             items: BTreeMap::new(),
             ids: HashMap::new(),
             tombstones: Vec::new(),
+            folder_tombstones: Vec::new(),
             next_key: 1,
         }
     }
@@ -220,6 +229,67 @@ impl<T> Store<T> {
             imm_id: e.imm_id.clone(),
         });
         Some(e)
+    }
+
+    pub fn rename_folder(&mut self, key: u64, name: &str, seq: Seq) -> Option<()> {
+        let f = self.folders.get_mut(&key)?;
+        f.name = name.to_string();
+        f.seq = seq;
+        Some(())
+    }
+
+    /// Deletes a folder, its sub-folders and their items.
+    pub fn delete_folder(&mut self, key: u64, seq: Seq) {
+        let children: Vec<u64> = self.children(Some(key)).map(|f| f.key).collect();
+        for c in children {
+            self.delete_folder(c, seq);
+        }
+        let items: Vec<u64> = self.in_folder(key).map(|e| e.key).collect();
+        for i in items {
+            self.delete(i, seq);
+        }
+        if let Some(f) = self.folders.remove(&key) {
+            self.folder_tombstones.push((seq, f.id));
+        }
+    }
+
+    /// Folder-hierarchy changes in `(since, upto]`, like [`Store::delta`] for items.
+    pub fn folder_delta(
+        &self,
+        since: Seq,
+        upto: Seq,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> (Vec<FolderRow<'_>>, Option<Cursor>) {
+        let mut rows: Vec<(Cursor, FolderRow<'_>)> = Vec::new();
+        for f in self.folders.values() {
+            if f.seq > since && f.seq <= upto {
+                rows.push(((f.seq, 0, f.key), FolderRow::Changed(f)));
+            }
+        }
+        if since > 0 {
+            for (i, (seq, id)) in self.folder_tombstones.iter().enumerate() {
+                if *seq > since && *seq <= upto {
+                    rows.push(((*seq, 1, i as u64), FolderRow::Removed(id)));
+                }
+            }
+        }
+        rows.sort_by_key(|(c, _)| *c);
+        let mut page = Vec::new();
+        let mut last = None;
+        let mut more = false;
+        for (c, row) in rows {
+            if after.is_some_and(|a| c <= a) {
+                continue;
+            }
+            if page.len() == limit {
+                more = true;
+                break;
+            }
+            last = Some(c);
+            page.push(row);
+        }
+        (page, if more { last } else { None })
     }
 
     pub fn in_folder(&self, folder: u64) -> impl Iterator<Item = &Entry<T>> {

@@ -8,7 +8,7 @@ use crate::contacts::{create_item, item_route, list_items, render_item, Kind};
 use crate::error::{GraphError, Result};
 use crate::model::{Doc, Sim};
 use crate::odata::{page, select, Limits};
-use crate::outlook::{delta_page, delta_state};
+use crate::outlook::{delta_page, delta_state, folder_delta_page};
 use crate::server::{json as json_resp, ok, Ctx};
 use crate::store::{Folder, Store};
 
@@ -69,6 +69,17 @@ pub fn route(
                 &format!("{}/users/{}/todo/lists", ctx.root, uid),
                 "https://graph.microsoft.com/v1.0/$metadata#lists",
             )?))
+        }
+        (Method::GET, ["todo", "lists", "delta"]) => {
+            let tok = delta_state(ctx, sim, "todoTaskList", u, 0, LIMITS)?;
+            let base = format!("{}/users/{}/todo/lists/delta", ctx.root, uid);
+            folder_delta_page(
+                tok,
+                store,
+                &base,
+                "#microsoft.graph.todoTaskList",
+                render_list,
+            )
         }
         (Method::POST, ["todo", "lists"]) => {
             let body = ctx.json_body()?;

@@ -273,6 +273,10 @@ async fn uploads_folders_and_sessions() {
         .await
         .unwrap();
     assert_eq!(too_big.status(), 413);
+    assert_eq!(
+        error_code(&too_big.json().await.unwrap()),
+        "requestTooLarge"
+    );
 
     // An upload session in 320 KiB multiples.
     let resp = sim

@@ -151,6 +151,19 @@ async fn delta_round(sim: &Sim, url: &str, headers: &[(&str, &str)]) -> (Changes
     (c, delta.expect("a round ends with a deltaLink"), pages)
 }
 
+async fn delta_round_folders(sim: &Sim, url: &str) -> (BTreeSet<String>, String, usize) {
+    let (rows, pages, delta) = sim
+        .all_with(url, &[("Prefer", "odata.maxpagesize=4")])
+        .await;
+    (
+        rows.iter()
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect(),
+        delta.expect("deltaLink"),
+        pages,
+    )
+}
+
 #[tokio::test]
 async fn message_delta_reports_exactly_a_days_changes() {
     let sim = start(small()).await;
@@ -187,7 +200,18 @@ async fn message_delta_reports_exactly_a_days_changes() {
                 );
             }
         }
+        let user0 = users[0]["id"].as_str().unwrap();
+        let (_, folder_link, _) =
+            delta_round_folders(&sim, &format!("/users/{user0}/mailFolders/delta")).await;
         let report = sim.admin("advance-day", None).await;
+        let (changed_folders, _, _) = delta_round_folders(&sim, &folder_link).await;
+        let created = report["users"][0]["mail"]["newFolders"][0]
+            .as_str()
+            .unwrap();
+        assert!(
+            changed_folders.contains(created),
+            "the folder delta reports the new folder"
+        );
         let key = if imm { "immutableId" } else { "id" };
         let mut expected: BTreeMap<(String, String), Changes> = BTreeMap::new();
         for u in report["users"].as_array().unwrap() {
@@ -247,10 +271,37 @@ async fn message_delta_reports_exactly_a_days_changes() {
                 "nothing more after the day's changes"
             );
         }
-        assert!(
-            expected.is_empty(),
-            "changes in folders never synced: {expected:?}"
-        );
+        // What remains is in folders created today: the folder delta finds them, and their
+        // initial round holds exactly the day's messages.
+        let mut new_folders = BTreeSet::new();
+        for u in report["users"].as_array().unwrap() {
+            for f in u["mail"]["newFolders"].as_array().unwrap() {
+                new_folders.insert((
+                    u["user"].as_str().unwrap().to_string(),
+                    f.as_str().unwrap().to_string(),
+                ));
+            }
+        }
+        assert_eq!(expected.len(), new_folders.len());
+        for ((upn, folder), want) in std::mem::take(&mut expected) {
+            assert!(
+                new_folders.contains(&(upn.clone(), folder.clone())),
+                "changes in a folder never synced: {folder}"
+            );
+            let user = users
+                .iter()
+                .find(|u| u["userPrincipalName"] == upn.as_str())
+                .unwrap()["id"]
+                .as_str()
+                .unwrap();
+            let (got, _, _) = delta_round(
+                &sim,
+                &format!("/users/{user}/mailFolders/{folder}/messages/delta"),
+                &headers,
+            )
+            .await;
+            assert_eq!(got, want);
+        }
         assert!(seen > 10);
     }
 }
