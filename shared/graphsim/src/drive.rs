@@ -48,6 +48,16 @@ pub struct DriveItem {
     pub modified: DateTime<Utc>,
     pub seq: Seq,
     pub version: u64,
+    /// `quickXorHash` of the content, computed on first use: hashing a large generated file
+    /// on every listing would make big benchmarks slow for no reason.
+    pub hash: std::sync::OnceLock<String>,
+}
+
+impl DriveItem {
+    pub fn hash(&self) -> Option<&str> {
+        let c = self.content.as_ref()?;
+        Some(self.hash.get_or_init(|| quick_xor_hash(c)))
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -116,6 +126,7 @@ impl Drive {
                 modified: now,
                 seq,
                 version: 1,
+                hash: Default::default(),
             },
         );
         d
@@ -147,6 +158,7 @@ impl Drive {
                 modified: now,
                 seq,
                 version: 1,
+                hash: Default::default(),
             },
         );
         // A change below a folder changes the folder too (its cTag and size), so delta
@@ -251,6 +263,7 @@ impl Drive {
     pub fn set_content(&mut self, key: u64, content: Content, now: DateTime<Utc>, seq: Seq) {
         if let Some(item) = self.items.get_mut(&key) {
             item.content = Some(content);
+            item.hash = Default::default();
             item.version += 1;
             item.seq = seq;
             item.modified = now;
@@ -324,8 +337,8 @@ pub fn render_item(base: &str, drive: &Drive, item: &DriveItem, with_download: b
         None => {
             v["folder"] = json!({ "childCount": drive.items.values().filter(|i| i.parent == Some(item.key)).count() })
         }
-        Some(c) => {
-            v["file"] = json!({ "mimeType": mime_type(&item.name), "hashes": { "quickXorHash": quick_xor_hash(c) } });
+        Some(_) => {
+            v["file"] = json!({ "mimeType": mime_type(&item.name), "hashes": { "quickXorHash": item.hash() } });
             if with_download {
                 v["@microsoft.graph.downloadUrl"] = json!(download_url(base, drive, item));
             }

@@ -106,7 +106,12 @@ pub fn delta_page<T>(
     context: &str,
     render: impl Fn(&Entry<T>) -> Value,
 ) -> Result<Response> {
-    let (rows, cursor) = store.delta(tok.f, tok.s, tok.t, tok.a, tok.n);
+    let only = tok
+        .extra
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("changeType"))
+        .map(|(_, v)| v.to_ascii_lowercase());
+    let (rows, cursor) = store.delta(tok.f, tok.s, tok.t, tok.a, tok.n, only.as_deref());
     let fields: Option<Vec<String>> = tok
         .sel
         .as_ref()

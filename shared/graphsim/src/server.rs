@@ -36,6 +36,8 @@ pub struct Faults {
     pub latency_ms: u64,
     /// Graph allows 4 concurrent requests per app and mailbox.
     pub mailbox_concurrency: usize,
+    /// Graph allows 10,000 requests per app and mailbox in 10 minutes; 0 lifts the limit.
+    pub mailbox_requests_per_10_min: u64,
     /// One-shot faults served before any drawn at random, in order.
     pub script: VecDeque<ScriptedFault>,
 }
@@ -50,6 +52,7 @@ impl Default for Faults {
             retry_after_secs: 1,
             latency_ms: 0,
             mailbox_concurrency: 4,
+            mailbox_requests_per_10_min: 10_000,
             script: VecDeque::new(),
         }
     }
@@ -72,6 +75,9 @@ fn one() -> u32 {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct MailboxStats {
     pub requests: u64,
+    /// Start and count of the current 10-minute window.
+    #[serde(skip)]
+    pub window: Option<(Instant, u64)>,
     pub in_flight: u64,
     pub max_in_flight: u64,
     pub throttled: u64,
@@ -390,10 +396,37 @@ pub async fn serve(shared: Arc<Shared>, req: Req, in_batch: bool) -> Response {
             stats.requests += 1;
         }
         if let Some(mb) = &mailbox {
-            let limit = lock(&shared.faults).mailbox_concurrency;
+            let (limit, per_window) = {
+                let f = lock(&shared.faults);
+                (f.mailbox_concurrency, f.mailbox_requests_per_10_min)
+            };
             let mut stats = lock(&shared.stats);
             let m = stats.mailboxes.entry(mb.clone()).or_default();
             m.requests += 1;
+            if per_window > 0 {
+                let now = Instant::now();
+                let window = Duration::from_secs(600);
+                let (start, count) = match m.window {
+                    Some((start, count)) if now.duration_since(start) < window => {
+                        (start, count + 1)
+                    }
+                    _ => (now, 1),
+                };
+                m.window = Some((start, count));
+                if count > per_window {
+                    m.throttled += 1;
+                    let wait = window
+                        .saturating_sub(now.duration_since(start))
+                        .as_secs()
+                        .max(1);
+                    return Err(GraphError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "ApplicationThrottled",
+                        "Application is over its resource limit.",
+                    )
+                    .with_header(header::RETRY_AFTER, wait.to_string()));
+                }
+            }
             if m.in_flight as usize >= limit {
                 m.throttled += 1;
                 return Err(GraphError::new(

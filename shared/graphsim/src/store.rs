@@ -34,6 +34,8 @@ pub struct Entry<T> {
     pub created: DateTime<Utc>,
     pub modified: DateTime<Utc>,
     pub seq: Seq,
+    /// When the item arrived in its folder (created or moved in), for `changeType=created`.
+    pub born: Seq,
     pub version: u64,
     pub data: T,
 }
@@ -167,6 +169,7 @@ impl<T> Store<T> {
                 created: now,
                 modified: now,
                 seq,
+                born: seq,
                 version: 1,
                 data,
             },
@@ -213,6 +216,7 @@ impl<T> Store<T> {
         e.folder = to;
         e.modified = now;
         e.seq = seq;
+        e.born = seq;
         e.version += 1;
         self.ids.insert(e.rest_id.clone(), key);
         Some(())
@@ -299,6 +303,9 @@ impl<T> Store<T> {
     /// Changes to `folder` in `(since, upto]` strictly after `after`, oldest first, at most
     /// `limit` rows; the cursor of the last row comes back for the next page. An initial round
     /// (`since == 0`) reports no removals.
+    /// `only` narrows the round to `created`, `updated` or `deleted` changes, as the
+    /// documented `changeType` query option does.
+    #[allow(clippy::too_many_arguments)]
     pub fn delta(
         &self,
         folder: u64,
@@ -306,14 +313,21 @@ impl<T> Store<T> {
         upto: Seq,
         after: Option<Cursor>,
         limit: usize,
+        only: Option<&str>,
     ) -> (Vec<DeltaRow<'_, T>>, Option<Cursor>) {
         let mut rows: Vec<(Cursor, DeltaRow<'_, T>)> = Vec::new();
         for e in self.in_folder(folder) {
-            if e.seq > since && e.seq <= upto {
+            let wanted = match only {
+                Some("created") => e.born > since,
+                Some("updated") => e.born <= since,
+                Some("deleted") => false,
+                _ => true,
+            };
+            if wanted && e.seq > since && e.seq <= upto {
                 rows.push(((e.seq, 0, e.key), DeltaRow::Changed(e)));
             }
         }
-        if since > 0 {
+        if since > 0 && matches!(only, None | Some("deleted")) {
             for (i, t) in self.tombstones.iter().enumerate() {
                 if t.folder == folder && t.seq > since && t.seq <= upto {
                     rows.push(((t.seq, 1, i as u64), DeltaRow::Removed(t)));

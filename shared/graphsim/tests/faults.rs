@@ -200,3 +200,54 @@ async fn an_item_can_vanish_between_list_and_fetch() {
         "the vanished item is reported removed"
     );
 }
+
+#[tokio::test]
+async fn the_per_mailbox_request_budget_is_enforced() {
+    let sim = start(small()).await;
+    let users = sim.all("/users").await;
+    let (a, b) = (
+        users[0]["id"].as_str().unwrap(),
+        users[1]["id"].as_str().unwrap(),
+    );
+    sim.admin("faults", Some(json!({ "mailbox_requests_per_10_min": 5 })))
+        .await;
+    for _ in 0..5 {
+        assert_eq!(
+            sim.get_with(&format!("/users/{a}/mailFolders"), &[])
+                .await
+                .0,
+            200
+        );
+    }
+    let resp = sim
+        .send(
+            reqwest::Method::GET,
+            &format!("/users/{a}/mailFolders"),
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(resp.status(), 429);
+    let wait: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait > 500, "the window lasts ten minutes: {wait}");
+    assert_eq!(
+        error_code(&resp.json().await.unwrap()),
+        "ApplicationThrottled"
+    );
+    assert_eq!(
+        sim.get_with(&format!("/users/{b}/mailFolders"), &[])
+            .await
+            .0,
+        200,
+        "another mailbox is not affected"
+    );
+    assert_eq!(
+        sim.get_with("/users", &[]).await.0,
+        200,
+        "non-mailbox requests are not counted"
+    );
+}

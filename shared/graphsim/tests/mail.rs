@@ -619,3 +619,54 @@ async fn restore_writes_folders_messages_and_flags() {
         .await;
     assert_eq!(resp.status(), 400, "no body is a bad request");
 }
+
+#[tokio::test]
+async fn change_type_narrows_a_delta_round() {
+    let sim = start(small()).await;
+    let users = sim.all("/users").await;
+    let user = users[0]["id"].as_str().unwrap();
+    let mut links = Vec::new();
+    for ct in ["created", "updated", "deleted"] {
+        let (_, link, _) = delta_round(
+            &sim,
+            &format!("/users/{user}/mailFolders/inbox/messages/delta?changeType={ct}"),
+            &[],
+        )
+        .await;
+        links.push((ct, link));
+    }
+    let report = sim.admin("advance-day", None).await;
+    let mail = &report["users"][0]["mail"];
+    let inbox = sim.get(&format!("/users/{user}/mailFolders/inbox")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let in_inbox = |kind: &str, key: &str, folder_key: &str| -> BTreeSet<String> {
+        mail[kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m[folder_key] == inbox.as_str())
+            .map(|m| m[key].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (ct, link) in links {
+        let (got, _, _) = delta_round(&sim, &link, &[]).await;
+        match ct {
+            "created" => {
+                assert_eq!(got.changed, in_inbox("added", "id", "folderId"));
+                assert!(got.removed.is_empty());
+            }
+            "updated" => {
+                assert_eq!(got.changed, in_inbox("updated", "id", "folderId"));
+                assert!(got.removed.is_empty());
+            }
+            _ => {
+                let mut want = in_inbox("deleted", "id", "folderId");
+                want.extend(in_inbox("moved", "oldId", "fromFolderId"));
+                assert!(got.changed.is_empty());
+                assert_eq!(got.removed, want);
+            }
+        }
+    }
+}
