@@ -318,7 +318,7 @@ fn view_delta(ctx: &Ctx<'_>, sim: &Sim, u: usize, folder: u64, base: &str) -> Re
     let to = parse_query_time(&window, "endDateTime")?;
     let store = &sim.mailboxes[u].calendars;
     let imm = ctx.immutable();
-    let (rows, cursor) = store.delta(tok.f, tok.s, tok.t, tok.a, tok.n, None);
+    let (rows, cursor) = store.delta(tok.f, tok.s, tok.t, tok.a, tok.n, None, &|_| true);
     let mut value = Vec::new();
     for row in rows {
         match row {

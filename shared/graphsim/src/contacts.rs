@@ -325,6 +325,7 @@ pub fn route(
                 &base,
                 k.odata_type,
                 "https://graph.microsoft.com/v1.0/$metadata#Collection(contact)",
+                &|_| true,
                 |e| render_item(k, store, e, imm),
             )
         }

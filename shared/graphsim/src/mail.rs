@@ -263,6 +263,14 @@ pub fn route(ctx: &Ctx<'_>, sim: &mut Sim, user: &str, rest: &[String]) -> Resul
         (Method::GET, ["mailfolders", _, "messages", "delta"]) => {
             let f = folder_key(&sim.mailboxes[u].mail, r[1])?;
             let tok = delta_state(ctx, sim, "message", u, f, MESSAGE_LIMITS)?;
+            let received_filter = match tok
+                .extra
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("$filter"))
+            {
+                Some((_, expr)) => Some(received_filter(expr)?),
+                None => None,
+            };
             let store = &sim.mailboxes[u].mail;
             let imm = ctx.immutable();
             let base = format!(
@@ -276,6 +284,15 @@ pub fn route(ctx: &Ctx<'_>, sim: &mut Sim, user: &str, rest: &[String]) -> Resul
                 &base,
                 "#microsoft.graph.message",
                 "https://graph.microsoft.com/v1.0/$metadata#Collection(message)",
+                &|e| {
+                    received_filter.is_none_or(|(gt, t)| {
+                        if gt {
+                            e.data.received > t
+                        } else {
+                            e.data.received >= t
+                        }
+                    })
+                },
                 |e| render_message(store, e, imm),
             )
         }
@@ -1052,4 +1069,26 @@ pub async fn attachment_fragment(
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
+}
+
+/// The one `$filter` message delta supports: `receivedDateTime ge|gt {instant}`.
+fn received_filter(expr: &str) -> Result<(bool, DateTime<Utc>)> {
+    let unsupported = || {
+        GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "ErrorInvalidUrlQueryFilter",
+            "The only supported $filter for message delta is receivedDateTime ge|gt {value}.",
+        )
+    };
+    let parts: Vec<&str> = expr.split_whitespace().collect();
+    match parts.as_slice() {
+        [prop, op, value]
+            if prop.eq_ignore_ascii_case("receivedDateTime")
+                && (op.eq_ignore_ascii_case("ge") || op.eq_ignore_ascii_case("gt")) =>
+        {
+            let t = parse_time(value.trim_matches('\'')).ok_or_else(unsupported)?;
+            Ok((op.eq_ignore_ascii_case("gt"), t))
+        }
+        _ => Err(unsupported()),
+    }
 }

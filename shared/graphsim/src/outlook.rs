@@ -75,10 +75,11 @@ pub fn delta_state(
         }
         return Ok(tok);
     }
+    // Custom options (changeType, the calendar window) and $filter stay with the round.
     let extra = q
         .pairs
         .iter()
-        .filter(|(k, _)| !k.starts_with('$'))
+        .filter(|(k, _)| !k.starts_with('$') || k.eq_ignore_ascii_case("$filter"))
         .cloned()
         .collect();
     Ok(DeltaTok {
@@ -104,6 +105,7 @@ pub fn delta_page<T>(
     link_base: &str,
     odata_type: &str,
     context: &str,
+    keep: &dyn Fn(&Entry<T>) -> bool,
     render: impl Fn(&Entry<T>) -> Value,
 ) -> Result<Response> {
     let only = tok
@@ -111,7 +113,7 @@ pub fn delta_page<T>(
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("changeType"))
         .map(|(_, v)| v.to_ascii_lowercase());
-    let (rows, cursor) = store.delta(tok.f, tok.s, tok.t, tok.a, tok.n, only.as_deref());
+    let (rows, cursor) = store.delta(tok.f, tok.s, tok.t, tok.a, tok.n, only.as_deref(), keep);
     let fields: Option<Vec<String>> = tok
         .sel
         .as_ref()

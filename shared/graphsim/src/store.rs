@@ -314,6 +314,7 @@ impl<T> Store<T> {
         after: Option<Cursor>,
         limit: usize,
         only: Option<&str>,
+        keep: &dyn Fn(&Entry<T>) -> bool,
     ) -> (Vec<DeltaRow<'_, T>>, Option<Cursor>) {
         let mut rows: Vec<(Cursor, DeltaRow<'_, T>)> = Vec::new();
         for e in self.in_folder(folder) {
@@ -323,7 +324,7 @@ impl<T> Store<T> {
                 Some("deleted") => false,
                 _ => true,
             };
-            if wanted && e.seq > since && e.seq <= upto {
+            if wanted && e.seq > since && e.seq <= upto && keep(e) {
                 rows.push(((e.seq, 0, e.key), DeltaRow::Changed(e)));
             }
         }

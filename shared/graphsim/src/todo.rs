@@ -132,6 +132,7 @@ pub fn route(
                 &base,
                 k.odata_type,
                 "https://graph.microsoft.com/v1.0/$metadata#Collection(todoTask)",
+                &|_| true,
                 |e| render_item(k, store, e, imm),
             )
         }

@@ -148,6 +148,7 @@ pub fn route(ctx: &Ctx<'_>, sim: &mut Sim, segs: &[String]) -> Result<Response> 
             crate::calendar::route(ctx, sim, u, uid, rest)
         }
         "todo" => crate::todo::route(ctx, sim, u, uid, rest),
+        "translateexchangeids" if m == Method::POST => translate_ids(ctx, sim, u),
         "drive" => {
             let id = sim.users[u].drive_id.clone();
             crate::drive::route(ctx, sim, &id, &rest[1..])
@@ -163,4 +164,65 @@ pub fn route(ctx: &Ctx<'_>, sim: &mut Sim, segs: &[String]) -> Result<Response> 
         }
         _ => Err(GraphError::no_route()),
     }
+}
+
+/// `POST /users/{id}/translateExchangeIds` between the default (`restId`) and immutable
+/// (`restImmutableEntryId`) forms, for messages, events, contacts and tasks.
+fn translate_ids(ctx: &Ctx<'_>, sim: &Sim, u: usize) -> Result<Response> {
+    let body = ctx.json_body()?;
+    let inputs = body
+        .get("inputIds")
+        .and_then(Value::as_array)
+        .ok_or_else(|| GraphError::bad_request("inputIds is required."))?;
+    let target = body
+        .get("targetIdType")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let source = body
+        .get("sourceIdType")
+        .and_then(Value::as_str)
+        .unwrap_or("restId");
+    let supported = ["restId", "restImmutableEntryId"];
+    if !supported.contains(&target) || !supported.contains(&source) {
+        return Err(GraphError::bad_request(format!(
+            "Only {} are simulated as id types.",
+            supported.join(" and ")
+        )));
+    }
+    let mb = &sim.mailboxes[u];
+    let mut value = Vec::new();
+    for id in inputs.iter().filter_map(Value::as_str) {
+        let found = mb
+            .mail
+            .get(id)
+            .map(|e| (e.rest_id.clone(), e.imm_id.clone()))
+            .or_else(|| {
+                mb.contacts
+                    .get(id)
+                    .map(|e| (e.rest_id.clone(), e.imm_id.clone()))
+            })
+            .or_else(|| {
+                mb.calendars
+                    .get(id)
+                    .map(|e| (e.rest_id.clone(), e.imm_id.clone()))
+            })
+            .or_else(|| {
+                mb.todo
+                    .get(id)
+                    .map(|e| (e.rest_id.clone(), e.imm_id.clone()))
+            });
+        if let Some((rest, imm)) = found {
+            let matches_source = if source == "restId" {
+                rest == id
+            } else {
+                imm == id
+            };
+            if matches_source {
+                value.push(json!({ "sourceId": id, "targetId": if target == "restId" { rest } else { imm } }));
+            }
+        }
+    }
+    Ok(ok(
+        json!({ "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#Collection(microsoft.graph.convertIdResult)", "value": value }),
+    ))
 }

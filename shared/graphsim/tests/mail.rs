@@ -670,3 +670,58 @@ async fn change_type_narrows_a_delta_round() {
         }
     }
 }
+
+#[tokio::test]
+async fn delta_filter_on_received_time_and_id_translation() {
+    let sim = start(small()).await;
+    let user = sim.first_user().await;
+    let url = format!("/users/{user}/mailFolders/inbox/messages/delta?$filter=receivedDateTime+ge+2026-01-05T08:00:00Z");
+    let (initial, link, _) = delta_round(&sim, &url, &[]).await;
+    assert!(
+        initial.changed.is_empty(),
+        "every generated message is older than the filter"
+    );
+    let report = sim.admin("advance-day", None).await;
+    let (got, _, _) = delta_round(&sim, &link, &[]).await;
+    let inbox = sim.get(&format!("/users/{user}/mailFolders/inbox")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let want: BTreeSet<String> = report["users"][0]["mail"]["added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["folderId"] == inbox.as_str())
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(got.changed, want, "only today's new mail passes the filter");
+    let (status, body) = sim
+        .get_with(
+            &format!("/users/{user}/mailFolders/inbox/messages/delta?$filter=subject eq 'x'"),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 400);
+    error_code(&body);
+
+    let rest = sim.get(&format!("/users/{user}/messages?$top=2")).await;
+    let ids: Vec<String> = rest["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    let resp = sim
+        .send(Method::POST, &format!("/users/{user}/translateExchangeIds"), &[], Some(json!({ "inputIds": ids, "sourceIdType": "restId", "targetIdType": "restImmutableEntryId" })))
+        .await;
+    assert_eq!(resp.status(), 200);
+    let out: Value = resp.json().await.unwrap();
+    assert_eq!(out["value"].as_array().unwrap().len(), 2);
+    for (i, r) in out["value"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(r["sourceId"], ids[i].as_str());
+        let (_, imm) = sim
+            .get_with(&format!("/users/{user}/messages/{}", ids[i]), &[IMMUTABLE])
+            .await;
+        assert_eq!(r["targetId"], imm["id"]);
+    }
+}
