@@ -19,8 +19,9 @@ pub fn advance(cfg: &Config, sim: &mut Sim) -> Value {
     for u in 0..sim.users.len() {
         users.push(advance_user(cfg, sim, &mut rng, u));
     }
+    let sites = advance_sites(cfg, sim, &mut rng);
     sim.rng = rng;
-    json!({ "day": sim.day, "users": users })
+    json!({ "day": sim.day, "users": users, "sites": sites })
 }
 
 fn advance_user(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng, u: usize) -> Value {
@@ -229,4 +230,55 @@ fn advance_user(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng, u: us
         "contacts": { "added": [mb.contacts.items[&ck].imm_id] },
         "tasks": { "added": [mb.todo.items[&tk].imm_id] },
     })
+}
+
+/// Each site's library gets a new file and one list item is edited.
+fn advance_sites(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng) -> Vec<Value> {
+    let mut out = Vec::new();
+    for si in 0..sim.sites.len() {
+        let Some(drive_id) = sim.sites[si].drives.first().cloned() else {
+            continue;
+        };
+        let seq = sim.next_seq();
+        let now = sim.now();
+        let name = format!("Protokoll Tag {} {}", sim.day, file_name(rng, si));
+        let len = file_size(rng, cfg, si + 1);
+        let seed = rng.gen();
+        let id = drive_item_id(rng);
+        let Some(d) = sim.drives.get_mut(&drive_id) else {
+            continue;
+        };
+        let root = d.root;
+        let k = d.add(
+            id,
+            root,
+            &name,
+            Some(Content::Generated { seed, len }),
+            now,
+            seq,
+        );
+        let file_id = d.items[&k].id.clone();
+        let mut edited = Vec::new();
+        if let Some(list) = sim.sites[si]
+            .lists
+            .iter_mut()
+            .find(|l| l.template == "genericList")
+        {
+            if let Some(item) = list.items.first_mut() {
+                item.fields.insert(
+                    "Status".into(),
+                    json!(if sim.day % 2 == 0 {
+                        "Active"
+                    } else {
+                        "Resolved"
+                    }),
+                );
+                item.modified = now;
+                item.version += 1;
+                edited.push(json!({ "listId": list.id, "itemId": item.id.to_string() }));
+            }
+        }
+        out.push(json!({ "siteId": sim.sites[si].id, "driveId": drive_id, "addedFiles": [file_id], "editedListItems": edited }));
+    }
+    out
 }

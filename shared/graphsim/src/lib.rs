@@ -7,6 +7,23 @@
 //! The organisation is generated from a seed, so two runs with the same [`Config`] serve the
 //! same data. `POST /_sim/advance-day` changes it as a day of use would, and delta queries
 //! then report exactly those changes.
+//!
+//! # Addresses
+//! - `POST /{tenant}/oauth2/v2.0/token`: client credentials, scope `https://graph.microsoft.com/.default`.
+//! - `/v1.0/…`: Graph, with a bearer token. `$batch` inner requests use the outer token.
+//! - `/_dl/{token}`, `/_up/{id}`, `/_att/{id}`: pre-authenticated download and upload-session
+//!   URLs, handed out by Graph responses (no bearer token, as documented).
+//!
+//! # Control API (`/_sim`, no token; for tests and demos)
+//! - `GET info`: tenant, client id, URLs, users with their drive ids, sites.
+//! - `GET stats`, `POST stats/reset`: requests per status and per mailbox (`requests`,
+//!   `in_flight`, `max_in_flight`, `throttled`), downloads.
+//! - `GET|POST faults`: merge fault settings ([`Faults`]): `throttle_rate`,
+//!   `unavailable_rate`, `gateway_timeout_rate`, `vanish_rate`, `retry_after_secs`,
+//!   `latency_ms`, `mailbox_concurrency`, `mailbox_requests_per_10_min`.
+//! - `POST faults/script`: one-shot faults, `{"status": 429, "path_contains": "messages", "times": 1}`.
+//! - `POST expire-tokens`, `POST expire-delta`: expire every access token, every delta token.
+//! - `POST advance-day`: one day of changes; the answer lists each change by id.
 
 pub mod admin;
 pub mod auth;

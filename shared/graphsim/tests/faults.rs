@@ -71,7 +71,15 @@ async fn scripted_and_rate_based_throttling() {
         (8..=32).contains(&throttled),
         "about half are throttled: {throttled}"
     );
-    sim.admin("faults", Some(json!({ "throttle_rate": 0.0 })))
+    sim.admin(
+        "faults",
+        Some(json!({ "throttle_rate": 0.0, "gateway_timeout_rate": 1.0 })),
+    )
+    .await;
+    let (status, body) = sim.get_with("/users", &[]).await;
+    assert_eq!(status, 504);
+    error_code(&body);
+    sim.admin("faults", Some(json!({ "gateway_timeout_rate": 0.0 })))
         .await;
     assert_eq!(sim.get_with("/users", &[]).await.0, 200);
 
