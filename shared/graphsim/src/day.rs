@@ -267,7 +267,7 @@ fn advance_sites(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng) -> V
             if let Some(item) = list.items.first_mut() {
                 item.fields.insert(
                     "Status".into(),
-                    json!(if sim.day % 2 == 0 {
+                    json!(if sim.day.is_multiple_of(2) {
                         "Active"
                     } else {
                         "Resolved"
