@@ -2,7 +2,6 @@
 //! change sequence that every delta query is measured against.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
@@ -74,5 +73,3 @@ impl Sim {
             .position(|u| u.id == id || u.upn.eq_ignore_ascii_case(id))
     }
 }
-
-pub type Bytes = Arc<Vec<u8>>;

@@ -70,6 +70,29 @@ async fn users_folders_and_messages_page_completely() {
         .collect();
     assert!(domains.len() >= 2, "users span several domains");
 
+    let (status, body) = sim
+        .get_with("/users?$filter=endswith(mail,'@fabrikam.example')", &[])
+        .await;
+    assert_eq!(status, 400, "endswith needs ConsistencyLevel and $count");
+    assert_eq!(error_code(&body), "Request_UnsupportedQuery");
+    let (status, body) = sim
+        .get_with(
+            "/users?$filter=endswith(mail,'@fabrikam.example')&$count=true",
+            &[("ConsistencyLevel", "eventual")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let picked = body["value"].as_array().unwrap();
+    assert!(
+        !picked.is_empty()
+            && picked
+                .iter()
+                .all(|u| u["mail"].as_str().unwrap().ends_with("@fabrikam.example"))
+    );
+    assert_eq!(
+        body["@odata.count"].as_u64().unwrap() as usize,
+        picked.len()
+    );
     let user = users[0]["id"].as_str().unwrap();
     let visible = folder_tree(&sim, user, false).await;
     let all = folder_tree(&sim, user, true).await;
