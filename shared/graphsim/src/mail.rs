@@ -80,6 +80,26 @@ pub fn addr_json(a: &Addr) -> Value {
     json!({ "emailAddress": { "name": a.name, "address": a.address } })
 }
 
+/// The whole text of an HTML body, as Outlook converts it for `outlook.body-content-type="text"`.
+fn preview_full(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                if !out.ends_with('\n') && !out.is_empty() {
+                    out.push('\n');
+                }
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out.trim().to_string()
+}
+
 pub fn preview(body: &str, html: bool) -> String {
     let text = if html {
         let mut out = String::new();
@@ -100,8 +120,32 @@ pub fn preview(body: &str, html: bool) -> String {
     collapsed.chars().take(255).collect()
 }
 
-pub fn render_message(store: &Store<Message>, e: &Entry<Message>, imm: bool) -> Value {
+/// How a request wants messages shown: which id form, and whether bodies come as text.
+#[derive(Clone, Copy, Debug)]
+pub struct View {
+    pub imm: bool,
+    pub text: bool,
+}
+
+impl View {
+    pub fn of(ctx: &Ctx<'_>) -> Self {
+        View {
+            imm: ctx.prefer.immutable_id,
+            text: ctx.prefer.text_body,
+        }
+    }
+}
+
+pub fn render_message(store: &Store<Message>, e: &Entry<Message>, view: View) -> Value {
+    let imm = view.imm;
     let m = &e.data;
+    let (body_type, body) = if view.text && m.html {
+        ("text", preview_full(&m.body))
+    } else if m.html {
+        ("html", m.body.clone())
+    } else {
+        ("text", m.body.clone())
+    };
     let folder_id = store
         .folders
         .get(&e.folder)
@@ -129,7 +173,7 @@ pub fn render_message(store: &Store<Message>, e: &Entry<Message>, imm: bool) -> 
         "isDraft": m.is_draft,
         "webLink": format!("https://outlook.office365.com/owa/?ItemID={}&exvsurl=1&viewmodel=ReadMessageItem", e.imm_id),
         "inferenceClassification": "focused",
-        "body": { "contentType": if m.html { "html" } else { "text" }, "content": m.body },
+        "body": { "contentType": body_type, "content": body },
         "sender": addr_json(&m.from),
         "from": addr_json(&m.from),
         "toRecipients": m.to.iter().map(addr_json).collect::<Vec<_>>(),
@@ -272,7 +316,6 @@ pub fn route(ctx: &Ctx<'_>, sim: &mut Sim, user: &str, rest: &[String]) -> Resul
                 None => None,
             };
             let store = &sim.mailboxes[u].mail;
-            let imm = ctx.immutable();
             let base = format!(
                 "{}/users/{}/mailFolders/{}/messages/delta",
                 ctx.root, user, r[1]
@@ -293,7 +336,7 @@ pub fn route(ctx: &Ctx<'_>, sim: &mut Sim, user: &str, rest: &[String]) -> Resul
                         }
                     })
                 },
-                |e| render_message(store, e, imm),
+                |e| render_message(store, e, View::of(ctx)),
             )
         }
         (Method::POST, ["mailfolders", _, "messages"]) => {
@@ -395,7 +438,6 @@ fn list_messages(
     base: &str,
 ) -> Result<Response> {
     let store = &sim.mailboxes[u].mail;
-    let imm = ctx.immutable();
     let fields = ctx.q().select();
     let mut entries: Vec<&Entry<Message>> = store
         .items
@@ -411,7 +453,7 @@ fn list_messages(
     });
     let items = entries
         .into_iter()
-        .map(|e| select(render_message(store, e, imm), &fields))
+        .map(|e| select(render_message(store, e, View::of(ctx)), &fields))
         .collect();
     Ok(ok(page(
         items,
@@ -440,7 +482,7 @@ fn message_route(ctx: &Ctx<'_>, sim: &mut Sim, u: usize, r: &[&str]) -> Result<R
     match (ctx.req.method.clone(), t.as_slice()) {
         (Method::GET, []) => {
             let store = &sim.mailboxes[u].mail;
-            let mut v = render_message(store, &store.items[&key], imm);
+            let mut v = render_message(store, &store.items[&key], View::of(ctx));
             if ctx.q().get("$expand").is_some_and(|x| {
                 x.to_ascii_lowercase()
                     .contains("singlevalueextendedproperties")
@@ -642,7 +684,7 @@ fn message_route(ctx: &Ctx<'_>, sim: &mut Sim, u: usize, r: &[&str]) -> Result<R
             store.move_item(key, to, now, seq);
             Ok(json_resp(
                 StatusCode::CREATED,
-                render_message(store, &store.items[&key], imm),
+                render_message(store, &store.items[&key], View::of(ctx)),
             ))
         }
         _ => Err(GraphError::no_route()),
@@ -748,7 +790,6 @@ fn normalise_prop_id(id: &str) -> String {
 }
 
 fn create_message(ctx: &Ctx<'_>, sim: &mut Sim, u: usize, folder: u64) -> Result<Response> {
-    let imm = ctx.immutable();
     let ct = ctx.content_type();
     let seq = sim.next_seq();
     let now = sim.now();
@@ -880,14 +921,13 @@ fn create_message(ctx: &Ctx<'_>, sim: &mut Sim, u: usize, folder: u64) -> Result
     let key = store.insert(folder, msg, now, seq);
     Ok(json_resp(
         StatusCode::CREATED,
-        render_message(store, &store.items[&key], imm),
+        render_message(store, &store.items[&key], View::of(ctx)),
     ))
 }
 
 fn patch_message(ctx: &Ctx<'_>, sim: &mut Sim, u: usize, key: u64) -> Result<Response> {
     let body = ctx.json_body()?;
     let props = ext_props(&body)?;
-    let imm = ctx.immutable();
     let seq = sim.next_seq();
     let now = sim.now();
     let store = &mut sim.mailboxes[u].mail;
@@ -941,7 +981,7 @@ fn patch_message(ctx: &Ctx<'_>, sim: &mut Sim, u: usize, key: u64) -> Result<Res
         }
         m.ext.insert(id, value);
     }
-    Ok(ok(render_message(store, &store.items[&key], imm)))
+    Ok(ok(render_message(store, &store.items[&key], View::of(ctx))))
 }
 
 /// Attachments up to 150 MB can be added through an upload session.

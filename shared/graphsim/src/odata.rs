@@ -63,6 +63,8 @@ impl Query {
 #[derive(Clone, Debug, Default)]
 pub struct Prefer {
     pub immutable_id: bool,
+    /// `outlook.body-content-type="text"`: message bodies as text instead of HTML.
+    pub text_body: bool,
     pub max_page_size: Option<usize>,
 }
 
@@ -76,6 +78,8 @@ impl Prefer {
                 let lower = part.to_ascii_lowercase();
                 if lower.replace(' ', "") == "idtype=\"immutableid\"" {
                     p.immutable_id = true;
+                } else if lower.replace(' ', "") == "outlook.body-content-type=\"text\"" {
+                    p.text_body = true;
                 } else if let Some(v) = lower.strip_prefix("odata.maxpagesize=") {
                     p.max_page_size = v.trim().parse().ok().filter(|n: &usize| *n > 0);
                 }
@@ -94,6 +98,9 @@ impl Prefer {
         }
         if self.immutable_id {
             parts.push("IdType=\"ImmutableId\"".to_string());
+        }
+        if self.text_body {
+            parts.push("outlook.body-content-type=\"text\"".to_string());
         }
         (!parts.is_empty()).then(|| parts.join(", "))
     }

@@ -418,6 +418,15 @@ async fn immutable_ids_survive_a_move_and_default_ids_do_not() {
         resp.headers()["preference-applied"],
         "IdType=\"ImmutableId\""
     );
+    let (_, text) = sim
+        .get_with(
+            &format!("/users/{user}/messages/{imm_id}"),
+            &[IMMUTABLE, ("Prefer", "outlook.body-content-type=\"text\"")],
+        )
+        .await;
+    assert_eq!(text["body"]["contentType"], "text");
+    assert!(!text["body"]["content"].as_str().unwrap().contains('<'));
+    assert_eq!(again["body"]["contentType"], "html");
 }
 
 #[tokio::test]
