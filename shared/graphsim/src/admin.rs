@@ -120,10 +120,38 @@ async fn expire_tokens(State(shared): State<Arc<Shared>>) -> Response {
     ok(json!({ "expired": tokens.len() }))
 }
 
-async fn expire_delta(State(shared): State<Arc<Shared>>) -> Response {
+/// Every delta token, or with `{"user": "<id or UPN>"}` those of one mailbox and its
+/// OneDrive, or with `{"drive": "<id>"}` those of one drive.
+async fn expire_delta(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let scope: Value = if body.is_empty() {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(_) => return bad("expected an empty body or a JSON object"),
+        }
+    };
     let mut sim = shared.sim();
-    sim.delta_epoch += 1;
-    ok(json!({ "epoch": sim.delta_epoch }))
+    let mut keys = Vec::new();
+    if let Some(u) = scope.get("user").and_then(Value::as_str) {
+        let Some(i) = sim.user(u) else {
+            return bad("no such user");
+        };
+        keys.push(sim.users[i].id.clone());
+        keys.push(sim.users[i].drive_id.clone());
+    } else if let Some(d) = scope.get("drive").and_then(Value::as_str) {
+        if !sim.drives.contains_key(d) {
+            return bad("no such drive");
+        }
+        keys.push(d.to_string());
+    } else {
+        sim.delta_epoch += 1;
+        return ok(json!({ "epoch": sim.delta_epoch }));
+    }
+    for k in &keys {
+        *sim.scoped_epochs.entry(k.clone()).or_default() += 1;
+    }
+    ok(json!({ "expired": keys }))
 }
 
 async fn advance_day(State(shared): State<Arc<Shared>>) -> Response {

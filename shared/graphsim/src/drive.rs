@@ -370,6 +370,10 @@ struct DriveDeltaTok {
     a: Option<(Seq, u8, u64)>,
     e: u64,
     n: usize,
+    #[serde(default)]
+    se: u64,
+    #[serde(default)]
+    day: u32,
 }
 
 fn gone_drive(location: &str) -> GraphError {
@@ -390,6 +394,8 @@ fn delta(ctx: &Ctx<'_>, sim: &Sim, drive: &Drive, token_arg: Option<String>) -> 
                 a: None,
                 e: sim.delta_epoch,
                 n: DELTA_LIMITS.default,
+                se: sim.scoped_epoch(&drive.id),
+                day: sim.day,
             };
             let body = json!({ "value": [], "@odata.deltaLink": format!("{base}?token={}", encode_token(&tok)) });
             return Ok(ok(body));
@@ -402,12 +408,13 @@ fn delta(ctx: &Ctx<'_>, sim: &Sim, drive: &Drive, token_arg: Option<String>) -> 
                     "The token does not belong to this drive.",
                 ));
             }
-            if tok.e < sim.delta_epoch {
+            if sim.delta_expired(&drive.id, tok.e, tok.se, tok.day) {
                 return Err(gone_drive(&base));
             }
             if tok.a.is_none() {
                 // A delta link: a new round up to now.
                 tok.t = sim.seq;
+                tok.day = sim.day;
                 if let Some(n) = ctx.prefer.max_page_size.or(q.top()?) {
                     tok.n = n.clamp(1, DELTA_LIMITS.max);
                 }
@@ -421,6 +428,8 @@ fn delta(ctx: &Ctx<'_>, sim: &Sim, drive: &Drive, token_arg: Option<String>) -> 
             a: None,
             e: sim.delta_epoch,
             n: page_size(q, &ctx.prefer, DELTA_LIMITS)?,
+            se: sim.scoped_epoch(&drive.id),
+            day: sim.day,
         },
     };
     let exclude_parents = ctx.req.headers.contains_key("deltaexcludeparent");

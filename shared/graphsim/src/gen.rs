@@ -152,6 +152,8 @@ pub fn generate(cfg: &Config) -> Sim {
         day: 0,
         start,
         delta_epoch: 0,
+        scoped_epochs: HashMap::new(),
+        delta_token_max_days: cfg.delta_token_max_days,
         tenant_id: cfg.tenant_id.clone(),
         domains: domains.clone(),
         users: Vec::new(),

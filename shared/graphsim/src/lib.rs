@@ -90,6 +90,9 @@ pub struct Config {
     pub large_file_bytes: u64,
     /// Site collections besides the root site; each has sub-sites two levels deep.
     pub sites: usize,
+    /// Delta tokens older than this many simulated days answer 410 Gone; `None` keeps them
+    /// (Outlook's real lifetime depends on a cache, so tests choose).
+    pub delta_token_max_days: Option<u32>,
     pub faults: Faults,
 }
 
@@ -115,6 +118,7 @@ impl Default for Config {
             files_per_user: 8,
             large_file_bytes: 6 << 20,
             sites: 1,
+            delta_token_max_days: None,
             faults: Faults::default(),
         }
     }

@@ -61,6 +61,9 @@ struct Args {
     retry_after_secs: u64,
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Delta tokens older than this many simulated days (see `/_sim/advance-day`) are gone.
+    #[arg(long)]
+    delta_token_days: Option<u32>,
 }
 
 #[tokio::main]
@@ -93,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         tasks_per_list: a.tasks_per_list,
         sites: a.sites,
         token_lifetime: Duration::from_secs(a.token_lifetime_secs),
+        delta_token_max_days: a.delta_token_days,
         ..Default::default()
     };
     anyhow::ensure!(cfg.users > 0, "--users must be at least 1");

@@ -41,6 +41,10 @@ pub struct Sim {
     pub start: DateTime<Utc>,
     /// Raised to invalidate every delta token issued so far (`/_sim/expire-delta`).
     pub delta_epoch: u64,
+    /// Raised to invalidate the delta tokens of one scope (a user's mailbox or one drive).
+    pub scoped_epochs: HashMap<String, u64>,
+    /// Delta tokens older than this many simulated days are gone; `None` keeps them.
+    pub delta_token_max_days: Option<u32>,
     pub tenant_id: String,
     pub domains: Vec<String>,
     pub users: Vec<User>,
@@ -63,6 +67,19 @@ impl Sim {
     /// seconds so that successive changes within a day have increasing timestamps.
     pub fn now(&self) -> DateTime<Utc> {
         self.start + Duration::days(self.day as i64) + Duration::seconds((self.seq % 80_000) as i64)
+    }
+
+    pub fn scoped_epoch(&self, scope: &str) -> u64 {
+        self.scoped_epochs.get(scope).copied().unwrap_or(0)
+    }
+
+    /// Whether a delta token stamped with `(epoch, scoped, day)` can no longer be served.
+    pub fn delta_expired(&self, scope: &str, epoch: u64, scoped: u64, day: u32) -> bool {
+        epoch < self.delta_epoch
+            || scoped < self.scoped_epoch(scope)
+            || self
+                .delta_token_max_days
+                .is_some_and(|max| self.day.saturating_sub(day) > max)
     }
 
     /// A user by object id or user principal name (Graph accepts both, case-insensitively

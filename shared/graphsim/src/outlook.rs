@@ -29,6 +29,11 @@ pub struct DeltaTok {
     pub sel: Option<String>,
     #[serde(default)]
     pub extra: Vec<(String, String)>,
+    /// The user's scoped epoch and the simulated day when the round began.
+    #[serde(default)]
+    pub se: u64,
+    #[serde(default)]
+    pub day: u32,
 }
 
 pub fn gone_outlook() -> GraphError {
@@ -50,6 +55,7 @@ pub fn delta_state(
     limits: Limits,
 ) -> Result<DeltaTok> {
     let q = ctx.q();
+    let scope = sim.users[user].id.clone();
     let parse = |t: &str| -> Result<DeltaTok> {
         let tok: DeltaTok = decode_token(t)
             .ok_or_else(|| GraphError::bad_request("The delta token is not valid."))?;
@@ -58,7 +64,7 @@ pub fn delta_state(
                 "The delta token does not belong to this collection.",
             ));
         }
-        if tok.e < sim.delta_epoch {
+        if sim.delta_expired(&scope, tok.e, tok.se, tok.day) {
             return Err(gone_outlook());
         }
         Ok(tok)
@@ -70,6 +76,7 @@ pub fn delta_state(
         let mut tok = parse(t)?;
         tok.t = sim.seq;
         tok.a = None;
+        tok.day = sim.day;
         if let Some(n) = ctx.prefer.max_page_size.or(q.top()?) {
             tok.n = n.clamp(1, limits.max);
         }
@@ -93,6 +100,8 @@ pub fn delta_state(
         n: page_size(q, &ctx.prefer, limits)?,
         sel: q.get("$select").map(str::to_string),
         extra,
+        se: sim.scoped_epoch(&scope),
+        day: sim.day,
     })
 }
 

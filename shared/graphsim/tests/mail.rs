@@ -757,3 +757,56 @@ async fn delta_filter_on_received_time_and_id_translation() {
         assert_eq!(r["targetId"], imm["id"]);
     }
 }
+
+#[tokio::test]
+async fn delta_tokens_expire_per_mailbox_and_with_age() {
+    let sim = start(graphsim::Config {
+        delta_token_max_days: Some(1),
+        ..small()
+    })
+    .await;
+    let users = sim.all("/users").await;
+    let (a, b) = (
+        users[0]["id"].as_str().unwrap(),
+        users[1]["id"].as_str().unwrap(),
+    );
+    let (_, link_a, _) = delta_round(
+        &sim,
+        &format!("/users/{a}/mailFolders/inbox/messages/delta"),
+        &[],
+    )
+    .await;
+    let (_, link_b, _) = delta_round(
+        &sim,
+        &format!("/users/{b}/mailFolders/inbox/messages/delta"),
+        &[],
+    )
+    .await;
+    let drive_a = sim
+        .get(&format!("/users/{a}/drive/root/delta?token=latest"))
+        .await["@odata.deltaLink"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sim.admin(
+        "expire-delta",
+        Some(json!({ "user": users[0]["userPrincipalName"] })),
+    )
+    .await;
+    assert_eq!(sim.get_with(&link_a, &[]).await.0, 410);
+    assert_eq!(
+        sim.get_with(&drive_a, &[]).await.0,
+        410,
+        "the user's OneDrive goes with the mailbox"
+    );
+    let (_, link_b, _) = delta_round(&sim, &link_b, &[]).await;
+
+    // One simulated day later the token is still good; two days after it was issued it is not.
+    sim.admin("advance-day", None).await;
+    let (_, link_b2, _) = delta_round(&sim, &link_b, &[]).await;
+    sim.admin("advance-day", None).await;
+    sim.admin("advance-day", None).await;
+    let (status, body) = sim.get_with(&link_b2, &[]).await;
+    assert_eq!(status, 410);
+    assert_eq!(error_code(&body), "syncStateNotFound");
+}
