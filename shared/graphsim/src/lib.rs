@@ -22,7 +22,10 @@
 //!   `unavailable_rate`, `gateway_timeout_rate`, `vanish_rate`, `retry_after_secs`,
 //!   `latency_ms`, `mailbox_concurrency`, `mailbox_requests_per_10_min`.
 //! - `POST faults/script`: one-shot faults, `{"status": 429, "path_contains": "messages", "times": 1}`.
-//! - `POST expire-tokens`, `POST expire-delta`: expire every access token, every delta token.
+//! - `POST expire-tokens`: expire every access token.
+//! - `POST expire-delta`: expire every delta token, or with `{"user": "<id or UPN>"}` those
+//!   of one mailbox and its OneDrive, or with `{"drive": "<id>"}` those of one drive.
+//!   [`Config::delta_token_max_days`] also ages tokens out by simulated days.
 //! - `POST advance-day`: one day of changes; the answer lists each change by id.
 
 pub mod admin;
