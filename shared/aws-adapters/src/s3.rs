@@ -298,6 +298,23 @@ impl ObjectStore for S3ObjectStore {
             .map_err(|e| self.common(failure(e, "S3", self.what(key))))?;
         Ok(())
     }
+
+    /// A presigned GET: the link carries a signature of this function's credentials, valid
+    /// for `expires` (at most 7 days, S3's limit, and never longer than the credentials
+    /// themselves live), so an export can be downloaded without the API in the path.
+    async fn presign_get(&self, key: &ObjectKey, expires: Duration) -> Result<Option<String>> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(expires)
+            .map_err(|e| Error::new(ErrorKind::InvalidInput, format!("download link: {e}")))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .presigned(config)
+            .await
+            .map_err(|e| self.common(failure(e, "S3", self.what(key))))?;
+        Ok(Some(req.uri().to_string()))
+    }
 }
 
 #[cfg(test)]
