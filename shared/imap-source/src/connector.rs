@@ -487,7 +487,25 @@ impl Connector for ImapConnector {
             }
         }
 
-        for f in &chosen {
+        // Whether this run has read a changed folder: a run always gets that far before
+        // it may pause, so that every run makes progress.
+        let mut did_work = false;
+        for (i, f) in chosen.iter().enumerate() {
+            // Out of time (a Lambda run's deadline) with folders left: pause. The cursor
+            // keeps the old state of every folder not yet read, so the next run, which
+            // starts from this tree, reads them from where the last snapshot left them.
+            if did_work && tree.time_is_up() {
+                for rest in &chosen[i..] {
+                    if let Some(c) = prev_cursor.folders.get(&rest.wire) {
+                        next.folders.insert(rest.wire.clone(), c.clone());
+                    }
+                }
+                tree.pause();
+                conn.close().await;
+                return Ok(Some(
+                    String::from_utf8(next.to_bytes()).expect("JSON is UTF-8"),
+                ));
+            }
             let path = match folder_path(f) {
                 Ok(p) => p,
                 Err(e) => {
@@ -540,6 +558,7 @@ impl Connector for ImapConnector {
                 next.folders.insert(f.wire.clone(), cur);
                 continue;
             }
+            did_work = true;
             // The tree now gets exactly the folder's messages, with current metadata.
             let names: Vec<Vec<u8>> = tree.items(&path).map(|e| e.name.clone()).collect();
             for name in names {

@@ -311,6 +311,61 @@ async fn backup_incremental_restore_and_export() {
 }
 
 #[tokio::test]
+async fn a_run_out_of_time_pauses_between_folders_and_the_next_goes_on() {
+    let d = dovecot();
+    let u = d.new_user();
+    let seeded = seed(&d.config(&u, TlsMode::NoneForTests)).await;
+    let env = engine();
+    let s = settings(d, &u, TlsMode::NoneForTests, None);
+    let task = add(&env, "mail", &s, &u.password).await;
+    let account = env
+        .eng
+        .current_accounts(&task, &Local)
+        .await
+        .unwrap()
+        .remove(0);
+    let info = env.eng.account_infos(&task).await.unwrap().remove(0);
+    assert_eq!(info.id, account);
+    let connector = env.eng.connector(&task, &Local).await.unwrap();
+    // Every run's time is already up: each reads one folder, then pauses.
+    let mut pauses = 0;
+    let snap = loop {
+        let end = env
+            .eng
+            .backup_source_until(
+                &task,
+                &info,
+                connector.as_ref(),
+                &engine::NoProgress,
+                Some(std::time::Instant::now()),
+            )
+            .await
+            .unwrap();
+        match end {
+            engine::BackupEnd::Paused { .. } => {
+                pauses += 1;
+                assert!(env.eng.snapshots(&task).await.unwrap().is_empty());
+                assert!(pauses < 50, "the backup never finishes");
+            }
+            engine::BackupEnd::Committed(s) => break *s,
+        }
+    };
+    assert!(
+        pauses >= 3,
+        "the seeded mailbox has several folders; paused {pauses} times"
+    );
+    assert_eq!(snap.error_count, 0, "{:?}", snap.errors);
+    let got = items(&env, &task, &snap).await;
+    assert_eq!(got.len(), seeded.messages.len());
+    assert_has_seed(&seeded, &got, "");
+    // The next, unhurried backup finds nothing new.
+    env.clock.advance(chrono::Duration::days(1));
+    let again = backup(&env, &task).await.unwrap();
+    assert_eq!(again.stats.items_read, 0);
+    assert_eq!(again.root, snap.root);
+}
+
+#[tokio::test]
 async fn a_dropped_connection_mid_fetch_loses_nothing() {
     let d = dovecot();
     let u = d.new_user();
