@@ -31,6 +31,16 @@ for crate in domain ports vault engine; do
   fi
 done
 
+echo "== dependency rule: only aws-adapters uses the AWS SDK directly"
+for sdk in aws-config aws-sdk-s3 aws-sdk-dynamodb aws-sdk-kms aws-sdk-sqs aws-sdk-eventbridge; do
+  users=$(cargo tree -i "$sdk" -e normal --depth 1 --prefix none --locked 2>/dev/null \
+    | grep -v "^$sdk " | sed 's/ .*//' | sort -u | grep -vx aws-adapters || true)
+  if [ -n "$users" ]; then
+    echo "$sdk is used directly by: $users (only aws-adapters may)" >&2
+    exit 1
+  fi
+done
+
 echo "== SAM template: cfn-lint and sam validate --lint"
 bash infra/lint-template.sh
 
