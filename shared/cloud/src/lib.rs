@@ -42,6 +42,33 @@ fn var(name: &str) -> Result<String, String> {
     }
 }
 
+/// The names of one stack's resources: what the template passes every function.
+#[derive(Clone, Debug)]
+pub struct Names {
+    pub table: String,
+    pub bucket: String,
+    /// The KMS key's id, ARN or alias.
+    pub kms_key: String,
+    pub backup_queue: String,
+    pub transfer_queue: String,
+}
+
+impl Names {
+    /// The names from `LIFEBOAT_*`.
+    ///
+    /// # Errors
+    /// A missing variable, named.
+    pub fn from_env() -> Result<Names, String> {
+        Ok(Names {
+            table: var(ENV_TABLE)?,
+            bucket: var(ENV_BUCKET)?,
+            kms_key: var(ENV_KMS_KEY)?,
+            backup_queue: var(ENV_BACKUP_QUEUE)?,
+            transfer_queue: var(ENV_TRANSFER_QUEUE)?,
+        })
+    }
+}
+
 impl Cloud {
     /// Builds every adapter from `LIFEBOAT_*` and the usual AWS variables (region,
     /// credentials, `AWS_ENDPOINT_URL` for an emulator).
@@ -50,23 +77,37 @@ impl Cloud {
     /// A missing variable, named.
     pub async fn from_env() -> Result<Cloud, String> {
         let sdk = aws_adapters::load_sdk_config().await;
-        let table = var(ENV_TABLE)?;
-        let bucket = var(ENV_BUCKET)?;
-        let key = var(ENV_KMS_KEY)?;
-        let backups = var(ENV_BACKUP_QUEUE)?;
-        let transfers = var(ENV_TRANSFER_QUEUE)?;
+        let names = Names::from_env()?;
+        Ok(Cloud::new(&sdk, &names))
+    }
+
+    /// Builds every adapter over `sdk` for the named resources: what [`Cloud::from_env`]
+    /// does, for callers (tests, tools) that hold their own SDK configuration.
+    pub fn new(sdk: &aws_adapters::SdkConfig, names: &Names) -> Cloud {
         let catalog: Arc<dyn ports::Catalog> =
-            Arc::new(aws_adapters::DynamoCatalog::new(&sdk, table));
-        Ok(Cloud {
+            Arc::new(aws_adapters::DynamoCatalog::new(sdk, names.table.clone()));
+        Cloud {
             ports: Ports {
-                store: Arc::new(aws_adapters::S3ObjectStore::new(&sdk, bucket)),
-                keys: Arc::new(aws_adapters::KmsKeyService::new(&sdk, key, catalog.clone())),
+                store: Arc::new(aws_adapters::S3ObjectStore::new(sdk, names.bucket.clone())),
+                keys: Arc::new(aws_adapters::KmsKeyService::new(
+                    sdk,
+                    names.kms_key.clone(),
+                    catalog.clone(),
+                )),
                 catalog,
                 clock: Arc::new(ports::SystemClock),
             },
-            backups: Arc::new(aws_adapters::SqsQueue::new(&sdk, backups, None)),
-            transfers: Arc::new(aws_adapters::SqsQueue::new(&sdk, transfers, None)),
-        })
+            backups: Arc::new(aws_adapters::SqsQueue::new(
+                sdk,
+                names.backup_queue.clone(),
+                None,
+            )),
+            transfers: Arc::new(aws_adapters::SqsQueue::new(
+                sdk,
+                names.transfer_queue.clone(),
+                None,
+            )),
+        }
     }
 
     /// The job runner's context for one invocation: `worker` names it (the request id)

@@ -4,7 +4,7 @@
 //! Each account has one state record (`state#<task>#<account>` in the tenant's partition):
 //! who holds its lease and until when, the last scheduled day done, the last snapshot and
 //! the last error. A duplicate delivery of a daily job finds its day done; a job for an
-//! account another worker is backing up waits (or, for the same day, is dropped); a worker
+//! account another worker is backing up waits until the lease ends; a worker
 //! that died mid-backup loses its lease when it expires, and the next delivery takes over
 //! and reuses what the dead run uploaded.
 
@@ -55,8 +55,6 @@ pub enum Outcome {
     Expanded { accounts: usize },
     /// The day's backup of this account is already done (a duplicate delivery).
     AlreadyDone,
-    /// Another worker is backing the account up for the same day: nothing to do.
-    Covered,
     /// Another worker holds the account; try again later.
     Busy,
     /// The task or job no longer exists, or is being deleted.
@@ -180,10 +178,11 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
         .as_deref()
         .is_some_and(|o| o != ctx.worker)
         && state.lease_until.is_some_and(|u| u > now);
+    // Held by another worker: wait, even for the same day. The holder may be dead (its
+    // lease write took effect but its answer was lost, and this is the redelivery of its
+    // own message): dropping this job would then lose the day. Waiting costs one more
+    // delivery, after which the day is done or the lease has expired.
     if held {
-        if job.scheduled_for.is_some() && state.lease_day == job.scheduled_for {
-            return Ok(Outcome::Covered);
-        }
         return Ok(Outcome::Busy);
     }
     state.lease_owner = Some(ctx.worker.clone());

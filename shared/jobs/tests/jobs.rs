@@ -266,12 +266,12 @@ async fn a_dead_workers_lease_expires_and_the_redelivery_takes_over() {
         .unwrap();
 
     let live = env.ctx("worker-2");
-    // The same day's job while the lease is live: the holder covers it.
+    // The same day's job while the lease is live waits (the holder may be dead), and so
+    // does an on-demand job.
     assert_eq!(
         jobs::fetch::run_backup(&live, &daily).await.unwrap(),
-        Outcome::Covered
+        Outcome::Busy
     );
-    // An on-demand job waits.
     let on_demand = BackupJob {
         scheduled_for: None,
         ..daily.clone()
