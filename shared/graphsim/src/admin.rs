@@ -1,0 +1,136 @@
+//! The simulator's own control API under `/_sim`: counters for tests to assert on, fault
+//! settings, token and delta-token expiry, and the day-by-day change generator.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Value};
+
+use crate::server::{lock, ok, Faults, ScriptedFault, Shared, Stats};
+
+pub fn router() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/info", get(info))
+        .route("/stats", get(stats))
+        .route("/stats/reset", post(reset_stats))
+        .route("/faults", get(get_faults).post(set_faults).put(set_faults))
+        .route("/faults/script", post(script))
+        .route("/expire-tokens", post(expire_tokens))
+        .route("/expire-delta", post(expire_delta))
+        .route("/advance-day", post(advance_day))
+}
+
+fn bad(msg: &str) -> Response {
+    (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": msg }))).into_response()
+}
+
+async fn info(State(shared): State<Arc<Shared>>) -> Response {
+    let sim = shared.sim();
+    let base = shared.base();
+    ok(json!({
+        "baseUrl": base,
+        "graphUrl": format!("{base}/v1.0"),
+        "tokenUrl": format!("{base}/{}/oauth2/v2.0/token", shared.cfg.tenant_id),
+        "tenantId": shared.cfg.tenant_id,
+        "clientId": shared.cfg.client_id,
+        "domains": sim.domains,
+        "day": sim.day,
+        "users": sim.users.iter().map(|u| json!({ "id": u.id, "userPrincipalName": u.upn, "driveId": u.drive_id })).collect::<Vec<_>>(),
+        "sites": sim.sites.iter().map(|s| json!({ "id": s.id, "path": s.path, "drives": s.drives })).collect::<Vec<_>>(),
+    }))
+}
+
+async fn stats(State(shared): State<Arc<Shared>>) -> Response {
+    let s = lock(&shared.stats).clone();
+    ok(serde_json::to_value(s).unwrap_or(Value::Null))
+}
+
+async fn reset_stats(State(shared): State<Arc<Shared>>) -> Response {
+    *lock(&shared.stats) = Stats::default();
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn get_faults(State(shared): State<Arc<Shared>>) -> Response {
+    let f = lock(&shared.faults).clone();
+    ok(serde_json::to_value(f).unwrap_or(Value::Null))
+}
+
+/// Merges the given settings into the current ones; fields not named keep their value.
+async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let Ok(Value::Object(patch)) = serde_json::from_slice::<Value>(&body) else {
+        return bad("expected a JSON object of fault settings");
+    };
+    let mut faults = lock(&shared.faults);
+    let mut current = serde_json::to_value(&*faults).unwrap_or(json!({}));
+    for (k, v) in patch {
+        if current.get(&k).is_none() {
+            return bad(&format!("unknown fault setting '{k}'"));
+        }
+        current[k] = v;
+    }
+    match serde_json::from_value::<Faults>(current) {
+        Ok(f) => {
+            for rate in [
+                f.throttle_rate,
+                f.unavailable_rate,
+                f.gateway_timeout_rate,
+                f.vanish_rate,
+            ] {
+                if !(0.0..=1.0).contains(&rate) {
+                    return bad("rates must be between 0 and 1");
+                }
+            }
+            *faults = f;
+            ok(serde_json::to_value(&*faults).unwrap_or(Value::Null))
+        }
+        Err(e) => bad(&format!("invalid fault settings: {e}")),
+    }
+}
+
+/// Queues one-shot faults: `{"status": 429, "path_contains": "messages", "times": 2}` or a list.
+async fn script(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let parsed: Result<Vec<ScriptedFault>, _> = serde_json::from_slice::<Vec<ScriptedFault>>(&body)
+        .or_else(|_| serde_json::from_slice::<ScriptedFault>(&body).map(|f| vec![f]));
+    match parsed {
+        Ok(list) => {
+            if list.iter().any(|f| !(400..=599).contains(&f.status)) {
+                return bad("status must be an HTTP error status (400-599)");
+            }
+            let mut faults = lock(&shared.faults);
+            faults.script.extend(list);
+            ok(json!({ "queued": faults.script.len() }))
+        }
+        Err(e) => bad(&format!("invalid scripted fault: {e}")),
+    }
+}
+
+async fn expire_tokens(State(shared): State<Arc<Shared>>) -> Response {
+    let now = Instant::now();
+    let mut tokens = lock(&shared.tokens);
+    for expiry in tokens.values_mut() {
+        *expiry = now;
+    }
+    ok(json!({ "expired": tokens.len() }))
+}
+
+async fn expire_delta(State(shared): State<Arc<Shared>>) -> Response {
+    let mut sim = shared.sim();
+    sim.delta_epoch += 1;
+    ok(json!({ "epoch": sim.delta_epoch }))
+}
+
+async fn advance_day(State(shared): State<Arc<Shared>>) -> Response {
+    let report = {
+        let mut sim = shared.sim();
+        crate::day::advance(&shared.cfg, &mut sim)
+    };
+    let _ = shared.counter.load(Ordering::SeqCst);
+    ok(report)
+}
