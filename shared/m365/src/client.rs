@@ -456,6 +456,7 @@ impl Graph {
                 }
             };
             let status = resp.status();
+            tracing::trace!(request = %what, %status, "answered");
             if status.is_success() || status.is_redirection() {
                 return Ok(Answer { resp, permit });
             }

@@ -39,6 +39,9 @@ pub struct DriveRef {
 /// Backs up a drive from its delta feed.
 pub async fn backup(run: &mut Run<'_>, d: &DriveRef) -> engine::Result<Flow> {
     let key = format!("drive:{}", d.id);
+    if run.cur.done.contains(&key) {
+        return Ok(Flow::Done);
+    }
     let mut t: Track = run.track(&key);
     if !t.p.is_empty() {
         let old = names::path(&t.p);
@@ -124,6 +127,7 @@ pub async fn backup(run: &mut Run<'_>, d: &DriveRef) -> engine::Result<Flow> {
         t.full = false;
     }
     run.set_track(&key, t);
+    run.cur.done.insert(key);
     Ok(Flow::Done)
 }
 
@@ -401,11 +405,15 @@ fn stream_reader(mut resp: reqwest::Response) -> ChannelReader {
         loop {
             match resp.chunk().await {
                 Ok(Some(c)) => {
+                    tracing::trace!(len = c.len(), "download chunk");
                     if tx.send(Ok(c)).await.is_err() {
                         return;
                     }
                 }
-                Ok(None) => return,
+                Ok(None) => {
+                    tracing::trace!("download done");
+                    return;
+                }
                 Err(e) => {
                     let _ = tx.send(Err(std::io::Error::other(e))).await;
                     return;

@@ -329,6 +329,7 @@ impl Connector for M365Connector {
             None => self.backup_user(&mut run, account).await?,
         };
         if flow == Flow::Done {
+            run.cur.done.clear();
             // Anything still in staging belongs to a collection that no longer exists.
             let staging = names::path(&[names::STAGING.as_bytes()]);
             if run.tree.has_folder(&staging) {

@@ -119,6 +119,10 @@ pub struct Cursor {
     pub tracks: BTreeMap<String, Track>,
     #[serde(default)]
     pub folders: BTreeMap<String, Vec<String>>,
+    /// Collections already brought up to date by the runs of a backup that paused: the
+    /// next run goes on with the others instead of starting from the first again.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub done: std::collections::BTreeSet<String>,
 }
 
 pub const CURSOR_VERSION: u32 = 1;

@@ -345,6 +345,9 @@ pub async fn backup(run: &mut Run<'_>, kind: Kind) -> engine::Result<Flow> {
 
 /// One delta round of one folder, from where its tracking stands.
 async fn round(run: &mut Run<'_>, kind: Kind, c: &Coll) -> engine::Result<Flow> {
+    if run.cur.done.contains(&c.key) {
+        return Ok(Flow::Done);
+    }
     let mut t: Track = run.track(&c.key);
     let mut url = match t.n.clone().or_else(|| t.d.clone()) {
         Some(u) => u,
@@ -415,6 +418,7 @@ async fn round(run: &mut Run<'_>, kind: Kind, c: &Coll) -> engine::Result<Flow> 
         t.full = false;
     }
     run.set_track(&c.key, t);
+    run.cur.done.insert(c.key.clone());
     Ok(Flow::Done)
 }
 
@@ -549,6 +553,9 @@ pub async fn calendars(run: &mut Run<'_>) -> engine::Result<Flow> {
     run.reconcile(&live, known).await?;
     for (key, path, meta) in &live {
         run.cur.folders.insert(key.clone(), names::parts(path));
+        if run.cur.done.contains(key) {
+            continue;
+        }
         if run.out_of_time() {
             run.tree.pause();
             return Ok(Flow::Paused);
@@ -617,6 +624,7 @@ pub async fn calendars(run: &mut Run<'_>) -> engine::Result<Flow> {
             run.tree.remove(&path.join(&n)?).await?;
         }
         run.worked = true;
+        run.cur.done.insert(key.clone());
     }
     Ok(Flow::Done)
 }

@@ -197,6 +197,9 @@ async fn lists(run: &mut Run<'_>) -> engine::Result<Flow> {
     run.reconcile(&live, known).await?;
     for (key, path, meta) in &live {
         run.cur.folders.insert(key.clone(), names::parts(path));
+        if run.cur.done.contains(key) {
+            continue;
+        }
         if run.out_of_time() {
             run.tree.pause();
             return Ok(Flow::Paused);
@@ -255,6 +258,7 @@ async fn lists(run: &mut Run<'_>) -> engine::Result<Flow> {
             run.tree.remove(&path.join(&n)?).await?;
         }
         run.worked = true;
+        run.cur.done.insert(key.clone());
     }
     Ok(Flow::Done)
 }
