@@ -460,6 +460,15 @@ fn enc(s: &str) -> String {
     percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// A drive item's URL: the root has its own (`/root`), others are addressed by id.
+fn item(drive: &str, id: &str) -> String {
+    if id == "root" {
+        format!("/drives/{drive}/root")
+    } else {
+        format!("/drives/{drive}/items/{id}")
+    }
+}
+
 /// A child of `parent` by name, if there is one.
 pub async fn child(
     g: &Graph,
@@ -468,10 +477,7 @@ pub async fn child(
     name: &str,
 ) -> Result<Option<Value>, Fail> {
     match g
-        .get_json(
-            &format!("/drives/{drive}/items/{parent}:/{}:", enc(name)),
-            None,
-        )
+        .get_json(&format!("{}:/{}:", item(drive, parent), enc(name)), None)
         .await
     {
         Ok(v) => Ok(Some(v)),
@@ -491,7 +497,7 @@ pub async fn ensure_folder(
     match g
         .json(
             Method::POST,
-            &format!("/drives/{drive}/items/{parent}/children"),
+            &format!("{}/children", item(drive, parent)),
             Some(Body::Json(body)),
             &[],
             None,
@@ -518,7 +524,7 @@ pub async fn upload(
     entry: &vault::Entry,
     content: &engine::RestoreContent,
 ) -> engine::Result<()> {
-    let target = format!("/drives/{drive}/items/{parent}:/{}:", enc(name));
+    let target = format!("{}:/{}:", item(drive, parent), enc(name));
     if entry.size <= SIMPLE_UPLOAD {
         let bytes = content.read(entry).await?;
         g.json(
