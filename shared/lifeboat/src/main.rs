@@ -201,6 +201,33 @@ enum AddSource {
         #[arg(long, value_name = "FILE")]
         ca_file: Option<PathBuf>,
     },
+    /// Back up a Microsoft 365 organisation (mail, contacts, calendars, To Do, OneDrive,
+    /// SharePoint sites): every user and site is an account.
+    M365 {
+        name: String,
+        /// The directory (tenant) id or a verified domain of the organisation.
+        #[arg(long)]
+        tenant_id: String,
+        /// The application (client) id of the app registration.
+        #[arg(long)]
+        client_id: String,
+        /// The environment variable that holds the app's client secret. It is sealed with
+        /// the task's key, never stored in clear.
+        #[arg(long, value_name = "VAR")]
+        client_secret_env: String,
+        /// Graph's base URL (national clouds, a simulator).
+        #[arg(long, value_name = "URL")]
+        graph_url: Option<String>,
+        /// The identity platform's base URL.
+        #[arg(long, value_name = "URL")]
+        login_url: Option<String>,
+        /// Only users of this domain (repeatable); every user when absent.
+        #[arg(long = "domain", value_name = "DOMAIN")]
+        domains: Vec<String>,
+        /// Only this SharePoint site (repeatable, full URL); every site when absent.
+        #[arg(long = "sites", value_name = "URL")]
+        sites: Vec<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -411,6 +438,47 @@ async fn run(cli: Cli) -> Result<u8> {
                 println!(
                     "task {} added: backs up the mailbox {} on {}:{}",
                     t.name, settings.user, settings.host, settings.port
+                );
+                Ok(0)
+            }
+            TaskCmd::Add {
+                source:
+                    AddSource::M365 {
+                        name,
+                        tenant_id,
+                        client_id,
+                        client_secret_env,
+                        graph_url,
+                        login_url,
+                        domains,
+                        sites,
+                    },
+            } => {
+                let secret = secret_from_env(&client_secret_env)?;
+                let mut settings = m365::M365Settings::new(&tenant_id, &client_id);
+                if let Some(u) = graph_url {
+                    settings.graph_url = u;
+                }
+                if let Some(u) = login_url {
+                    settings.login_url = u;
+                }
+                settings.domains = domains;
+                settings.sites = sites;
+                settings.validate()?;
+                // Sign in and list the accounts now, so a wrong id, secret or permission
+                // shows here and not at the first nightly backup.
+                let connector =
+                    m365::open(&serde_json::to_value(&settings)?, Some(secret.clone()))?;
+                let accounts = connector.accounts().await?;
+                let t = eng
+                    .add_task_with_secret(TaskId::new(name)?, settings.to_source(), Some(&secret))
+                    .await?;
+                eng.refresh_accounts(&t, connector.as_ref()).await?;
+                println!(
+                    "task {} added: {} accounts (users and sites) of {}",
+                    t.name,
+                    accounts.len(),
+                    settings.tenant_id
                 );
                 Ok(0)
             }

@@ -1,0 +1,94 @@
+//! `lifeboat task add m365` and a backup of a simulated Microsoft 365 organisation, through
+//! the command line (the simulator follows Microsoft's Graph documentation).
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_m365_task_is_added_backed_up_and_browsed() {
+    let cfg = graphsim::Config {
+        users: 2,
+        ..Default::default()
+    };
+    let secret = cfg.client_secret.clone();
+    let sim = graphsim::spawn(cfg.clone()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let lb = Lifeboat::new(dir.path().join("home"));
+    let add = |secret: &str, name: &str| {
+        let mut c = lb.command([
+            "task",
+            "add",
+            "m365",
+            name,
+            "--tenant-id",
+            &cfg.tenant_id,
+            "--client-id",
+            &cfg.client_id,
+            "--client-secret-env",
+            "LB_M365_SECRET",
+            "--graph-url",
+            &sim.base_url,
+            "--login-url",
+            &sim.base_url,
+        ]);
+        c.env("LB_M365_SECRET", secret);
+        c
+    };
+
+    // A wrong secret is refused at once, in one line, without the secret.
+    let out = tokio::task::spawn_blocking({
+        let mut c = add("not-the-secret-x1", "wrong");
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("not-the-secret-x1"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let list = lb.ok(["task", "list"]);
+    assert!(
+        !list.stdout.contains("wrong"),
+        "no task is added: {}",
+        list.stdout
+    );
+
+    let out = tokio::task::spawn_blocking({
+        let mut c = add(&secret, "org");
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("task org added"), "{said}");
+
+    let lb2 = Lifeboat::new(lb.home.clone());
+    let backup = tokio::task::spawn_blocking(move || lb2.run(["backup", "org", "--json"]))
+        .await
+        .unwrap();
+    assert_eq!(backup.code, Some(0), "{}", backup.show());
+    let snaps = lb.ok(["snapshots", "org", "--json"]).json();
+    let snaps = snaps.as_array().unwrap();
+    assert!(
+        snaps.len() >= 2,
+        "one snapshot per user at least: {snaps:?}"
+    );
+    let user = snaps
+        .iter()
+        .map(|s| s["account"].as_str().unwrap().to_string())
+        .find(|a| a.contains('@'))
+        .expect("a user account");
+    let root = lb.ok(["ls", "org", "latest", "--account", &user]);
+    assert!(root.stdout.contains("Mail"), "{}", root.stdout);
+    let raw = std::fs::read(lb.home.join("catalog.db")).unwrap();
+    assert!(
+        !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
+        "the secret is sealed"
+    );
+}

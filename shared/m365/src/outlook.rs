@@ -1,0 +1,661 @@
+//! Exchange Online: mail (the whole folder tree, hidden folders included; per-folder
+//! message delta; each message stored as its MIME), contacts (per-folder delta, `.vcf`),
+//! To Do (per-list task delta, `.ics` VTODO) and calendars (every event, series masters
+//! with their exceptions, `.ics`).
+//!
+//! Delta is a per-folder operation in Graph, so each folder is tracked on its own. A
+//! message moved between folders is reported as removed from one and added to the other
+//! with the same immutable id; removals wait until the whole service is done, so the
+//! added side finds the message in the tree and renames it instead of downloading it.
+
+use crate::client::{Fail, MAILBOX_CONCURRENCY};
+use crate::formats;
+use crate::names::{self, fingerprint, item_name, seg, time_ns, Track};
+use crate::run::{Flow, Live, Run};
+use bytes::Bytes;
+use domain::ItemPath;
+use engine::ItemInfo;
+use futures::StreamExt;
+use serde_json::Value;
+
+/// Messages per delta page: enough to keep four downloads busy, few enough that a page's
+/// messages are not all held at once.
+const PAGE: &str = "odata.maxpagesize=50";
+
+/// The message properties a backup keeps as metadata (the content is the MIME).
+const MESSAGE_SELECT: &str =
+    "subject,from,receivedDateTime,isRead,importance,categories,flag,isDraft,changeKey";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Mail,
+    Contacts,
+    Tasks,
+}
+
+impl Kind {
+    fn prefix(self) -> &'static str {
+        match self {
+            Kind::Mail => "mail",
+            Kind::Contacts => "contacts",
+            Kind::Tasks => "tasks",
+        }
+    }
+
+    fn ext(self) -> &'static str {
+        match self {
+            Kind::Mail => "eml",
+            Kind::Contacts => "vcf",
+            Kind::Tasks => "ics",
+        }
+    }
+
+    pub fn top(self) -> &'static str {
+        match self {
+            Kind::Mail => "Mail",
+            Kind::Contacts => "Contacts",
+            Kind::Tasks => "Tasks",
+        }
+    }
+}
+
+/// One folder tracked by delta.
+struct Coll {
+    key: String,
+    path: ItemPath,
+    meta: Vec<(String, String)>,
+    /// The first delta request of a full round.
+    start: String,
+}
+
+fn s<'v>(v: &'v Value, k: &str) -> &'v str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Follows `@odata.nextLink` to the end of a collection.
+async fn list_all(run: &Run<'_>, url: &str) -> Result<Vec<Value>, Fail> {
+    let mut out = Vec::new();
+    let mut next = Some(run.g.url(url));
+    let mut pages = 0;
+    while let Some(u) = next {
+        let page = run.g.get_json(&u, run.mailbox.as_deref()).await?;
+        let value = page
+            .get("value")
+            .and_then(Value::as_array)
+            .ok_or_else(|| Fail::Protocol("a Graph collection page without a value".into()))?;
+        out.extend(value.iter().cloned());
+        next = page
+            .get("@odata.nextLink")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        pages += 1;
+        if pages > 100_000 {
+            return Err(Fail::Protocol(
+                "a Graph collection pages without end".into(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn folder_meta(id: &str, name: &str, hidden: bool) -> Vec<(String, String)> {
+    let mut m = vec![("id".into(), id.into()), ("name".into(), name.into())];
+    if hidden {
+        m.push(("hidden".into(), "true".into()));
+    }
+    m
+}
+
+async fn mail_folders(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
+    let u = &run.key;
+    let mut out = Vec::new();
+    let mut queue: Vec<(String, ItemPath)> = vec![(
+        format!("/users/{u}/mailFolders?includeHiddenFolders=true&$top=250"),
+        names::path(&[b"Mail"]),
+    )];
+    while let Some((url, parent)) = queue.pop() {
+        for f in list_all(run, &url).await? {
+            let id = s(&f, "id");
+            let name = s(&f, "displayName");
+            if id.is_empty() {
+                continue;
+            }
+            let path = parent.join(&seg(name)).expect("valid segment");
+            if f.get("childFolderCount").and_then(Value::as_u64) != Some(0) {
+                queue.push((
+                    format!(
+                        "/users/{u}/mailFolders/{id}/childFolders?includeHiddenFolders=true&$top=250"
+                    ),
+                    path.clone(),
+                ));
+            }
+            out.push(Coll {
+                key: format!("mail:{id}"),
+                start: format!(
+                    "/users/{u}/mailFolders/{id}/messages/delta?$select={MESSAGE_SELECT}"
+                ),
+                meta: folder_meta(
+                    id,
+                    name,
+                    f.get("isHidden").and_then(Value::as_bool) == Some(true),
+                ),
+                path,
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn contact_folders(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
+    let u = &run.key;
+    let top = list_all(run, &format!("/users/{u}/contactFolders?$top=250")).await?;
+    // Listed folders are children of the default Contacts folder, whose id they name.
+    let default = top
+        .iter()
+        .map(|f| s(f, "parentFolderId"))
+        .find(|p| !p.is_empty())
+        .unwrap_or("contacts")
+        .to_string();
+    let root = names::path(&[b"Contacts"]);
+    let mut out = vec![Coll {
+        key: "contacts:default".into(),
+        start: format!("/users/{u}/contactFolders/{default}/contacts/delta"),
+        meta: folder_meta(&default, "Contacts", false),
+        path: root.clone(),
+    }];
+    let mut queue: Vec<(Value, ItemPath)> = top.into_iter().map(|f| (f, root.clone())).collect();
+    while let Some((f, parent)) = queue.pop() {
+        let id = s(&f, "id").to_string();
+        let name = s(&f, "displayName").to_string();
+        if id.is_empty() {
+            continue;
+        }
+        let path = parent.join(&seg(&name)).expect("valid segment");
+        for c in list_all(
+            run,
+            &format!("/users/{u}/contactFolders/{id}/childFolders?$top=250"),
+        )
+        .await?
+        {
+            queue.push((c, path.clone()));
+        }
+        out.push(Coll {
+            key: format!("contacts:{id}"),
+            start: format!("/users/{u}/contactFolders/{id}/contacts/delta"),
+            meta: folder_meta(&id, &name, false),
+            path,
+        });
+    }
+    Ok(out)
+}
+
+async fn todo_lists(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
+    let u = &run.key;
+    let lists = list_all(run, &format!("/users/{u}/todo/lists?$top=250")).await?;
+    Ok(lists
+        .iter()
+        .filter(|l| !s(l, "id").is_empty())
+        .map(|l| {
+            let id = s(l, "id");
+            let name = s(l, "displayName");
+            Coll {
+                key: format!("tasks:{id}"),
+                start: format!("/users/{u}/todo/lists/{id}/tasks/delta"),
+                meta: folder_meta(id, name, false),
+                path: names::path(&[b"Tasks".to_vec(), seg(name)]),
+            }
+        })
+        .collect())
+}
+
+/// Metadata of a message from its delta row.
+fn message_info(m: &Value) -> ItemInfo {
+    let from = m.pointer("/from/emailAddress");
+    let from = match from {
+        Some(a) if !s(a, "name").is_empty() => format!("{} <{}>", s(a, "name"), s(a, "address")),
+        Some(a) => s(a, "address").to_string(),
+        None => String::new(),
+    };
+    let categories: Vec<&str> = m
+        .get("categories")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let mut meta = vec![
+        ("from".to_string(), from),
+        ("subject".to_string(), s(m, "subject").to_string()),
+        ("received".to_string(), s(m, "receivedDateTime").to_string()),
+        (
+            "read".to_string(),
+            (m.get("isRead").and_then(Value::as_bool) == Some(true)).to_string(),
+        ),
+        ("importance".to_string(), s(m, "importance").to_string()),
+        ("categories".to_string(), categories.join(", ")),
+    ];
+    let flag = m
+        .pointer("/flag/flagStatus")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if !flag.is_empty() && flag != "notFlagged" {
+        meta.push(("flag".into(), flag.into()));
+    }
+    if m.get("isDraft").and_then(Value::as_bool) == Some(true) {
+        meta.push(("draft".into(), "true".into()));
+    }
+    ItemInfo {
+        mtime_ns: time_ns(s(m, "receivedDateTime")),
+        fingerprint: fingerprint(change_key(m)),
+        meta,
+    }
+}
+
+/// The item's change key: `changeKey` where Outlook has one, else the etag.
+fn change_key(v: &Value) -> &str {
+    let ck = s(v, "changeKey");
+    if ck.is_empty() {
+        s(v, "@odata.etag")
+    } else {
+        ck
+    }
+}
+
+fn doc_info(kind: Kind, v: &Value) -> ItemInfo {
+    let meta = match kind {
+        Kind::Contacts => vec![
+            ("name".to_string(), s(v, "displayName").to_string()),
+            (
+                "email".to_string(),
+                v.pointer("/emailAddresses/0/address")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            ),
+        ],
+        _ => vec![
+            ("subject".to_string(), s(v, "title").to_string()),
+            ("status".to_string(), s(v, "status").to_string()),
+        ],
+    };
+    let key = change_key(v);
+    ItemInfo {
+        mtime_ns: time_ns(s(v, "lastModifiedDateTime")),
+        fingerprint: if key.is_empty() {
+            fingerprint(&v.to_string())
+        } else {
+            fingerprint(key)
+        },
+        meta,
+    }
+}
+
+/// Backs up one delta-tracked service (mail, contacts or To Do).
+pub async fn backup(run: &mut Run<'_>, kind: Kind) -> engine::Result<Flow> {
+    let listed = match kind {
+        Kind::Mail => mail_folders(run).await,
+        Kind::Contacts => contact_folders(run).await,
+        Kind::Tasks => todo_lists(run).await,
+    };
+    let colls = match listed {
+        Ok(c) => c,
+        // No mailbox (an unlicensed user, a mailbox not on Exchange Online): the service
+        // is simply not there for this account.
+        Err(f) if f.is_not_found() => {
+            tracing::debug!(service = kind.prefix(), "not available for this account");
+            return Ok(Flow::Done);
+        }
+        Err(f) => return Err(f.into()),
+    };
+    let prefix = format!("{}:", kind.prefix());
+    let known: Vec<(String, ItemPath)> = run
+        .cur
+        .tracks
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, t)| (k.clone(), names::path(&t.p)))
+        .collect();
+    let live: Vec<Live> = colls
+        .iter()
+        .map(|c| (c.key.clone(), c.path.clone(), c.meta.clone()))
+        .collect();
+    let top = names::path(&[kind.top().as_bytes()]);
+    run.tree.ensure_folder(&top)?;
+    for key in run.reconcile(&live, known).await? {
+        let mut t = run.track(&key);
+        t.d = None;
+        t.n = None;
+        run.set_track(&key, t);
+    }
+    for c in &colls {
+        let mut t = run.track(&c.key);
+        t.p = names::parts(&c.path);
+        run.set_track(&c.key, t);
+    }
+    for c in &colls {
+        if round(run, kind, c).await? == Flow::Paused {
+            run.flush_removals().await?;
+            run.tree.pause();
+            return Ok(Flow::Paused);
+        }
+    }
+    run.flush_removals().await?;
+    Ok(Flow::Done)
+}
+
+/// One delta round of one folder, from where its tracking stands.
+async fn round(run: &mut Run<'_>, kind: Kind, c: &Coll) -> engine::Result<Flow> {
+    if run.cur.done.contains(&c.key) {
+        return Ok(Flow::Done);
+    }
+    let mut t: Track = run.track(&c.key);
+    let mut url = match t.n.clone().or_else(|| t.d.clone()) {
+        Some(u) => u,
+        None => {
+            start_full(run, &mut t, c).await?;
+            c.start.clone()
+        }
+    };
+    let mut restarted = false;
+    loop {
+        if run.out_of_time() {
+            t.n = Some(url);
+            run.set_track(&c.key, t);
+            return Ok(Flow::Paused);
+        }
+        let page = match run
+            .g
+            .json(
+                reqwest::Method::GET,
+                &url,
+                None,
+                &[("Prefer", PAGE.to_string())],
+                run.mailbox.as_deref(),
+            )
+            .await
+        {
+            Ok(p) => p,
+            Err(f) if f.is_expired_token() && !restarted => {
+                // The service forgot our place: enumerate the folder again, keeping what
+                // the tree has in staging so that nothing is downloaded or stored twice.
+                tracing::info!(
+                    service = kind.prefix(),
+                    "delta token expired; enumerating again"
+                );
+                restarted = true;
+                t.d = None;
+                t.n = None;
+                start_full(run, &mut t, c).await?;
+                url = c.start.clone();
+                continue;
+            }
+            Err(f) => return Err(f.into()),
+        };
+        let rows = page
+            .get("value")
+            .and_then(Value::as_array)
+            .ok_or_else(|| Fail::Protocol("a delta page without a value".into()))?;
+        apply(run, kind, &c.path, rows).await?;
+        run.worked = true;
+        if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
+            url = next.to_string();
+            t.n = Some(url.clone());
+        } else if let Some(delta) = page.get("@odata.deltaLink").and_then(Value::as_str) {
+            t.d = Some(delta.to_string());
+            t.n = None;
+            break;
+        } else {
+            return Err(
+                Fail::Protocol("a delta page with neither a next nor a delta link".into()).into(),
+            );
+        }
+    }
+    if t.full {
+        let staging = names::staging(&c.key);
+        if run.tree.has_folder(&staging) {
+            run.tree.remove(&staging).await?;
+        }
+        t.full = false;
+    }
+    run.set_track(&c.key, t);
+    run.cur.done.insert(c.key.clone());
+    Ok(Flow::Done)
+}
+
+async fn start_full(run: &mut Run<'_>, t: &mut Track, c: &Coll) -> engine::Result<()> {
+    if run.tree.items(&c.path).next().is_some() {
+        run.stage_items(&c.path, &c.key).await?;
+        t.full = true;
+    }
+    Ok(())
+}
+
+/// Applies one delta page to the folder at `folder`.
+async fn apply(
+    run: &mut Run<'_>,
+    kind: Kind,
+    folder: &ItemPath,
+    rows: &[Value],
+) -> engine::Result<()> {
+    let mut fetch: Vec<(ItemPath, String, ItemInfo)> = Vec::new();
+    for row in rows {
+        let id = s(row, "id");
+        if id.is_empty() {
+            tracing::warn!(
+                service = kind.prefix(),
+                "a delta row without an id; skipped"
+            );
+            continue;
+        }
+        let name = item_name(id, kind.ext());
+        let path = folder.join(&name)?;
+        if row.get("@removed").is_some() {
+            run.removals.push(path);
+            continue;
+        }
+        let info = match kind {
+            Kind::Mail => message_info(row),
+            k => doc_info(k, row),
+        };
+        let draft = row.get("isDraft").and_then(Value::as_bool) == Some(true);
+        let here = run.tree.item(&path).map(|e| e.fingerprint);
+        if here.is_none() {
+            if let Some(old) = run.find_name(&name) {
+                // Moved here from another folder (or back from staging): keep its content.
+                run.rename(&old, &path).await?;
+            }
+        }
+        match (kind, run.tree.item(&path).map(|e| e.fingerprint)) {
+            (_, Some(fp)) if fp == info.fingerprint => {}
+            // A sent or received message's content does not change; what changes is its
+            // read state, flag, categories: metadata only.
+            (Kind::Mail, Some(_)) if !draft => {
+                run.update_meta(&path, &info)?;
+            }
+            (Kind::Mail, _) => fetch.push((path, id.to_string(), info)),
+            (k, _) => {
+                let content = if k == Kind::Contacts {
+                    formats::vcard(row)
+                } else {
+                    formats::ics_task(row)
+                };
+                run.tree.put_item(&path, info, Bytes::from(content)).await?;
+                run.note(&path, None);
+            }
+        }
+    }
+    if fetch.is_empty() {
+        return Ok(());
+    }
+    let g = run.g;
+    let mailbox = run.mailbox.clone();
+    let user = run.key.clone();
+    let mut results = futures::stream::iter(fetch)
+        .map(|(path, id, info)| {
+            let mailbox = mailbox.clone();
+            let url = format!("/users/{user}/messages/{id}/$value");
+            async move {
+                let r = g.get_bytes(&url, mailbox.as_deref()).await;
+                (path, info, r)
+            }
+        })
+        .buffered(MAILBOX_CONCURRENCY);
+    while let Some((path, info, r)) = results.next().await {
+        match r {
+            Ok(mime) => {
+                run.tree.put_item(&path, info, mime).await?;
+                run.note(&path, None);
+            }
+            Err(f) if f.is_not_found() => run.tree.record_error(
+                &path,
+                "the message was deleted at the source before it could be read",
+            ),
+            Err(f) if f.is_fatal() => return Err(f.into()),
+            Err(f) => run.tree.record_error(&path, f.to_string()),
+        }
+    }
+    Ok(())
+}
+
+/// How far ahead of a series' start its exceptions are looked for.
+const SERIES_WINDOW_DAYS: i64 = 1825;
+
+/// Backs up every calendar: events are listed (Graph v1.0 tracks event changes only as
+/// occurrences in a window, which cannot bring back a series master); an event is written
+/// again only when its change key changed.
+pub async fn calendars(run: &mut Run<'_>) -> engine::Result<Flow> {
+    let u = run.key.clone();
+    let cals = match list_all(run, &format!("/users/{u}/calendars?$top=250")).await {
+        Ok(c) => c,
+        Err(f) if f.is_not_found() => return Ok(Flow::Done),
+        Err(f) => return Err(f.into()),
+    };
+    let top = names::path(&[b"Calendar"]);
+    run.tree.ensure_folder(&top)?;
+    let live: Vec<Live> = cals
+        .iter()
+        .filter(|c| !s(c, "id").is_empty())
+        .map(|c| {
+            (
+                format!("calendar:{}", s(c, "id")),
+                top.join(&seg(s(c, "name"))).expect("valid segment"),
+                folder_meta(s(c, "id"), s(c, "name"), false),
+            )
+        })
+        .collect();
+    let known: Vec<(String, ItemPath)> = run
+        .cur
+        .folders
+        .iter()
+        .filter(|(k, _)| k.starts_with("calendar:"))
+        .map(|(k, p)| (k.clone(), names::path(p)))
+        .collect();
+    run.reconcile(&live, known).await?;
+    for (key, path, meta) in &live {
+        run.cur.folders.insert(key.clone(), names::parts(path));
+        if run.cur.done.contains(key) {
+            continue;
+        }
+        if run.out_of_time() {
+            run.tree.pause();
+            return Ok(Flow::Paused);
+        }
+        let id = meta[0].1.clone();
+        let events = list_all(run, &format!("/users/{u}/calendars/{id}/events?$top=250")).await?;
+        let mut seen = std::collections::HashSet::new();
+        for e in &events {
+            let eid = s(e, "id");
+            if eid.is_empty() {
+                continue;
+            }
+            let name = item_name(eid, "ics");
+            seen.insert(name.clone());
+            let p = path.join(&name)?;
+            let info = ItemInfo {
+                mtime_ns: time_ns(s(e, "lastModifiedDateTime")),
+                fingerprint: fingerprint(change_key(e)),
+                meta: vec![
+                    ("subject".into(), s(e, "subject").into()),
+                    (
+                        "start".into(),
+                        e.pointer("/start/dateTime")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .into(),
+                    ),
+                    (
+                        "organizer".into(),
+                        e.pointer("/organizer/emailAddress/address")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .into(),
+                    ),
+                ],
+            };
+            if run.tree.item(&p).map(|x| x.fingerprint) == Some(info.fingerprint) {
+                continue;
+            }
+            let exceptions = if s(e, "type") == "seriesMaster" {
+                match exceptions_of(run, e).await {
+                    Ok(x) => x,
+                    Err(f) if f.is_fatal() => return Err(f.into()),
+                    Err(f) => {
+                        run.tree.record_error(
+                            &p,
+                            format!("the series' exceptions could not be read: {f}"),
+                        );
+                        Vec::new()
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            run.tree
+                .put_item(&p, info, Bytes::from(formats::ics_event(e, &exceptions)))
+                .await?;
+        }
+        let gone: Vec<Vec<u8>> = run
+            .tree
+            .items(path)
+            .filter(|x| !seen.contains(&x.name))
+            .map(|x| x.name.clone())
+            .collect();
+        for n in gone {
+            run.tree.remove(&path.join(&n)?).await?;
+        }
+        run.worked = true;
+        run.cur.done.insert(key.clone());
+    }
+    Ok(Flow::Done)
+}
+
+/// The exceptions of a series master: the instances Graph marks `exception`.
+async fn exceptions_of(run: &Run<'_>, master: &Value) -> Result<Vec<Value>, Fail> {
+    let start = master
+        .pointer("/recurrence/range/startDate")
+        .and_then(Value::as_str)
+        .map(|d| format!("{d}T00:00:00Z"))
+        .unwrap_or_else(|| {
+            let dt = master
+                .pointer("/start/dateTime")
+                .and_then(Value::as_str)
+                .unwrap_or("2000-01-01T00:00:00");
+            format!("{}Z", dt.get(..19).unwrap_or(dt))
+        });
+    let from = chrono::DateTime::parse_from_rfc3339(&start)
+        .map(|d| d.with_timezone(&chrono::Utc))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    let to = from + chrono::Duration::days(SERIES_WINDOW_DAYS);
+    let url = format!(
+        "/users/{}/events/{}/instances?startDateTime={}&endDateTime={}&$top=250",
+        run.key,
+        s(master, "id"),
+        from.format("%Y-%m-%dT%H:%M:%SZ"),
+        to.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    Ok(list_all(run, &url)
+        .await?
+        .into_iter()
+        .filter(|i| s(i, "type") == "exception")
+        .collect())
+}
