@@ -263,7 +263,8 @@ start() {
     fi
     # Most likely a port was taken between the check and the bind: try others.
     [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
-    stop_dir "$dir" >/dev/null 2>&1 || true
+    # (stop_dir exits the script when there is no pid file: only call it when there is.)
+    if [ -f "$dir/run/master.pid" ]; then stop_dir "$dir" >/dev/null 2>&1 || true; fi
     if [ "$attempt" = 5 ]; then
       tail -n 20 "$dir/dovecot.log" >&2 || true
       die "dovecot did not start (log: $dir/dovecot.log)"
