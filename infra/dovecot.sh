@@ -256,7 +256,8 @@ start() {
       setpriv --pdeathsig KILL /usr/sbin/dovecot -F -c "$dir/dovecot.conf" &
       pid=$!
     else
-      /usr/sbin/dovecot -c "$dir/dovecot.conf"
+      # A failed start (a port taken meanwhile) is retried below, not fatal here.
+      /usr/sbin/dovecot -c "$dir/dovecot.conf" || true
     fi
     if wait_ready "$dir" "$imap_port" "$imaps_port" "$pid"; then
       break
