@@ -543,13 +543,7 @@ pub async fn calendars(run: &mut Run<'_>) -> engine::Result<Flow> {
             )
         })
         .collect();
-    let known: Vec<(String, ItemPath)> = run
-        .cur
-        .folders
-        .iter()
-        .filter(|(k, _)| k.starts_with("calendar:"))
-        .map(|(k, p)| (k.clone(), names::path(p)))
-        .collect();
+    let known = run.known_folders("calendar:");
     run.reconcile(&live, known).await?;
     for (key, path, meta) in &live {
         run.cur.folders.insert(key.clone(), names::parts(path));

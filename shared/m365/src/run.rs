@@ -72,6 +72,17 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// The folders the cursor knows whose key starts with `prefix` (one service's or one
+    /// kind's), with their paths: what [`Run::reconcile`] compares the live list with.
+    pub fn known_folders(&self, prefix: &str) -> Vec<(String, ItemPath)> {
+        self.cur
+            .folders
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(k, p)| (k.clone(), names::path(p)))
+            .collect()
+    }
+
     pub fn out_of_time(&self) -> bool {
         self.worked && self.tree.time_is_up()
     }

@@ -7,7 +7,7 @@ use crate::drive::{self, DriveRef};
 use crate::names::{self, fingerprint, seg, time_ns};
 use crate::run::{Flow, Live, Run};
 use bytes::Bytes;
-use domain::{AccountId, ItemPath, Service};
+use domain::{AccountId, Service};
 use engine::{AccountInfo, ItemInfo};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -187,13 +187,7 @@ async fn lists(run: &mut Run<'_>) -> engine::Result<Flow> {
             )
         })
         .collect();
-    let known: Vec<(String, ItemPath)> = run
-        .cur
-        .folders
-        .iter()
-        .filter(|(k, _)| k.starts_with("list:"))
-        .map(|(k, p)| (k.clone(), names::path(p)))
-        .collect();
+    let known = run.known_folders("list:");
     run.reconcile(&live, known).await?;
     for (key, path, meta) in &live {
         run.cur.folders.insert(key.clone(), names::parts(path));
