@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::fs::{self, File, FileTimes, OpenOptions};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -355,17 +355,23 @@ async fn write_data(vault: &Vault, plan: &mut Plan, progress: &dyn Progress) -> 
                 if job.failed.load(Ordering::Relaxed) {
                     continue;
                 }
+                // A file of one chunk is created with its mode, which saves a chmod per
+                // file (most of a mailbox's files); a file written in several parts keeps
+                // the default until its last part, so that every part can open it.
+                let whole = job.entry.content.len() == 1 && job.entry.mode != 0;
+                let mode = if whole { job.entry.mode & 0o777 } else { 0o666 };
                 let res = OpenOptions::new()
                     .write(true)
                     .create(true)
                     .truncate(false)
+                    .mode(mode)
                     .open(&job.write_path)
                     .and_then(|f| {
                         f.write_all_at(&data, off)?;
                         if job.remaining.fetch_sub(1, Ordering::AcqRel) == 1
                             && job.write_path == job.final_path
                         {
-                            set_meta_of(&f, &job.entry);
+                            set_meta_of(&f, &job.entry, whole && mode_survives_umask(mode));
                         }
                         Ok(())
                     });
@@ -429,8 +435,26 @@ fn finish(plan: Plan, report: &mut RestoreReport) {
     }
 }
 
-fn set_meta_of(f: &File, entry: &Entry) {
-    if entry.mode != 0 {
+/// Whether a file created with `mode` got exactly `mode`: the process's umask (read once,
+/// from the kernel's own report) clears none of its bits.
+fn mode_survives_umask(mode: u32) -> bool {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let umask = *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            // Unknown: assume the worst, and always set the mode afterwards.
+            .unwrap_or(0o777)
+    });
+    mode & umask == 0
+}
+
+fn set_meta_of(f: &File, entry: &Entry, mode_is_set: bool) {
+    if entry.mode != 0 && (!mode_is_set || entry.mode & 0o7000 != 0) {
         let _ = f.set_permissions(fs::Permissions::from_mode(entry.mode));
     }
     let _ = f.set_times(FileTimes::new().set_modified(system_time(entry.mtime_ns)));

@@ -172,6 +172,15 @@ fn odd_names_empty_items_and_links_round_trip_exactly() {
     write(&src.join("script.sh"), b"#!/bin/sh\n");
     chmod(&src.join("script.sh"), 0o750);
     chmod(&src.join("void"), 0o700);
+    // Modes a restore must give back exactly: read-only (the file is still written),
+    // writable by all (more than a usual umask lets a new file have), and a large file
+    // of several chunks that is read-only.
+    write(&src.join("read-only.txt"), b"do not touch\n");
+    chmod(&src.join("read-only.txt"), 0o444);
+    write(&src.join("shared.txt"), b"everyone writes here\n");
+    chmod(&src.join("shared.txt"), 0o666);
+    write(&src.join("big-read-only.bin"), &random_bytes("ro", 9 << 20));
+    chmod(&src.join("big-read-only.bin"), 0o440);
 
     lb.add_files_task("odd", &src);
     let snap = lb.backup_json("odd", 0);
@@ -238,6 +247,14 @@ fn odd_names_empty_items_and_links_round_trip_exactly() {
             & 0o7777,
         0o750
     );
+    for (name, mode) in [
+        ("read-only.txt", 0o444),
+        ("shared.txt", 0o666),
+        ("big-read-only.bin", 0o440),
+    ] {
+        let got = fs::metadata(got.join(name)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(got, mode, "mode of {name}");
+    }
 
     // A second backup of the unchanged tree reads and stores nothing.
     let again = lb.backup_json("odd", 0);

@@ -437,27 +437,49 @@ impl Vault {
     {
         self.ensure_dicts().await?;
         let runs = coalesce(refs);
+        // Two runs are opened at once: the worker threads go on with the next run while
+        // the last blobs of the previous one (often one large chunk) finish, instead of
+        // waiting at every run's end. With one more being fetched, at most three runs
+        // (16 MiB each at most) are held.
+        let workers = Arc::new(tokio::sync::Semaphore::new(2));
+        let mut busy = tokio::task::JoinSet::new();
         let mut next = runs.first().map(|r| self.start_fetch(r));
         for i in 0..runs.len() {
             let got = Self::fetched(next.take().expect("started")).await;
             next = runs.get(i + 1).map(|r| self.start_fetch(r));
+            let permit = workers
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| Error::Format(format!("worker pool closed: {e}")))?;
+            while let Some(done) = busy.try_join_next() {
+                Self::joined(done)?;
+            }
             let run = runs[i].clone();
             let this = self.clone();
             let sink = sink.clone();
-            tokio::task::spawn_blocking(move || match got {
-                Ok(bytes) => run
-                    .refs
-                    .par_iter()
-                    .try_for_each(|r| sink(r, this.open_in_run(&run, &bytes, r, tree))),
-                Err(e) => run
-                    .refs
-                    .iter()
-                    .try_for_each(|r| sink(r, Err(Self::failure_copy(&e)))),
-            })
-            .await
-            .map_err(|e| Error::Format(format!("worker failed: {e}")))??;
+            busy.spawn_blocking(move || {
+                let _permit = permit;
+                match got {
+                    Ok(bytes) => run
+                        .refs
+                        .par_iter()
+                        .try_for_each(|r| sink(r, this.open_in_run(&run, &bytes, r, tree))),
+                    Err(e) => run
+                        .refs
+                        .iter()
+                        .try_for_each(|r| sink(r, Err(Self::failure_copy(&e)))),
+                }
+            });
+        }
+        while let Some(done) = busy.join_next().await {
+            Self::joined(done)?;
         }
         Ok(())
+    }
+
+    fn joined(done: std::result::Result<Result<()>, tokio::task::JoinError>) -> Result<()> {
+        done.map_err(|e| Error::Format(format!("worker failed: {e}")))?
     }
 
     fn open_in_run(&self, run: &Run, bytes: &[u8], r: &BlobRef, tree: bool) -> Result<Vec<u8>> {
