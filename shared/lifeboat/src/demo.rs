@@ -1,6 +1,6 @@
-//! `lifeboat demo`: the whole cycle on a generated sample folder, checked byte for byte.
-//! It is the README's first command, so it must work on a fresh machine with nothing but
-//! this binary: no AWS account, no network.
+//! `lifeboat demo --files`: the whole cycle on a generated sample folder, checked byte for
+//! byte. Like the Microsoft 365 demo (the default, in `demo_m365`), it works on a fresh
+//! machine with nothing but this binary: no AWS account, no network.
 
 use crate::open_home;
 use anyhow::{bail, Context, Result};
@@ -127,7 +127,9 @@ fn read_tree(root: &Path) -> Result<BTreeMap<Vec<u8>, Vec<u8>>> {
     Ok(out)
 }
 
-pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
+/// Runs the demo of `files` (a local folder) or, by default, of a Microsoft 365
+/// organisation served by the Graph simulator.
+pub async fn run(dir: Option<PathBuf>, files: bool) -> Result<u8> {
     let dir = match dir {
         Some(d) => d,
         None => std::env::temp_dir().join(format!(
@@ -141,10 +143,18 @@ pub async fn run(dir: Option<PathBuf>) -> Result<u8> {
             dir.display()
         );
     }
+    if files {
+        run_files(dir).await
+    } else {
+        crate::demo_m365::run(dir).await
+    }
+}
+
+async fn run_files(dir: PathBuf) -> Result<u8> {
     let sample = dir.join("sample");
     let home = dir.join("home");
     let restore_to = dir.join("restore");
-    println!("Lifeboat demo in {}", dir.display());
+    println!("Lifeboat demo (a local folder) in {}", dir.display());
     make_sample(&sample)?;
     let day1 = read_tree(&sample)?;
     println!("1. sample folder: {} files and folders", day1.len());

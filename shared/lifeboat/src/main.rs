@@ -3,6 +3,7 @@
 //! engine runs on AWS; only the adapters differ.
 
 mod demo;
+mod demo_m365;
 mod progress;
 mod serve;
 
@@ -150,12 +151,16 @@ enum Cmd {
         #[arg(long, default_value_t = 12)]
         hours: i64,
     },
-    /// Run the local demo: back up a sample folder, change it, back up again, restore and
-    /// check every byte.
+    /// Run the local demo: a simulated Microsoft 365 organisation (or, with --files, a
+    /// sample folder) backed up, changed, backed up again, browsed, restored and exported,
+    /// every restore checked byte for byte.
     Demo {
-        /// Where to put the demo's home, sample and restore [default: a new temp folder].
+        /// Where to put the demo's home, sample and restores [default: a new temp folder].
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Demonstrate a local-folder task instead of Microsoft 365.
+        #[arg(long)]
+        files: bool,
     },
 }
 
@@ -342,8 +347,8 @@ fn parse_account(a: &Option<String>) -> Result<Option<domain::AccountId>> {
 }
 
 async fn run(cli: Cli) -> Result<u8> {
-    if let Cmd::Demo { dir } = &cli.cmd {
-        return demo::run(dir.clone()).await;
+    if let Cmd::Demo { dir, files } = &cli.cmd {
+        return demo::run(dir.clone(), *files).await;
     }
     let home = match cli.home {
         Some(h) => h,
