@@ -176,6 +176,14 @@ enum TaskCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Replace a task's credential (a renewed client secret, a changed password or token):
+    /// checked by signing in first, then sealed with the task's key in place of the old.
+    SetSecret {
+        name: String,
+        /// The environment variable that holds the new secret.
+        #[arg(long, value_name = "VAR")]
+        secret_env: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -485,6 +493,30 @@ async fn run(cli: Cli) -> Result<u8> {
                     accounts.len(),
                     settings.tenant_id
                 );
+                Ok(0)
+            }
+            TaskCmd::SetSecret { name, secret_env } => {
+                let secret = secret_from_env(&secret_env)?;
+                let task = eng.task(&name).await?;
+                // Sign in with the new secret before it replaces the old one: a typo must
+                // not stop tonight's backups.
+                match task.source.kind() {
+                    imap_source::connector::SOURCE => {
+                        imap_source::ImapConnector::open(&task, Some(secret.clone()))?
+                            .check()
+                            .await?
+                    }
+                    "files" => bail!("task {name} reads a local folder and has no credential"),
+                    _ => {
+                        use engine::Connectors as _;
+                        sources::BuiltIn
+                            .open(&task, Some(secret.clone()))?
+                            .accounts()
+                            .await?;
+                    }
+                }
+                eng.replace_secret(&name, &secret).await?;
+                println!("task {name}: credential replaced (checked by signing in)");
                 Ok(0)
             }
             TaskCmd::List { json } => {

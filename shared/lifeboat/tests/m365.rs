@@ -91,4 +91,40 @@ async fn an_m365_task_is_added_backed_up_and_browsed() {
         !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
         "the secret is sealed"
     );
+
+    // A renewed secret replaces the old one only once it signs in.
+    let set = |value: &str| {
+        let mut c = lb.command(["task", "set-secret", "org", "--secret-env", "LB_NEW"]);
+        c.env("LB_NEW", value);
+        c
+    };
+    let out = tokio::task::spawn_blocking({
+        let mut c = set("renewed-but-wrong-x2");
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("renewed-but-wrong-x2"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let out = tokio::task::spawn_blocking({
+        let mut c = set(&secret);
+        move || c.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The task still backs up with the secret it holds now.
+    let lb3 = Lifeboat::new(lb.home.clone());
+    let again = tokio::task::spawn_blocking(move || lb3.run(["backup", "org", "--account", &user]))
+        .await
+        .unwrap();
+    assert_eq!(again.code, Some(0), "{}", again.show());
+    let err = lb.fail(["task", "set-secret", "nosuch", "--secret-env", "LB_NEW"]);
+    assert!(err.contains("nosuch") || err.contains("LB_NEW"), "{err}");
 }
