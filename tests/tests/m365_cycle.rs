@@ -22,7 +22,7 @@ fn org(seed: u64) -> graphsim::Config {
         seed,
         users: 2,
         domains: 2,
-        messages_per_folder: 6,
+        messages_per_folder: 12,
         folder_depth: 1,
         attachment_every: 3,
         large_attachment_bytes: 120_000,
@@ -419,7 +419,7 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         "day 2 made {req2} requests, more than {bound}"
     );
     assert!(
-        req2 * 2 < req1,
+        req2 * 3 < req1,
         "day 2 ({req2}) is not far below day 1 ({req1})"
     );
     // Only new and edited files are downloaded; a moved one is not.
@@ -612,20 +612,8 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         )
         .await
         .unwrap();
-    // graphsim keeps no occurrences of a series, so a series' exceptions cannot be
-    // patched there; nothing else may fail.
-    assert!(
-        r.errors
-            .iter()
-            .all(|e| e.contains("PATCH") && e.contains("/events/")),
-        "{:?}",
-        r.errors
-    );
-    assert_eq!(
-        r.items as usize + r.errors.len(),
-        t2.len(),
-        "every item of the snapshot"
-    );
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.items as usize, t2.len(), "every item of the snapshot");
     check_mail(&c, &u1, &label, &t2, &held_file).await;
     let drive1 = c.sim.shared.sim().users[1].drive_id.clone();
     for (path, e) in t2.iter().filter(|(k, _)| k.starts_with("OneDrive/")) {
@@ -872,6 +860,7 @@ async fn two_days(
 async fn expired_tokens_and_delta_links_recover_without_storing_twice() {
     let (normal, new_bytes, stored, _) = two_days(13, None, false).await;
     let (expired, new_bytes2, stored2, stats) = two_days(13, Some(json!({})), true).await;
+    println!("day 2 stored {new_bytes2} new bytes after the resync, {new_bytes} normally");
     assert!(num(&stats, "/by_status/410") > 0, "delta refused: {stats}");
     assert!(num(&stats, "/by_status/401") > 0, "token refused: {stats}");
     assert!(num(&stats, "/token_requests") >= 2, "{stats}");
@@ -950,6 +939,10 @@ async fn a_message_with_broken_mime_is_kept_byte_for_byte() {
         .restore_to_source(&c.task, snap, None, &opts, connector.as_ref())
         .await
         .unwrap();
+    println!(
+        "restore of the inbox: {} items, errors {:?}",
+        r.items, r.errors
+    );
     let inbox = tree.keys().filter(|k| k.starts_with("Mail/Inbox/")).count();
     assert_eq!(r.items as usize + r.errors.len(), inbox, "{:?}", r.errors);
     assert!(r.items as usize >= inbox - broken.len());
