@@ -334,6 +334,8 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
     c.admin("stats/reset", None).await;
     let day1 = c.backup_all(&accounts).await;
     let req1 = num(&c.admin("stats", None).await, "/requests");
+    let first_look = c.tree(&day1[&u0]).await;
+    let held1 = c.local(&day1[&u0], "held1").await;
 
     // A day of changes in every service, as the simulator reports them.
     let before: BTreeMap<String, String> = {
@@ -519,7 +521,11 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         let f = &before[&id];
         assert!(in_tree(&t1, f) && !in_tree(&t2, f), "{f} deleted");
     }
-    assert_eq!(c.tree(s1).await.len(), t1.len(), "snapshot 1 unchanged");
+    assert!(t1 == first_look, "snapshot 1 lists as it did before day 2");
+    assert!(
+        c.local(s1, "held1-again").await == held1,
+        "snapshot 1 holds the same bytes"
+    );
     // The site: its library and list changes.
     let site = &sites[0].id.to_string();
     let (st1, st2) = (c.tree(&day1[site]).await, c.tree(&day2[site]).await);
@@ -651,6 +657,47 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
     got.sort();
     want.sort();
     assert_eq!(got, want, "contacts restored");
+
+    let cals = c.all(&format!("/users/{u1}/calendars")).await;
+    let events_wanted = t2.keys().filter(|k| k.starts_with("Calendar/")).count();
+    let mut events_got = 0;
+    for cal in cals
+        .iter()
+        .filter(|x| x["name"].as_str().unwrap().starts_with(&label))
+    {
+        events_got += c
+            .all(&format!(
+                "/users/{u1}/calendars/{}/events?$top=100",
+                cal["id"].as_str().unwrap()
+            ))
+            .await
+            .len();
+    }
+    assert_eq!(events_got, events_wanted, "every event (series as one)");
+    let lists = c.all(&format!("/users/{u1}/todo/lists")).await;
+    let mut tasks_got = Vec::new();
+    for l in lists
+        .iter()
+        .filter(|x| x["displayName"].as_str().unwrap().starts_with(&label))
+    {
+        for t in c
+            .all(&format!(
+                "/users/{u1}/todo/lists/{}/tasks",
+                l["id"].as_str().unwrap()
+            ))
+            .await
+        {
+            tasks_got.push(t["title"].as_str().unwrap().to_string());
+        }
+    }
+    let mut tasks_wanted: Vec<String> = t2
+        .iter()
+        .filter(|(k, _)| k.starts_with("Tasks/"))
+        .map(|(_, e)| meta(e, "subject").to_string())
+        .collect();
+    tasks_got.sort();
+    tasks_wanted.sort();
+    assert_eq!(tasks_got, tasks_wanted, "every task");
 
     // Export a selection as a zip: the snapshot's own bytes, in formats that parse.
     let zip_path = c.env.dir.path().join("export.zip");
