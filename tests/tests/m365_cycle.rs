@@ -865,28 +865,30 @@ async fn throttled_at_20_percent_the_result_is_the_same() {
     same(&got, &expected);
 }
 
-/// Day 1, a day of changes, day 2; `trouble` runs between the changes and day 2, and
-/// `during` alongside day 2. Day 2's snapshots and how much they stored.
+/// Day 1, a day of changes, day 2: with `expire_delta`, every delta token expires before
+/// day 2; with `expire_tokens_mid_run`, every access token expires while day 2 runs (each
+/// request is slowed so that the run is under way). Day 2's items, how much it stored, and
+/// the simulator's counters.
 async fn two_days(
     seed: u64,
-    trouble: Option<Value>,
+    expire_delta: Option<Value>,
     expire_tokens_mid_run: bool,
 ) -> (Vec<(String, String)>, u64, u64, Value) {
     let mut cfg = org(seed);
     if expire_tokens_mid_run {
-        cfg.faults.latency_ms = 5;
+        cfg.faults.latency_ms = 20;
     }
     let c = start(cfg).await;
     let accounts = c.accounts().await;
     c.backup_all(&accounts).await;
     c.admin("advance-day", None).await;
-    if let Some(body) = trouble {
+    if let Some(body) = expire_delta {
         c.admin("expire-delta", Some(body)).await;
     }
     c.admin("stats/reset", None).await;
     let day2 = if expire_tokens_mid_run {
         let (d, _) = tokio::join!(c.backup_all(&accounts), async {
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             c.admin("expire-tokens", None).await
         });
         d
