@@ -845,6 +845,10 @@ async fn drive_folder(
         match cx.job.label.clone() {
             Some(l) => {
                 cx.target(format!("{}/{l}", path));
+                // Already there: this job ran before (and crashed); see `files`.
+                if drive::child(cx.g, drive, "root", &l).await?.is_some() {
+                    cx.found.insert(format!("drive:{drive}"));
+                }
                 drive::ensure_folder(cx.g, drive, "root", &l).await?
             }
             None => {
@@ -874,6 +878,16 @@ async fn files(cx: &mut Ctx<'_>, path: &ItemPath, entry: &Entry) -> R {
     let parent = path.parent().expect("an item has a parent");
     let pid = drive_folder(cx, &drive, &parent, skip).await?;
     let mut name = unseg(path.file_name().unwrap_or(b""));
+    if cx.job.label.is_some() && cx.found.contains(&format!("drive:{drive}")) {
+        // A file of the job's own restore folder, as large as the one to restore, was
+        // written by the earlier run: an upload appears only once complete.
+        if let Some(there) = drive::child(cx.g, &drive, &pid, &name).await? {
+            if there.get("file").is_some() && there["size"].as_u64() == Some(entry.size) {
+                cx.report.skipped += 1;
+                return Ok(());
+            }
+        }
+    }
     if cx.job.label.is_none() {
         if let Some(existing) = drive::child(cx.g, &drive, &pid, &name).await? {
             match cx.job.on_conflict {

@@ -211,7 +211,13 @@ async fn a_restore_run_again_does_not_duplicate_what_it_wrote() {
         .unwrap();
     assert_eq!((r.items, r.skipped), (2, 0), "{:?}", r.errors);
     let whole = RestoreOptions {
-        include: vec![p("Mail/Inbox"), p("Contacts"), p("Tasks"), p("Calendar")],
+        include: vec![
+            p("Mail/Inbox"),
+            p("Contacts"),
+            p("Tasks"),
+            p("Calendar"),
+            p("OneDrive"),
+        ],
         at: Some(at),
         ..Default::default()
     };
@@ -224,7 +230,8 @@ async fn a_restore_run_again_does_not_duplicate_what_it_wrote() {
     assert_eq!(r.skipped, 2, "the two items of the first run");
     let tasks = common::walk(&env, &snap, &p("Tasks")).await;
     let events = common::walk(&env, &snap, &p("Calendar")).await;
-    let all = inbox.len() + contacts.len() + tasks.len() + events.len();
+    let files = common::walk(&env, &snap, &p("OneDrive")).await;
+    let all = inbox.len() + contacts.len() + tasks.len() + events.len() + files.len();
     assert_eq!(r.items as usize, all - 2);
     // Once more, as if the second run had crashed at its very end: nothing new.
     let r = env
