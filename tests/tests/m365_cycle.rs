@@ -390,8 +390,11 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         }
     }
 
-    // Day 2 asks only for what changed: per tracked collection a listing and a delta
-    // round, per service its list of collections, and one read per new message.
+    // Day 2 asks only for what changed: per tracked collection (mail and contact folder,
+    // calendar, To Do list, OneDrive, library, site list) at most a listing and a delta
+    // round; per service (five a user, two a site) its collections' listing and a second
+    // page; one MIME read per new message. Files come through download URLs, counted
+    // apart below. Nothing grows with the number of items kept.
     let (collections, services) = {
         let sim = c.sim.shared.sim();
         let mut n = 0;
