@@ -25,6 +25,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/expire-tokens", post(expire_tokens))
         .route("/expire-delta", post(expire_delta))
         .route("/advance-day", post(advance_day))
+        .route("/malformed-message", post(malformed_message))
 }
 
 fn bad(msg: &str) -> Response {
@@ -161,4 +162,26 @@ async fn advance_day(State(shared): State<Arc<Shared>>) -> Response {
     };
     let _ = shared.counter.load(Ordering::SeqCst);
     ok(report)
+}
+
+/// Delivers a message whose MIME (`$value`) is broken as some real mail is:
+/// `{"user": "<id or UPN>", "kind": "truncated-multipart" | "bad-base64" | "8bit-headers"}`.
+/// Its Graph properties are sound; `$value` serves the broken bytes exactly.
+async fn malformed_message(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let Ok(req) = serde_json::from_slice::<Value>(&body) else {
+        return bad("expected a JSON object with user and kind");
+    };
+    let kind = req.get("kind").and_then(Value::as_str).unwrap_or("");
+    let mut sim = shared.sim();
+    let Some(u) = req
+        .get("user")
+        .and_then(Value::as_str)
+        .and_then(|u| sim.user(u))
+    else {
+        return bad("no such user");
+    };
+    match crate::day::deliver_malformed(&shared.cfg, &mut sim, u, kind) {
+        Some(v) => ok(v),
+        None => bad("kind must be truncated-multipart, bad-base64 or 8bit-headers"),
+    }
 }

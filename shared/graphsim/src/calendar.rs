@@ -514,6 +514,9 @@ pub fn route(
                 "https://graph.microsoft.com/v1.0/$metadata#Collection(event)",
             )?))
         }
+        (Method::PATCH, ["events", _]) if store.resolve(&tail[1]).is_none() => {
+            patch_occurrence(ctx, sim, u, &tail[1])
+        }
         (_, ["events", _]) => {
             if ctx.req.method == Method::GET {
                 let e = store
@@ -525,4 +528,56 @@ pub fn route(
         }
         _ => Err(GraphError::no_route()),
     }
+}
+
+/// A PATCH of an occurrence (by the id `instances` hands out) makes it an exception of its
+/// series, as Outlook does: the occurrence is stored with the changes, `originalStart`
+/// naming the slot it replaces.
+fn patch_occurrence(ctx: &Ctx<'_>, sim: &mut Sim, u: usize, id: &str) -> Result<Response> {
+    let Value::Object(patch) = ctx.json_body()? else {
+        return Err(GraphError::bad_request(
+            "The request body must be a JSON object.",
+        ));
+    };
+    let store = &sim.mailboxes[u].calendars;
+    let found = store
+        .items
+        .values()
+        .filter(|e| e.data.get("type").and_then(Value::as_str) == Some("seriesMaster"))
+        .find_map(|e| {
+            let start = parse_graph_time(e.data.get("start"))?;
+            occurrences(&e.data, start + Duration::days(3660))
+                .into_iter()
+                .find(|o| outlook_id("AAMkAGI2occ", &[e.key, o.timestamp() as u64]) == id)
+                .map(|o| (e.key, e.folder, o))
+        });
+    let Some((master, folder, o)) = found else {
+        return Err(GraphError::outlook_not_found());
+    };
+    let m = &store.items[&master].data;
+    let dur = match (
+        parse_graph_time(m.get("start")),
+        parse_graph_time(m.get("end")),
+    ) {
+        (Some(a), Some(b)) => b - a,
+        _ => Duration::zero(),
+    };
+    let mut doc = m.clone();
+    doc.insert("type".into(), json!("exception"));
+    doc.insert("recurrence".into(), Value::Null);
+    doc.insert("start".into(), graph_time(o));
+    doc.insert("end".into(), graph_time(o + dur));
+    doc.insert("originalStart".into(), json!(crate::gen::iso(o)));
+    doc.insert("_master".into(), json!(master));
+    for (k, v) in patch {
+        if !k.starts_with('@') && !k.starts_with('_') && k != "id" {
+            doc.insert(k, v);
+        }
+    }
+    let seq = sim.next_seq();
+    let now = sim.now();
+    let store = &mut sim.mailboxes[u].calendars;
+    let key = store.insert(folder, doc, now, seq);
+    store.touch(master, now, seq);
+    Ok(ok(render_event(store, &store.items[&key], ctx.immutable())))
 }

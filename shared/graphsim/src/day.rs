@@ -1,6 +1,7 @@
-//! One simulated day of use: new mail, messages read, moved and deleted, files added,
-//! edited and deleted, new events, contacts and tasks. The report names every change, so a
-//! test can check that delta queries return exactly these.
+//! One simulated day of use, touching every service: new mail, messages read, moved and
+//! deleted; contacts, events and tasks added, edited and deleted; OneDrive and library files
+//! added, edited, moved and deleted; list items added, edited and deleted. The report names
+//! every change, so a test can check that a backup picks up exactly these.
 
 use chrono::Duration;
 use rand::Rng;
@@ -149,11 +150,26 @@ fn advance_user(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng, u: us
         .filter(|i| !i.is_folder)
         .map(|i| i.key)
         .collect();
-    if files.len() >= 2 {
+    let mut f_moved = Vec::new();
+    if files.len() >= 3 {
         let a = files[rng.gen_range(0..files.len())];
         let mut b = files[rng.gen_range(0..files.len())];
         if b == a {
             b = files[(files.iter().position(|k| *k == a).unwrap_or(0) + 1) % files.len()];
+        }
+        // One more file moves to another folder (the root, or `Documents` from the root).
+        if let Some(&m) = files.iter().find(|k| **k != a && **k != b) {
+            let seq = sim.next_seq();
+            let now = sim.now();
+            let d = sim.drives.get_mut(&drive_id).expect("user drive exists");
+            let to = match d.items[&m].parent {
+                Some(p) if p != d.root => Some(d.root),
+                _ => d.child(d.root, "Documents"),
+            };
+            if let Some(to) = to {
+                move_file(d, m, to, now, seq);
+                f_moved.push(json!(d.items[&m].id));
+            }
         }
         let seq = sim.next_seq();
         let now = sim.now();
@@ -191,6 +207,8 @@ fn advance_user(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng, u: us
         f_added.push(json!(d.items[&k].id));
     }
 
+    let (events, cts, tasks) = change_outlook_items(sim, rng, u);
+
     // A new meeting, contact and task.
     let seq = sim.next_seq();
     let now = sim.now();
@@ -225,14 +243,15 @@ fn advance_user(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng, u: us
     json!({
         "user": sim.users[u].upn,
         "mail": { "added": added, "updated": updated, "moved": moved, "deleted": deleted, "newFolders": [new_folder_id] },
-        "drive": { "driveId": drive_id, "added": f_added, "modified": f_modified, "deleted": f_deleted },
-        "events": { "added": [mb.calendars.items[&ek].imm_id] },
-        "contacts": { "added": [mb.contacts.items[&ck].imm_id] },
-        "tasks": { "added": [mb.todo.items[&tk].imm_id] },
+        "drive": { "driveId": drive_id, "added": f_added, "modified": f_modified, "moved": f_moved, "deleted": f_deleted },
+        "events": { "added": [mb.calendars.items[&ek].imm_id], "updated": events.0, "deleted": events.1 },
+        "contacts": { "added": [mb.contacts.items[&ck].imm_id], "updated": cts.0, "deleted": cts.1 },
+        "tasks": { "added": [mb.todo.items[&tk].imm_id], "updated": tasks.0, "deleted": tasks.1 },
     })
 }
 
-/// Each site's library gets a new file and one list item is edited.
+/// Each site's first library gets a new file, one file edited, one moved and one deleted;
+/// its first generic list gets an item added, one edited and one deleted.
 fn advance_sites(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng) -> Vec<Value> {
     let mut out = Vec::new();
     for si in 0..sim.sites.len() {
@@ -245,9 +264,18 @@ fn advance_sites(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng) -> V
         let len = file_size(rng, cfg, si + 1);
         let seed = rng.gen();
         let id = drive_item_id(rng);
+        let edit_seed = rng.gen();
+        let edit_len = rng.gen_range(1_000..40_000);
         let Some(d) = sim.drives.get_mut(&drive_id) else {
             continue;
         };
+        // Files there before today: the first is edited, the second moved, the last deleted.
+        let old: Vec<u64> = d
+            .items
+            .values()
+            .filter(|i| !i.is_folder)
+            .map(|i| i.key)
+            .collect();
         let root = d.root;
         let k = d.add(
             id,
@@ -258,7 +286,37 @@ fn advance_sites(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng) -> V
             seq,
         );
         let file_id = d.items[&k].id.clone();
-        let mut edited = Vec::new();
+        let (mut modified, mut moved, mut deleted) = (Vec::new(), Vec::new(), Vec::new());
+        if old.len() >= 3 {
+            d.set_content(
+                old[0],
+                Content::Generated {
+                    seed: edit_seed,
+                    len: edit_len,
+                },
+                now,
+                seq,
+            );
+            modified.push(json!(d.items[&old[0]].id));
+            let folder = d
+                .items
+                .values()
+                .find(|i| i.is_folder && i.parent == Some(root))
+                .map(|i| i.key);
+            let to = match d.items[&old[1]].parent {
+                Some(p) if p != root => Some(root),
+                _ => folder,
+            };
+            if let Some(to) = to {
+                move_file(d, old[1], to, now, seq);
+                moved.push(json!(d.items[&old[1]].id));
+            }
+            let last = old[old.len() - 1];
+            deleted.push(json!(d.items[&last].id));
+            d.delete(last, now, seq);
+        }
+        let (mut edited, mut added_items, mut deleted_items) = (Vec::new(), Vec::new(), Vec::new());
+        let day = sim.day;
         if let Some(list) = sim.sites[si]
             .lists
             .iter_mut()
@@ -267,7 +325,7 @@ fn advance_sites(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng) -> V
             if let Some(item) = list.items.first_mut() {
                 item.fields.insert(
                     "Status".into(),
-                    json!(if sim.day.is_multiple_of(2) {
+                    json!(if day.is_multiple_of(2) {
                         "Active"
                     } else {
                         "Resolved"
@@ -277,8 +335,151 @@ fn advance_sites(cfg: &Config, sim: &mut Sim, rng: &mut rand::rngs::StdRng) -> V
                 item.version += 1;
                 edited.push(json!({ "listId": list.id, "itemId": item.id.to_string() }));
             }
+            if list.items.len() >= 3 {
+                let gone = list.items.remove(list.items.len() - 1);
+                deleted_items.push(json!({ "listId": list.id, "itemId": gone.id.to_string() }));
+            }
+            let id = list.items.iter().map(|i| i.id).max().unwrap_or(0) + 100;
+            list.items.push(crate::sites::ListItem {
+                id,
+                fields: obj(
+                    json!({ "Title": format!("Issue day {day}: Beamer flackert"),
+                    "Status": "Active", "Priority": "(2) Normal" }),
+                ),
+                created: now,
+                modified: now,
+                version: 1,
+            });
+            added_items.push(json!({ "listId": list.id, "itemId": id.to_string() }));
         }
-        out.push(json!({ "siteId": sim.sites[si].id, "driveId": drive_id, "addedFiles": [file_id], "editedListItems": edited }));
+        out.push(json!({ "siteId": sim.sites[si].id, "driveId": drive_id, "addedFiles": [file_id],
+            "modifiedFiles": modified, "movedFiles": moved, "deletedFiles": deleted,
+            "addedListItems": added_items, "editedListItems": edited, "deletedListItems": deleted_items }));
     }
     out
+}
+
+/// Moves a drive item under another folder, as a PATCH of its `parentReference` does: both
+/// the old and the new folders change.
+fn move_file(
+    d: &mut crate::drive::Drive,
+    key: u64,
+    to: u64,
+    now: chrono::DateTime<chrono::Utc>,
+    seq: u64,
+) {
+    let Some(from) = d.items.get(&key).and_then(|i| i.parent) else {
+        return;
+    };
+    if let Some(i) = d.items.get_mut(&key) {
+        i.parent = Some(to);
+        i.version += 1;
+    }
+    d.bump_parents(from, now, seq);
+    d.bump_parents(key, now, seq);
+}
+
+type Changed = (Vec<String>, Vec<String>);
+
+/// One existing contact, event and task edited and another of each deleted. Events are
+/// single ones: series and their exceptions change together and are left alone.
+fn change_outlook_items(
+    sim: &mut Sim,
+    rng: &mut rand::rngs::StdRng,
+    u: usize,
+) -> (Changed, Changed, Changed) {
+    let day = sim.day;
+    let mut out = Vec::new();
+    for which in 0..3 {
+        let (seq_edit, seq_del, now) = (sim.next_seq(), sim.next_seq(), sim.now());
+        let mb = &mut sim.mailboxes[u];
+        let store = match which {
+            0 => &mut mb.calendars,
+            1 => &mut mb.contacts,
+            _ => &mut mb.todo,
+        };
+        let keys: Vec<u64> = store
+            .items
+            .values()
+            .filter(|e| {
+                which != 0 || e.data.get("type").and_then(Value::as_str) == Some("singleInstance")
+            })
+            .map(|e| e.key)
+            .collect();
+        let mut changed: Changed = (Vec::new(), Vec::new());
+        if keys.len() >= 2 {
+            let a = keys[rng.gen_range(0..keys.len())];
+            let b = keys[(keys.iter().position(|k| *k == a).unwrap_or(0) + 1) % keys.len()];
+            if let Some(e) = store.touch(a, now, seq_edit) {
+                let (field, value) = match which {
+                    0 => ("subject", format!("Verschoben (Tag {day})")),
+                    1 => ("jobTitle", format!("Leitung seit Tag {day}")),
+                    _ => ("status", "completed".to_string()),
+                };
+                e.data.insert(field.into(), json!(value));
+                changed.0.push(e.imm_id.clone());
+            }
+            if let Some(e) = store.delete(b, seq_del) {
+                changed.1.push(e.imm_id);
+            }
+        }
+        out.push(changed);
+    }
+    let tasks = out.pop().unwrap_or_default();
+    let contacts = out.pop().unwrap_or_default();
+    let events = out.pop().unwrap_or_default();
+    (events, contacts, tasks)
+}
+
+/// Delivers into the inbox a message whose Graph properties are sound but whose MIME is
+/// broken in the way `kind` names. `None` for an unknown kind.
+pub fn deliver_malformed(cfg: &Config, sim: &mut Sim, u: usize, kind: &str) -> Option<Value> {
+    let upn = sim.users[u].upn.clone();
+    let mime: Vec<u8> = match kind {
+        "truncated-multipart" => format!(
+            "From: Scanner <scanner@{d}>\r\nTo: {upn}\r\nSubject: Scan 0042\r\n\
+             Date: Tue, 24 Nov 2026 08:00:00 +0000\r\nMessage-ID: <trunc.0042@{d}>\r\n\
+             MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b0042\"\r\n\r\n\
+             --b0042\r\nContent-Type: text/plain\r\n\r\nThe scan is attached.\r\n\
+             --b0042\r\nContent-Type: application/pdf; name=\"scan.pdf\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKJcfsj6IKNSAwIG9iago8PC9MZW5n",
+            d = sim.domains[0]
+        )
+        .into_bytes(),
+        "bad-base64" => format!(
+            "From: Legacy <legacy@{d}>\r\nTo: {upn}\r\nSubject: Report\r\n\
+             Date: Tue, 24 Nov 2026 08:05:00 +0000\r\nMessage-ID: <b64.0043@{d}>\r\n\
+             MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\nSGVsbG8g!!not*base64**@@\x01==\r\n=QQ\r\n",
+            d = sim.domains[0]
+        )
+        .into_bytes(),
+        "8bit-headers" => {
+            let mut m = b"From: M\xfcller \xe9\xff <mueller@".to_vec();
+            m.extend_from_slice(sim.domains[0].as_bytes());
+            m.extend_from_slice(b">\r\nTo: ");
+            m.extend_from_slice(upn.as_bytes());
+            m.extend_from_slice(
+                b"\r\nSubject: Pr\xfcfung \x80\x81\xfe\r\nDate: Tue, 24 Nov 2026 08:10:00 +0000\r\n\
+                  Content-Type: text/plain\r\n\r\nGr\xfc\xdfe\r\n",
+            );
+            m
+        }
+        _ => return None,
+    };
+    let seq = sim.next_seq();
+    let now = sim.now();
+    let mut rng = std::mem::replace(&mut sim.rng, rand::SeedableRng::seed_from_u64(0));
+    let mut msg = new_message(sim, &mut rng, u, now, cfg, 1);
+    sim.rng = rng;
+    msg.subject = format!("Malformed ({kind})");
+    msg.attachments.clear();
+    msg.mime = Some(std::sync::Arc::new(mime));
+    let mb = &mut sim.mailboxes[u].mail;
+    let inbox = mb.folder_key("inbox")?;
+    let k = mb.insert(inbox, msg, now, seq);
+    let e = &mb.items[&k];
+    Some(
+        json!({ "user": upn, "folderId": mb.folders[&inbox].id, "id": e.rest_id, "immutableId": e.imm_id }),
+    )
 }

@@ -26,7 +26,10 @@
 //! - `POST expire-delta`: expire every delta token, or with `{"user": "<id or UPN>"}` those
 //!   of one mailbox and its OneDrive, or with `{"drive": "<id>"}` those of one drive.
 //!   [`Config::delta_token_max_days`] also ages tokens out by simulated days.
-//! - `POST advance-day`: one day of changes; the answer lists each change by id.
+//! - `POST advance-day`: one day of changes in every service; the answer lists each change
+//!   by id.
+//! - `POST malformed-message`: `{"user": "<id or UPN>", "kind": "truncated-multipart" |
+//!   "bad-base64" | "8bit-headers"}` delivers an inbox message whose `$value` is broken MIME.
 
 pub mod admin;
 pub mod auth;

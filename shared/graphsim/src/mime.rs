@@ -26,7 +26,10 @@ pub fn render(e: &Entry<Message>) -> Vec<u8> {
     if let Some(raw) = &m.mime {
         return raw.as_ref().clone();
     }
-    let boundary = |n: u64| format!("_{:016x}_{n}_graphsim", splitmix(e.key ^ (e.version << 20)));
+    // A sent or received message's content never changes (reading, flagging or moving it
+    // is not an edit), so neither does its MIME; a draft's changes with each edit.
+    let edits = if m.is_draft { e.version } else { 0 };
+    let boundary = |n: u64| format!("_{:016x}_{n}_graphsim", splitmix(e.key ^ (edits << 20)));
     let body_part = if m.html {
         MimePart::new(
             ContentType::new("multipart/alternative").attribute("boundary", boundary(1)),

@@ -120,7 +120,8 @@ fn site_index(sim: &Sim, segs: &[String]) -> Result<(usize, usize)> {
         return Ok((i, 4));
     }
     let id = &segs[1];
-    if id.eq_ignore_ascii_case("root") {
+    // `sites/root` and `sites/{hostname}` are both the tenant's root site.
+    if id.eq_ignore_ascii_case("root") || id.eq_ignore_ascii_case(&sim.hostname) {
         return Ok((0, 2));
     }
     let i = sim

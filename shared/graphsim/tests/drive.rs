@@ -67,7 +67,9 @@ async fn drive_delta_reports_a_days_changes_with_deleted_facet() {
             .collect()
     };
     let (added, modified, deleted) = (set("added"), set("modified"), set("deleted"));
+    let moved = set("moved");
     assert!(!added.is_empty() && !modified.is_empty() && !deleted.is_empty());
+    assert!(!moved.is_empty());
 
     let (rows, _, next) = sim.all_with(&link, &[]).await;
     let mut got_deleted = BTreeSet::new();
@@ -88,7 +90,8 @@ async fn drive_delta_reports_a_days_changes_with_deleted_facet() {
         }
     }
     assert_eq!(got_deleted, deleted);
-    assert_eq!(got_files, added.union(&modified).cloned().collect());
+    let changed: BTreeSet<String> = added.union(&modified).cloned().collect();
+    assert_eq!(got_files, changed.union(&moved).cloned().collect());
     let (quiet, _, _) = sim.all_with(&next.unwrap(), &[]).await;
     assert!(quiet.is_empty());
 

@@ -234,7 +234,8 @@ enum AddSource {
         /// The identity platform's base URL.
         #[arg(long, value_name = "URL")]
         login_url: Option<String>,
-        /// Only users of this domain (repeatable); every user when absent.
+        /// Only users of this domain (repeatable); every user when absent. SharePoint
+        /// sites belong to no domain: with a domain, only the sites named by `--sites`.
         #[arg(long = "domain", value_name = "DOMAIN")]
         domains: Vec<String>,
         /// Only this SharePoint site (repeatable, full URL); every site when absent.

@@ -54,6 +54,12 @@ pub struct M365Settings {
     #[serde(default = "default_login")]
     pub login_url: String,
     /// Only users of these domains; every user when empty.
+    ///
+    /// SharePoint sites belong to the whole organisation, not to a domain (their host is
+    /// the tenant's `*.sharepoint.com` whatever domains it has), so a task narrowed to some
+    /// domains (one subsidiary of a group, say) takes no site unless [`Self::sites`] names
+    /// it: an admin who chose a subsidiary's users does not expect every other team's
+    /// sites in its backups. With `domains` empty, `sites` alone decides.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub domains: Vec<String>,
     /// Only these SharePoint sites (full URLs); every site and sub-site when empty.
@@ -310,7 +316,9 @@ impl M365Connector {
 impl Connector for M365Connector {
     async fn accounts(&self) -> engine::Result<Vec<AccountInfo>> {
         let mut out = self.users().await?;
-        out.extend(sites::accounts(&self.g, &self.settings.sites).await?);
+        if self.settings.domains.is_empty() || !self.settings.sites.is_empty() {
+            out.extend(sites::accounts(&self.g, &self.settings.sites).await?);
+        }
         Ok(out)
     }
 

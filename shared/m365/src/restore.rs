@@ -21,7 +21,7 @@ use engine::{OnConflict, RestoreContent, SourceRestore, SourceRestoreReport};
 use mail_parser::{MessageParser, MimeHeaders};
 use reqwest::Method;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use vault::{Entry, EntryKind};
 
 /// Attachments up to this size go in the message's create request; larger ones through an
@@ -50,9 +50,60 @@ struct Ctx<'a> {
     drives: HashMap<ItemPath, String>,
     user: String,
     site: Option<String>,
+    /// Restore folders (mail and contact folders, calendars, lists) that were already
+    /// there: a job run again after a crash goes into the same labelled folders.
+    found: HashSet<String>,
+    /// What those folders hold, by folder id: how many items of each restore key (see
+    /// [`Ctx::already`]).
+    present: HashMap<String, HashMap<String, usize>>,
 }
 
 impl Ctx<'_> {
+    fn made(&mut self, (id, found): (String, bool)) -> String {
+        if found {
+            self.found.insert(id.clone());
+        }
+        id
+    }
+
+    /// Whether an earlier run of this job already wrote the item whose restore key is
+    /// `key` into the labelled folder `folder` (listed at `list`, `field` holding each
+    /// item's key). Keys are counted, so two snapshot items with the same key are both
+    /// restored when the earlier run wrote only one. Only labelled restores: the label
+    /// folder belongs to the job, while in place, what is there is the user's.
+    async fn already(
+        &mut self,
+        folder: &str,
+        list: &str,
+        key_of: fn(&Value) -> String,
+        key: &str,
+    ) -> Result<bool, Fail> {
+        if self.job.label.is_none() || !self.found.contains(folder) || key.is_empty() {
+            return Ok(false);
+        }
+        if !self.present.contains_key(folder) {
+            let mut counts: HashMap<String, usize> = HashMap::new();
+            let mut next = Some(self.g.url(list));
+            while let Some(u) = next {
+                let page = self.g.get_json(&u, Some(&self.user)).await?;
+                for v in page["value"].as_array().into_iter().flatten() {
+                    *counts.entry(key_of(v)).or_default() += 1;
+                }
+                next = page["@odata.nextLink"].as_str().map(str::to_string);
+            }
+            self.present.insert(folder.to_string(), counts);
+        }
+        let counts = self.present.get_mut(folder).expect("just listed");
+        match counts.get_mut(key) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                self.report.skipped += 1;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     fn fail(&mut self, path: &ItemPath, f: impl std::fmt::Display) {
         self.report.errors.push(format!("{path}: {f}"));
     }
@@ -85,6 +136,8 @@ pub async fn restore(
         drives: HashMap::new(),
         user: job.to.to_string(),
         site,
+        found: HashSet::new(),
+        present: HashMap::new(),
     };
     // Calendars and To Do lists cannot nest: each restored one becomes its own top-level
     // calendar or list, named by the label (and the original name when there are several).
@@ -165,20 +218,24 @@ async fn mail_folder(
         };
         (url, name)
     };
-    let id = create_or_find(cx.g, &parent_url, "displayName", &name, Some(&u)).await?;
+    let (id, found) = create_or_find(cx.g, &parent_url, "displayName", &name, Some(&u)).await?;
+    if found {
+        cx.found.insert(id.clone());
+    }
     cx.folders.insert(path.clone(), id.clone());
     Ok(id)
 }
 
 /// Creates a folder-like object named `name` in the collection at `url`, or finds the
-/// one already there (a restore run again after a crash goes into the same folder).
+/// one already there (a restore run again after a crash goes into the same folder); with
+/// whether it was found, so holding what an earlier run wrote.
 async fn create_or_find(
     g: &Graph,
     url: &str,
     field: &str,
     name: &str,
     mailbox: Option<&str>,
-) -> Result<String, Fail> {
+) -> Result<(String, bool), Fail> {
     match g
         .json(
             Method::POST,
@@ -189,22 +246,36 @@ async fn create_or_find(
         )
         .await
     {
-        Ok(v) => Ok(s(&v, "id").to_string()),
+        Ok(v) => Ok((s(&v, "id").to_string(), false)),
         Err(f) if f.status() == Some(409) => {
-            let mut next = Some(g.url(&format!("{url}?$top=250")));
-            while let Some(u) = next {
-                let page = g.get_json(&u, mailbox).await?;
-                for f in page["value"].as_array().into_iter().flatten() {
-                    if s(f, field).eq_ignore_ascii_case(name) {
-                        return Ok(s(f, "id").to_string());
-                    }
-                }
-                next = page["@odata.nextLink"].as_str().map(str::to_string);
+            match find_named(g, url, field, name, mailbox).await? {
+                Some(id) => Ok((id, true)),
+                None => Err(f),
             }
-            Err(f)
         }
         Err(f) => Err(f),
     }
+}
+
+/// The id of the object named `name` in the collection at `url`.
+async fn find_named(
+    g: &Graph,
+    url: &str,
+    field: &str,
+    name: &str,
+    mailbox: Option<&str>,
+) -> Result<Option<String>, Fail> {
+    let mut next = Some(g.url(&format!("{url}?$top=250")));
+    while let Some(u) = next {
+        let page = g.get_json(&u, mailbox).await?;
+        for f in page["value"].as_array().into_iter().flatten() {
+            if s(f, field).eq_ignore_ascii_case(name) {
+                return Ok(Some(s(f, "id").to_string()));
+            }
+        }
+        next = page["@odata.nextLink"].as_str().map(str::to_string);
+    }
+    Ok(None)
 }
 
 fn addr(a: &mail_parser::Addr<'_>) -> Value {
@@ -243,6 +314,16 @@ async fn mail(cx: &mut Ctx<'_>, path: &ItemPath, entry: &Entry) -> R {
                 .unwrap_or_default(),
         ),
     };
+    let u = cx.user.clone();
+    let key = parsed
+        .message_id()
+        .map(|id| format!("<{id}>"))
+        .unwrap_or_default();
+    let list =
+        format!("/users/{u}/mailFolders/{folder}/messages?$select=internetMessageId&$top=250");
+    if cx.already(&folder, &list, message_key, &key).await? {
+        return Ok(());
+    }
     let meta = |k: &str| meta_of(&entry.meta, k).unwrap_or("").to_string();
     let received = meta("received");
     let read = meta("read") == "true";
@@ -320,7 +401,6 @@ async fn mail(cx: &mut Ctx<'_>, path: &ItemPath, entry: &Entry) -> R {
     if !inline.is_empty() {
         msg["attachments"] = json!(inline);
     }
-    let u = cx.user.clone();
     let created =
         cx.g.json(
             Method::POST,
@@ -378,6 +458,34 @@ async fn attach_large(g: &Graph, u: &str, mid: &str, name: &str, ct: &str, bytes
     Ok(())
 }
 
+/// What tells a restored item apart from the others of its folder, so that a re-run of
+/// the same restore finds what it already wrote: a message's Message-ID (which the
+/// restored message carries), a contact's name and address, an event's subject and start,
+/// a task's title.
+fn message_key(v: &Value) -> String {
+    s(v, "internetMessageId").to_string()
+}
+
+fn contact_key(v: &Value) -> String {
+    let mail = v
+        .pointer("/emailAddresses/0/address")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    format!("{}\n{mail}", s(v, "displayName"))
+}
+
+fn event_key(v: &Value) -> String {
+    let start = v
+        .pointer("/start/dateTime")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    format!("{}\n{}", s(v, "subject"), start.get(..16).unwrap_or(start))
+}
+
+fn task_key(v: &Value) -> String {
+    s(v, "title").to_string()
+}
+
 // ---- contacts -----------------------------------------------------------------------------
 
 async fn contact_folder(
@@ -393,14 +501,16 @@ async fn contact_folder(
         match cx.job.label.clone() {
             Some(l) => {
                 cx.target(format!("Contacts/{l}"));
-                create_or_find(
-                    cx.g,
-                    &format!("/users/{u}/contactFolders"),
-                    "displayName",
-                    &l,
-                    Some(&u),
+                cx.made(
+                    create_or_find(
+                        cx.g,
+                        &format!("/users/{u}/contactFolders"),
+                        "displayName",
+                        &l,
+                        Some(&u),
+                    )
+                    .await?,
                 )
-                .await?
             }
             None => "contacts".to_string(),
         }
@@ -415,7 +525,7 @@ async fn contact_folder(
         } else {
             format!("/users/{u}/contactFolders/{pid}/childFolders")
         };
-        create_or_find(cx.g, &url, "displayName", &name, Some(&u)).await?
+        cx.made(create_or_find(cx.g, &url, "displayName", &name, Some(&u)).await?)
     };
     cx.folders.insert(path.clone(), id.clone());
     Ok(id)
@@ -454,6 +564,13 @@ async fn contacts(cx: &mut Ctx<'_>, path: &ItemPath, entry: &Entry) -> R {
         .map_err(Fail::Protocol)?
         .remove(0);
     let u = cx.user.clone();
+    let list = format!("/users/{u}/contactFolders/{fid}/contacts?$top=250");
+    if cx
+        .already(&fid, &list, contact_key, &contact_key(&item))
+        .await?
+    {
+        return Ok(());
+    }
     let url = if fid == "contacts" {
         format!("/users/{u}/contacts")
     } else {
@@ -506,7 +623,16 @@ async fn listed_folder(
         Listed::Tasks => (format!("/users/{u}/todo/lists"), "displayName", "Tasks"),
     };
     cx.target(format!("{top}/{name}"));
-    let id = create_or_find(cx.g, &url, field, &name, Some(&u)).await?;
+    // To Do takes any number of lists of one name, so a re-run looks before it creates.
+    let id = match kind {
+        Listed::Tasks if cx.job.label.is_some() => {
+            match find_named(cx.g, &url, field, &name, Some(&u)).await? {
+                Some(id) => cx.made((id, true)),
+                None => cx.made(create_or_find(cx.g, &url, field, &name, Some(&u)).await?),
+            }
+        }
+        _ => cx.made(create_or_find(cx.g, &url, field, &name, Some(&u)).await?),
+    };
     cx.folders.insert(key, id.clone());
     Ok(Some(id))
 }
@@ -533,6 +659,20 @@ async fn listed(
     let raw = cx.content.read(entry).await.map_err(engine_fail)?;
     let mut objs = formats::embedded_json(&raw).map_err(Fail::Protocol)?;
     let u = cx.user.clone();
+    let (list, key_of): (String, fn(&Value) -> String) = match kind {
+        Listed::Tasks => (
+            format!("/users/{u}/todo/lists/{fid}/tasks?$top=250"),
+            task_key,
+        ),
+        Listed::Calendar => (
+            format!("/users/{u}/calendars/{fid}/events?$top=250"),
+            event_key,
+        ),
+    };
+    let key = objs.first().map(key_of).unwrap_or_default();
+    if cx.already(&fid, &list, key_of, &key).await? {
+        return Ok(());
+    }
     match kind {
         Listed::Tasks => {
             let t = creatable(objs.remove(0), &[]);
@@ -705,6 +845,10 @@ async fn drive_folder(
         match cx.job.label.clone() {
             Some(l) => {
                 cx.target(format!("{}/{l}", path));
+                // Already there: this job ran before (and crashed); see `files`.
+                if drive::child(cx.g, drive, "root", &l).await?.is_some() {
+                    cx.found.insert(format!("drive:{drive}"));
+                }
                 drive::ensure_folder(cx.g, drive, "root", &l).await?
             }
             None => {
@@ -734,6 +878,16 @@ async fn files(cx: &mut Ctx<'_>, path: &ItemPath, entry: &Entry) -> R {
     let parent = path.parent().expect("an item has a parent");
     let pid = drive_folder(cx, &drive, &parent, skip).await?;
     let mut name = unseg(path.file_name().unwrap_or(b""));
+    if cx.job.label.is_some() && cx.found.contains(&format!("drive:{drive}")) {
+        // A file of the job's own restore folder, as large as the one to restore, was
+        // written by the earlier run: an upload appears only once complete.
+        if let Some(there) = drive::child(cx.g, &drive, &pid, &name).await? {
+            if there.get("file").is_some() && there["size"].as_u64() == Some(entry.size) {
+                cx.report.skipped += 1;
+                return Ok(());
+            }
+        }
+    }
     if cx.job.label.is_none() {
         if let Some(existing) = drive::child(cx.g, &drive, &pid, &name).await? {
             match cx.job.on_conflict {

@@ -126,8 +126,8 @@ async fn a_full_backup_then_a_day_of_changes() {
     );
     assert_eq!(
         s2.stats.items_read,
-        added + 3 + 3,
-        "new mail, files, one contact, event and task"
+        added + 3 + 6,
+        "new mail, files, a contact, event and task added and another of each edited"
     );
 
     let changes = env.engine.diff(&env.task, &s1, &s2).await.unwrap();
