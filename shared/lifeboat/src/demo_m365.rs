@@ -239,30 +239,11 @@ pub async fn run(dir: PathBuf) -> Result<u8> {
         let mut s = sim.shared.sim();
         graphsim::day::advance(&sim.shared.cfg, &mut s)
     };
-    let len = |v: &Value, ptr: &str| v.pointer(ptr).and_then(Value::as_array).map_or(0, Vec::len);
-    let per_user = |ptrs: &[&str]| -> usize {
-        changes["users"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|u| ptrs.iter().map(|p| len(u, p)).sum::<usize>())
-            .sum()
-    };
-    let per_site = |ptr: &str| -> usize {
-        changes["sites"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|s| len(s, ptr))
-            .sum()
-    };
+    let mut tally = [0usize; 4];
+    count_changes(&changes, &mut tally);
     println!(
-        "5. a day of use: {} items added (mail, files, events, contacts, tasks), {} changed, {} moved, {} deleted",
-        per_user(&["/mail/added", "/drive/added", "/events/added", "/contacts/added", "/tasks/added"])
-            + per_site("/addedFiles"),
-        per_user(&["/mail/updated", "/drive/modified"]) + per_site("/editedListItems"),
-        per_user(&["/mail/moved"]),
-        per_user(&["/mail/deleted", "/drive/deleted"])
+        "5. a day of use: {} items added (mail, files, events, contacts, tasks, list items), {} changed, {} moved, {} deleted",
+        tally[0], tally[1], tally[2], tally[3]
     );
 
     let r0 = requests(&sim);
@@ -438,6 +419,26 @@ pub async fn run(dir: PathBuf) -> Result<u8> {
         home.display()
     );
     Ok(0)
+}
+
+/// Adds up the simulator's report of a day: each list under a key that names a kind of
+/// change (`added`, `addedFiles`, `modified`, `editedListItems`, `moved`, `deleted`…).
+fn count_changes(v: &Value, tally: &mut [usize; 4]) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let kind = ["added", "updated|modified|edited", "moved", "deleted"]
+                    .iter()
+                    .position(|names| names.split('|').any(|n| k.starts_with(n)));
+                match (kind, v) {
+                    (Some(i), Value::Array(a)) => tally[i] += a.len(),
+                    _ => count_changes(v, tally),
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|v| count_changes(v, tally)),
+        _ => {}
+    }
 }
 
 /// A header's value (unfolded, trimmed), from a message's header section.
