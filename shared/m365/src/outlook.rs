@@ -8,7 +8,7 @@
 //! with the same immutable id; removals wait until the whole service is done, so the
 //! added side finds the message in the tree and renames it instead of downloading it.
 
-use crate::client::{BatchRequest, Fail, BATCH_MAX};
+use crate::client::{BatchRequest, Fail, BATCH_MAX, MAILBOX_CONCURRENCY};
 use crate::formats;
 use crate::names::{self, fingerprint, item_name, seg, time_ns, Track};
 use crate::run::{Flow, Live, Run};
@@ -552,12 +552,16 @@ async fn apply(
     let mailbox = run.mailbox.clone();
     let user = run.key.clone();
     // Small messages go in batches of 20; those with attachments, which may be large, are
-    // read on their own.
+    // read on their own, four at a time (each holds one of the mailbox's slots).
     let mut jobs: Vec<Vec<(ItemPath, String, ItemInfo, bool)>> = Vec::new();
     let mut small = Vec::new();
+    let mut single = Vec::new();
     for (path, id, info, attachments) in fetch {
         if attachments || !g.throttle.batch {
-            jobs.push(vec![(path, id, info, true)]);
+            single.push((path, id, info, true));
+            if single.len() == MAILBOX_CONCURRENCY {
+                jobs.push(std::mem::take(&mut single));
+            }
         } else {
             small.push((path, id, info, false));
             if small.len() == BATCH_MAX {
@@ -565,17 +569,19 @@ async fn apply(
             }
         }
     }
-    if !small.is_empty() {
-        jobs.push(small);
-    }
+    jobs.extend([small, single].into_iter().filter(|j| !j.is_empty()));
     let mut results = futures::stream::iter(jobs)
         .map(|job| {
             let mailbox = mailbox.clone();
             let user = user.clone();
             async move {
                 let url = |id: &str| format!("/users/{user}/messages/{id}/$value");
-                let got: Vec<Result<Bytes, Fail>> = if job.len() == 1 && job[0].3 {
-                    vec![g.get_bytes(&url(&job[0].1), mailbox.as_deref()).await]
+                let got: Vec<Result<Bytes, Fail>> = if job[0].3 {
+                    let urls: Vec<String> = job.iter().map(|(_, id, _, _)| url(id)).collect();
+                    futures::future::join_all(
+                        urls.iter().map(|u| g.get_bytes(u, mailbox.as_deref())),
+                    )
+                    .await
                 } else {
                     let reqs: Vec<BatchRequest> = job
                         .iter()
