@@ -17,10 +17,12 @@
 //! # Control API (`/_sim`, no token; for tests and demos)
 //! - `GET info`: tenant, client id, URLs, users with their drive ids, sites.
 //! - `GET stats`, `POST stats/reset`: requests per status and per mailbox (`requests`,
-//!   `in_flight`, `max_in_flight`, `throttled`), downloads.
+//!   `in_flight`, `max_in_flight`, `throttled`), batches and their inner requests,
+//!   SharePoint resource units spent and refused, downloads.
 //! - `GET|POST faults`: merge fault settings ([`Faults`]): `throttle_rate`,
 //!   `unavailable_rate`, `gateway_timeout_rate`, `vanish_rate`, `retry_after_secs`,
-//!   `latency_ms`, `mailbox_concurrency`, `mailbox_requests_per_10_min`.
+//!   `latency_ms`, `mailbox_concurrency`, `mailbox_requests_per_10_min`,
+//!   `mailbox_window_secs`, `sharepoint_ru_per_window`, `sharepoint_window_secs`.
 //! - `POST faults/script`: one-shot faults, `{"status": 429, "path_contains": "messages", "times": 1}`.
 //! - `POST expire-tokens`: expire every access token.
 //! - `POST expire-delta`: expire every delta token, or with `{"user": "<id or UPN>"}` those

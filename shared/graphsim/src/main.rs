@@ -61,6 +61,16 @@ struct Args {
     retry_after_secs: u64,
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Concurrent requests per mailbox before 429 (Graph: 4).
+    #[arg(long, default_value_t = 4)]
+    mailbox_concurrency: usize,
+    /// Requests per mailbox per 10 minutes before 429 (Graph: 10,000; 0 lifts it).
+    #[arg(long, default_value_t = 10_000)]
+    mailbox_requests_per_10_min: u64,
+    /// SharePoint resource units per minute for the tenant (1,200 up to 1,000 licences;
+    /// 0, the default, lifts the budget).
+    #[arg(long, default_value_t = 0)]
+    sharepoint_ru_per_minute: u64,
     /// Delta tokens older than this many simulated days (see `/_sim/advance-day`) are gone.
     #[arg(long)]
     delta_token_days: Option<u32>,
@@ -115,6 +125,9 @@ async fn main() -> anyhow::Result<()> {
     cfg.faults.vanish_rate = a.vanish_rate;
     cfg.faults.retry_after_secs = a.retry_after_secs;
     cfg.faults.latency_ms = a.latency_ms;
+    cfg.faults.mailbox_concurrency = a.mailbox_concurrency;
+    cfg.faults.mailbox_requests_per_10_min = a.mailbox_requests_per_10_min;
+    cfg.faults.sharepoint_ru_per_window = a.sharepoint_ru_per_minute;
     let (tenant, client) = (cfg.tenant_id.clone(), cfg.client_id.clone());
     let running = graphsim::spawn(cfg)
         .await

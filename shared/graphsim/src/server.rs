@@ -38,6 +38,16 @@ pub struct Faults {
     pub mailbox_concurrency: usize,
     /// Graph allows 10,000 requests per app and mailbox in 10 minutes; 0 lifts the limit.
     pub mailbox_requests_per_10_min: u64,
+    /// The length of that window in seconds (600 as documented; tests shorten it).
+    pub mailbox_window_secs: u64,
+    /// SharePoint's per-app, per-tenant budget of resource units per window (1,200 a
+    /// minute for a tenant of up to 1,000 licences); 0, the default, lifts it. Requests to
+    /// sites and drives cost what Microsoft's table says: 1 for one item, a delta with a
+    /// token or a download; 2 for a list, a delta without a token or a write; 5 with
+    /// permissions.
+    pub sharepoint_ru_per_window: u64,
+    /// The length of that window in seconds (60 as documented).
+    pub sharepoint_window_secs: u64,
     /// One-shot faults served before any drawn at random, in order.
     pub script: VecDeque<ScriptedFault>,
 }
@@ -53,6 +63,9 @@ impl Default for Faults {
             latency_ms: 0,
             mailbox_concurrency: 4,
             mailbox_requests_per_10_min: 10_000,
+            mailbox_window_secs: 600,
+            sharepoint_ru_per_window: 0,
+            sharepoint_window_secs: 60,
             script: VecDeque::new(),
         }
     }
@@ -85,7 +98,18 @@ pub struct MailboxStats {
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
+    /// Every request served, a batch's inner requests included (Graph counts them one by
+    /// one); HTTP requests are `requests - batch_inner`.
     pub requests: u64,
+    /// `$batch` requests, and the requests inside them.
+    pub batches: u64,
+    pub batch_inner: u64,
+    /// SharePoint resource units spent, and requests refused for want of them.
+    pub resource_units: u64,
+    pub ru_throttled: u64,
+    /// Start and resource units of the current SharePoint window.
+    #[serde(skip)]
+    pub ru_window: Option<(Instant, u64)>,
     pub token_requests: u64,
     pub by_status: BTreeMap<u16, u64>,
     /// Keyed by user principal name.
@@ -376,6 +400,92 @@ fn injected(shared: &Shared, segs: &[String], n: u64) -> Option<GraphError> {
     None
 }
 
+/// What a request to SharePoint or OneDrive costs in resource units, as Microsoft's table
+/// prices Graph requests; `None` for requests outside SharePoint.
+pub fn sharepoint_cost(req: &Req) -> Option<u64> {
+    let segs: Vec<String> = req.segs.iter().map(|s| s.to_ascii_lowercase()).collect();
+    let first = segs.first()?.as_str();
+    let sharepoint = first == "sites"
+        || first == "drives"
+        || (first == "users" && segs.get(2).is_some_and(|s| s == "drive"));
+    if !sharepoint {
+        return None;
+    }
+    let expands_permissions = req
+        .query
+        .get("expand")
+        .is_some_and(|e| e.to_ascii_lowercase().contains("permissions"));
+    if segs.iter().any(|s| s == "permissions") || expands_permissions {
+        return Some(5);
+    }
+    if req.method != Method::GET {
+        return Some(2);
+    }
+    let last = segs.last().map(String::as_str).unwrap_or("");
+    if last == "delta" || last.starts_with("delta(") {
+        // The first page of a full enumeration costs 2; its continuations carry a token.
+        let token = req.query.get("token").is_some() || last.contains("token=");
+        return Some(if token { 1 } else { 2 });
+    }
+    let collection = [
+        "children", "items", "lists", "sites", "drives", "columns", "versions", "root",
+    ];
+    Some(if collection.contains(&last) && last != "root" {
+        2
+    } else {
+        1
+    })
+}
+
+/// Spends `cost` resource units of the tenant's SharePoint budget. Past the budget the
+/// request is refused with 429, `Retry-After` and `RateLimit-*` headers; from 80 % of it
+/// successful answers carry the `RateLimit-*` headers, as SharePoint documents.
+fn spend_resource_units(shared: &Shared, cost: u64) -> Result<Option<[(&'static str, String); 3]>> {
+    let (limit, window_secs) = {
+        let f = lock(&shared.faults);
+        (f.sharepoint_ru_per_window, f.sharepoint_window_secs.max(1))
+    };
+    let mut stats = lock(&shared.stats);
+    stats.resource_units += cost;
+    if limit == 0 {
+        return Ok(None);
+    }
+    let now = Instant::now();
+    let window = Duration::from_secs(window_secs);
+    // Throttled requests count toward the budget too.
+    let (start, used) = match stats.ru_window {
+        Some((start, used)) if now.duration_since(start) < window => (start, used + cost),
+        _ => (now, cost),
+    };
+    stats.ru_window = Some((start, used));
+    let reset = window
+        .saturating_sub(now.duration_since(start))
+        .as_secs_f64()
+        .ceil()
+        .max(1.0) as u64;
+    let headers = |remaining: u64| {
+        [
+            ("ratelimit-limit", limit.to_string()),
+            ("ratelimit-remaining", remaining.to_string()),
+            ("ratelimit-reset", reset.to_string()),
+        ]
+    };
+    if used > limit {
+        stats.ru_throttled += 1;
+        let mut e = GraphError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "activityLimitReached",
+            "The request has been throttled",
+        )
+        .with_header(header::RETRY_AFTER, reset.to_string());
+        for (k, v) in headers(0) {
+            e = e.with_header(axum::http::HeaderName::from_static(k), v);
+        }
+        return Err(e);
+    }
+    Ok((used * 5 >= limit * 4).then(|| headers(limit - used)))
+}
+
 /// Serves one Graph request, from the token check to the response headers.
 pub async fn serve(shared: Arc<Shared>, req: Req, in_batch: bool) -> Response {
     let n = shared.counter.fetch_add(1, Ordering::SeqCst);
@@ -386,7 +496,9 @@ pub async fn serve(shared: Arc<Shared>, req: Req, in_batch: bool) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let mailbox = mailbox_of(&shared, &req.segs);
+    let is_batch = req.segs.len() == 1 && req.segs[0] == "$batch";
     let mut guard = None;
+    let mut ratelimit: Option<[(&'static str, String); 3]> = None;
     let outcome: Result<Response> = async {
         if !in_batch {
             check_token(&shared, &req.headers)?;
@@ -394,18 +506,30 @@ pub async fn serve(shared: Arc<Shared>, req: Req, in_batch: bool) -> Response {
         {
             let mut stats = lock(&shared.stats);
             stats.requests += 1;
+            if in_batch {
+                stats.batch_inner += 1;
+            } else if is_batch {
+                stats.batches += 1;
+            }
+        }
+        if let Some(cost) = sharepoint_cost(&req) {
+            ratelimit = spend_resource_units(&shared, cost)?;
         }
         if let Some(mb) = &mailbox {
-            let (limit, per_window) = {
+            let (limit, per_window, window_secs) = {
                 let f = lock(&shared.faults);
-                (f.mailbox_concurrency, f.mailbox_requests_per_10_min)
+                (
+                    f.mailbox_concurrency,
+                    f.mailbox_requests_per_10_min,
+                    f.mailbox_window_secs.max(1),
+                )
             };
             let mut stats = lock(&shared.stats);
             let m = stats.mailboxes.entry(mb.clone()).or_default();
             m.requests += 1;
             if per_window > 0 {
                 let now = Instant::now();
-                let window = Duration::from_secs(600);
+                let window = Duration::from_secs(window_secs);
                 let (start, count) = match m.window {
                     Some((start, count)) if now.duration_since(start) < window => {
                         (start, count + 1)
@@ -446,8 +570,10 @@ pub async fn serve(shared: Arc<Shared>, req: Req, in_batch: bool) -> Response {
         if let Some(e) = injected(&shared, &req.segs, n) {
             return Err(e);
         }
+        // The envelope of a batch is no operation of its own: its inner requests each take
+        // the latency, four at a time.
         let latency = lock(&shared.faults).latency_ms;
-        if latency > 0 {
+        if latency > 0 && !is_batch {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
         if req.segs.len() == 1 && req.segs[0] == "$batch" && req.method == Method::POST {
@@ -486,6 +612,11 @@ pub async fn serve(shared: Arc<Shared>, req: Req, in_batch: bool) -> Response {
     }
     if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert("request-id", v);
+    }
+    for (k, v) in ratelimit.into_iter().flatten() {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            resp.headers_mut().insert(k, v);
+        }
     }
     if let Some(c) = crid.and_then(|c| HeaderValue::from_str(&c).ok()) {
         resp.headers_mut().insert("client-request-id", c);

@@ -99,3 +99,124 @@ async fn batch_answers_each_request() {
     assert_eq!(b["status"], 429);
     assert!(b["headers"]["retry-after"].is_string());
 }
+
+#[tokio::test]
+async fn a_batch_runs_four_inner_requests_at_a_time_and_counts_each() {
+    let mut cfg = small();
+    cfg.faults.latency_ms = 100;
+    let sim = start(cfg).await;
+    let user = sim.first_user().await;
+    let ids: Vec<String> = sim
+        .get(&format!("/users/{user}/messages?$top=8&$select=id"))
+        .await["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 8);
+    sim.admin("stats/reset", None).await;
+    let requests: Vec<Value> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| json!({ "id": i.to_string(), "method": "GET", "url": format!("/users/{user}/messages/{id}/$value") }))
+        .collect();
+    let t0 = std::time::Instant::now();
+    let out: Value = sim
+        .send(
+            reqwest::Method::POST,
+            "/$batch",
+            &[],
+            Some(json!({ "requests": requests })),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let took = t0.elapsed();
+    // Eight requests of 100 ms, four at a time: two rounds, not eight.
+    assert!(took >= std::time::Duration::from_millis(200), "{took:?}");
+    assert!(took < std::time::Duration::from_millis(700), "{took:?}");
+    for r in out["responses"].as_array().unwrap() {
+        assert_eq!(r["status"], 200, "{r}");
+        let mime = base64::engine::general_purpose::STANDARD
+            .decode(r["body"].as_str().unwrap())
+            .unwrap();
+        assert!(String::from_utf8_lossy(&mime).contains("Subject:"));
+    }
+    let stats = sim.admin("stats", None).await;
+    assert_eq!(stats["batches"], 1, "{stats}");
+    assert_eq!(stats["batch_inner"], 8, "{stats}");
+    let upn = stats["mailboxes"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .next()
+        .unwrap();
+    let m = &stats["mailboxes"][upn];
+    assert_eq!(
+        m["requests"], 8,
+        "inner requests count against the mailbox: {stats}"
+    );
+    assert_eq!(m["max_in_flight"], 4, "{stats}");
+    assert_eq!(m["throttled"], 0, "{stats}");
+}
+
+#[tokio::test]
+async fn depends_on_must_name_an_earlier_request() {
+    let sim = start(small()).await;
+    let body = json!({ "requests": [
+        { "id": "1", "method": "GET", "url": "/users", "dependsOn": ["2"] },
+        { "id": "2", "method": "GET", "url": "/users" },
+    ]});
+    let resp = sim
+        .send(reqwest::Method::POST, "/$batch", &[], Some(body))
+        .await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(error_code(&resp.json().await.unwrap()), "BadRequest");
+}
+
+#[tokio::test]
+async fn sharepoint_answers_429_with_rate_limit_headers_past_its_resource_units() {
+    let sim = start(small()).await;
+    let drive = sim.admin("info", None).await["users"][0]["driveId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    sim.admin(
+        "faults",
+        Some(json!({ "sharepoint_ru_per_window": 5, "sharepoint_window_secs": 2 })),
+    )
+    .await;
+    let children = format!("/drives/{drive}/root/children");
+    // A list costs 2 units: the first is under 80 % of the budget, the second reaches it.
+    let r = sim.send(reqwest::Method::GET, &children, &[], None).await;
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("ratelimit-remaining").is_none());
+    let r = sim.send(reqwest::Method::GET, &children, &[], None).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["ratelimit-limit"], "5");
+    assert_eq!(r.headers()["ratelimit-remaining"], "1");
+    let r = sim.send(reqwest::Method::GET, &children, &[], None).await;
+    assert_eq!(r.status(), 429);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    assert_eq!(r.headers()["ratelimit-remaining"], "0");
+    assert_eq!(error_code(&r.json().await.unwrap()), "activityLimitReached");
+    // Outlook requests do not spend SharePoint's units.
+    let user = sim.first_user().await;
+    let (status, _) = sim
+        .get_with(&format!("/users/{user}/mailFolders"), &[])
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+    let r = sim.send(reqwest::Method::GET, &children, &[], None).await;
+    assert_eq!(r.status(), 200, "a new window has a new budget");
+    let stats = sim.admin("stats", None).await;
+    assert_eq!(stats["ru_throttled"], 1, "{stats}");
+    assert_eq!(stats["resource_units"], 8, "{stats}");
+}

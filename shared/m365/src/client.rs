@@ -44,6 +44,152 @@ impl Default for RetryPolicy {
     }
 }
 
+/// The service limits a backup keeps under, so that it slows down before Graph has to
+/// throttle it: Outlook's requests per mailbox in a window (10,000 per 10 minutes per app
+/// and mailbox), SharePoint's resource units per app and tenant in a window (1,200 a minute
+/// for a tenant of up to 1,000 licences; 2,400, 3,600, 4,800 and 6,000 from 1k, 5k, 15k
+/// and 50k licences), and whether `$batch` may combine requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Throttle {
+    /// Requests per mailbox per window; 0 lifts the budget.
+    pub mailbox_requests: u64,
+    pub mailbox_window_secs: u64,
+    /// SharePoint and OneDrive resource units per window for the tenant; 0 lifts it.
+    pub sharepoint_resource_units: u64,
+    pub sharepoint_window_secs: u64,
+    /// Combine small reads of one mailbox into `$batch` requests of up to 20.
+    pub batch: bool,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Throttle {
+            mailbox_requests: 10_000,
+            mailbox_window_secs: 600,
+            sharepoint_resource_units: 1_200,
+            sharepoint_window_secs: 60,
+            batch: true,
+        }
+    }
+}
+
+/// Added to each budget's window: a request is counted here just before it leaves, and
+/// by Graph when it arrives.
+const WINDOW_MARGIN: Duration = Duration::from_millis(250);
+
+/// Requests a `$batch` may carry.
+pub const BATCH_MAX: usize = 20;
+
+/// One request of a `$batch`: a path below the version (`/users/…`) or a Graph URL, with
+/// its own headers (the envelope's are not passed on).
+#[derive(Clone, Debug)]
+pub struct BatchRequest {
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+}
+
+/// One answer of a `$batch`: a success status with its body as Graph put it in the batch
+/// (JSON, or a base64 string for other content).
+#[derive(Clone, Debug)]
+pub struct BatchAnswer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl BatchAnswer {
+    /// The body of a non-JSON answer (a message's MIME), which Graph base64-encodes.
+    pub fn bytes(&self) -> FResult<Bytes> {
+        use base64::Engine;
+        match &self.body {
+            Value::String(s) => base64::engine::general_purpose::STANDARD
+                .decode(s.trim())
+                .map(Bytes::from)
+                .map_err(|e| Fail::Protocol(format!("a batched answer is not base64: {e}"))),
+            Value::Null => Ok(Bytes::new()),
+            v => Ok(Bytes::from(v.to_string())),
+        }
+    }
+}
+
+/// Requests (or resource units) spent in a sliding window: the times and amounts of the
+/// last window's spending.
+#[derive(Default)]
+struct Window {
+    spent: std::collections::VecDeque<(Instant, u64)>,
+    total: u64,
+}
+
+impl Window {
+    /// Spends `n` when the window allows it, or says how long to wait first.
+    fn spend(&mut self, n: u64, budget: u64, len: Duration) -> Option<Duration> {
+        let now = Instant::now();
+        while let Some(&(t, k)) = self.spent.front() {
+            if now.duration_since(t) >= len {
+                self.spent.pop_front();
+                self.total -= k;
+            } else {
+                break;
+            }
+        }
+        let n = n.min(budget);
+        if self.total + n <= budget {
+            self.spent.push_back((now, n));
+            self.total += n;
+            return None;
+        }
+        // Wait until enough of the oldest spending has left the window.
+        let mut freed = 0;
+        for &(t, k) in &self.spent {
+            freed += k;
+            if self.total - freed + n <= budget {
+                return Some((t + len).saturating_duration_since(now) + Duration::from_millis(5));
+            }
+        }
+        Some(len)
+    }
+}
+
+/// What a SharePoint or OneDrive request costs in resource units, as Microsoft's table
+/// prices Graph requests (1: one item, a delta with a token, a download; 2: a list, a delta
+/// without a token, a write; 5: permissions); `None` for requests outside SharePoint.
+pub fn resource_units(method: &Method, path: &str) -> Option<u64> {
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
+    let segs: Vec<String> = path
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let i = segs.iter().position(|s| s == "v1.0").map_or(0, |i| i + 1);
+    let segs = &segs[i.min(segs.len())..];
+    let first = segs.first()?.as_str();
+    let sharepoint = first == "sites"
+        || first == "drives"
+        || (first == "users" && segs.get(2).is_some_and(|s| s == "drive"));
+    if !sharepoint {
+        return None;
+    }
+    let query = query.to_ascii_lowercase();
+    if segs.iter().any(|s| s == "permissions") || query.contains("permissions") {
+        return Some(5);
+    }
+    if method != Method::GET {
+        return Some(2);
+    }
+    let last = segs.last().map(String::as_str).unwrap_or("");
+    if last == "delta" || last.starts_with("delta(") {
+        return Some(if query.contains("token=") || last.contains("token=") {
+            1
+        } else {
+            2
+        });
+    }
+    let lists = [
+        "children", "items", "lists", "sites", "drives", "columns", "versions",
+    ];
+    Some(if lists.contains(&last) { 2 } else { 1 })
+}
+
 /// Why a request failed, before it becomes an [`engine::Error`].
 #[derive(Debug, Clone)]
 pub enum Fail {
@@ -159,6 +305,27 @@ pub struct Graph {
     generation: std::sync::atomic::AtomicU64,
     mailboxes: Mutex<HashMap<String, Arc<Semaphore>>>,
     pub policy: RetryPolicy,
+    pub throttle: Throttle,
+    budgets: Arc<Budgets>,
+}
+
+/// What an app has spent of its budgets with one tenant: shared by every client of the
+/// same app and tenant in this process, since Graph counts per app and tenant, not per
+/// connection.
+#[derive(Default)]
+struct Budgets {
+    mailboxes: Mutex<HashMap<String, Window>>,
+    resource_units: Mutex<Window>,
+}
+
+fn budgets_of(key: String) -> Arc<Budgets> {
+    static ALL: std::sync::OnceLock<Mutex<HashMap<String, Arc<Budgets>>>> =
+        std::sync::OnceLock::new();
+    let mut all = ALL
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    all.entry(key).or_default().clone()
 }
 
 /// A response with the mailbox permit it was made under: the permit is held until the
@@ -252,6 +419,8 @@ impl Graph {
             generation: std::sync::atomic::AtomicU64::new(0),
             mailboxes: Mutex::new(HashMap::new()),
             policy: RetryPolicy::default(),
+            throttle: Throttle::default(),
+            budgets: budgets_of(format!("{graph} {login_url} {tenant} {client_id}")),
         })
     }
 
@@ -269,6 +438,68 @@ impl Graph {
         m.entry(key.to_ascii_lowercase())
             .or_insert_with(|| Arc::new(Semaphore::new(MAILBOX_CONCURRENCY)))
             .clone()
+    }
+
+    /// Waits until `mailbox` may take `n` more requests within its budget.
+    async fn pace_mailbox(&self, mailbox: &str, n: u64) {
+        let (budget, len) = (
+            self.throttle.mailbox_requests,
+            Duration::from_secs(self.throttle.mailbox_window_secs.max(1)) + WINDOW_MARGIN,
+        );
+        if budget == 0 {
+            return;
+        }
+        loop {
+            let wait = {
+                let mut b = self
+                    .budgets
+                    .mailboxes
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                b.entry(mailbox.to_ascii_lowercase())
+                    .or_default()
+                    .spend(n, budget, len)
+            };
+            match wait {
+                None => return,
+                Some(w) => {
+                    tracing::debug!(
+                        wait_ms = w.as_millis() as u64,
+                        "mailbox budget spent; pacing"
+                    );
+                    tokio::time::sleep(w).await;
+                }
+            }
+        }
+    }
+
+    /// Waits until the tenant's SharePoint budget allows a request costing `cost` units.
+    async fn pace_sharepoint(&self, cost: u64) {
+        let (budget, len) = (
+            self.throttle.sharepoint_resource_units,
+            Duration::from_secs(self.throttle.sharepoint_window_secs.max(1)) + WINDOW_MARGIN,
+        );
+        if budget == 0 {
+            return;
+        }
+        loop {
+            let wait = self
+                .budgets
+                .resource_units
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .spend(cost, budget, len);
+            match wait {
+                None => return,
+                Some(w) => {
+                    tracing::debug!(
+                        wait_ms = w.as_millis() as u64,
+                        "SharePoint budget spent; pacing"
+                    );
+                    tokio::time::sleep(w).await;
+                }
+            }
+        }
     }
 
     /// The current token, renewed when it is about to expire.
@@ -399,20 +630,52 @@ impl Graph {
         mailbox: Option<&str>,
         auth: bool,
     ) -> FResult<Answer> {
+        self.send_weighted(method, url, body, headers, mailbox, auth, 1)
+            .await
+    }
+
+    /// [`Graph::send`] for a request that counts as `weight` requests against the mailbox's
+    /// limits: a `$batch` of that many inner requests, which Graph evaluates one by one and
+    /// runs up to four at a time.
+    #[allow(clippy::too_many_arguments)]
+    async fn send_weighted(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<Body>,
+        headers: &[(&str, String)],
+        mailbox: Option<&str>,
+        auth: bool,
+        weight: u32,
+    ) -> FResult<Answer> {
         let what = what(&method, url);
         let sem = mailbox.map(|m| self.mailbox(m));
+        let units = if auth {
+            resource_units(&method, url)
+        } else {
+            None
+        };
+        let permits = weight.clamp(1, MAILBOX_CONCURRENCY as u32);
         let mut attempt = 0u32;
         let mut renewed = false;
         loop {
             let permit = match &sem {
                 Some(s) => Some(
                     s.clone()
-                        .acquire_owned()
+                        .acquire_many_owned(permits)
                         .await
                         .map_err(|_| Fail::Unavailable("the client is shutting down".into()))?,
                 ),
                 None => None,
             };
+            // Every attempt counts against the budgets, as Graph counts it; spent once the
+            // request holds its slots, so that it is sent right after.
+            if let Some(m) = mailbox {
+                self.pace_mailbox(m, u64::from(weight)).await;
+            }
+            if let Some(cost) = units {
+                self.pace_sharepoint(cost).await;
+            }
             let mut rb = self.http.request(method.clone(), url);
             let mut generation = 0;
             // Every Prefer wish goes in one header: Graph reads them as one list.
@@ -525,6 +788,130 @@ impl Graph {
         }
         serde_json::from_slice(&bytes)
             .map_err(|e| Fail::Protocol(format!("the answer to {w} is not valid JSON: {e}")))
+    }
+
+    /// GETs up to [`BATCH_MAX`] requests of one mailbox in one `$batch`, answered in the
+    /// order asked. An inner request Graph throttled (429, 503, 504) is asked again after
+    /// its `Retry-After`, on its own, until it succeeds or the retry policy gives up; other
+    /// failures are that request's answer.
+    pub async fn batch(
+        &self,
+        requests: &[BatchRequest],
+        mailbox: Option<&str>,
+    ) -> FResult<Vec<FResult<BatchAnswer>>> {
+        assert!(
+            requests.len() <= BATCH_MAX,
+            "a batch holds at most 20 requests"
+        );
+        let mut out: Vec<Option<FResult<BatchAnswer>>> = vec![None; requests.len()];
+        let mut attempts = vec![0u32; requests.len()];
+        let mut pending: Vec<usize> = (0..requests.len()).collect();
+        let batch_url = self.url("/$batch");
+        while !pending.is_empty() {
+            let body: Vec<Value> = pending
+                .iter()
+                .map(|&i| {
+                    let r = &requests[i];
+                    let url = r.url.strip_prefix(&self.root).unwrap_or(&r.url);
+                    let mut headers = serde_json::Map::new();
+                    headers.insert("Prefer".into(), "IdType=\"ImmutableId\"".into());
+                    for (k, v) in &r.headers {
+                        if k.eq_ignore_ascii_case("prefer") {
+                            let both = format!("IdType=\"ImmutableId\", {v}");
+                            headers.insert("Prefer".into(), both.into());
+                        } else {
+                            headers.insert(k.clone(), v.clone().into());
+                        }
+                    }
+                    serde_json::json!({ "id": i.to_string(), "method": "GET", "url": url, "headers": headers })
+                })
+                .collect();
+            let a = self
+                .send_weighted(
+                    Method::POST,
+                    &batch_url,
+                    Some(Body::Json(serde_json::json!({ "requests": body }))),
+                    &[],
+                    mailbox,
+                    true,
+                    pending.len() as u32,
+                )
+                .await?;
+            let bytes = a.resp.bytes().await.map_err(|e| {
+                Fail::Unavailable(format!("the answer to a Graph batch broke off: {e}"))
+            })?;
+            drop(a.permit);
+            let answer: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| Fail::Protocol(format!("a Graph batch answer is not JSON: {e}")))?;
+            let mut again = Vec::new();
+            let mut wait = Duration::ZERO;
+            for &i in &pending {
+                let entry = answer
+                    .get("responses")
+                    .and_then(Value::as_array)
+                    .and_then(|rs| rs.iter().find(|r| r["id"].as_str() == Some(&i.to_string())));
+                let what = what(&Method::GET, &requests[i].url);
+                // An answer missing from the batch is asked again, like a throttled one.
+                let status = entry
+                    .and_then(|e| e["status"].as_u64())
+                    .map_or(503, |s| s as u16);
+                if matches!(status, 429 | 503 | 504) {
+                    attempts[i] += 1;
+                    let asked = entry.and_then(|e| {
+                        e["headers"].as_object()?.iter().find_map(|(k, v)| {
+                            k.eq_ignore_ascii_case("retry-after")
+                                .then(|| v.as_str()?.trim().parse::<u64>().ok())
+                                .flatten()
+                        })
+                    });
+                    let w = asked
+                        .map(Duration::from_secs)
+                        .unwrap_or_else(|| self.backoff(attempts[i]));
+                    if attempts[i] >= self.policy.attempts || w > self.policy.max_wait {
+                        out[i] = Some(Err(Fail::Throttled(format!(
+                            "Microsoft Graph kept throttling {what} ({status}); the next run goes on from here"
+                        ))));
+                    } else {
+                        wait = wait.max(w);
+                        again.push(i);
+                    }
+                    continue;
+                }
+                let e = entry.expect("present when its status is");
+                let body = e.get("body").cloned().unwrap_or(Value::Null);
+                out[i] = Some(if (200..300).contains(&status) {
+                    Ok(BatchAnswer { status, body })
+                } else {
+                    let code = body
+                        .pointer("/error/code")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    let message = body
+                        .pointer("/error/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("");
+                    Err(Fail::Status {
+                        status,
+                        code: code.to_string(),
+                        message: message.to_string(),
+                        what,
+                    })
+                });
+            }
+            if !again.is_empty() {
+                tracing::debug!(
+                    requests = again.len(),
+                    wait_ms = wait.as_millis() as u64,
+                    "batched requests throttled; waiting"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            pending = again;
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.expect("every request of the batch is answered"))
+            .collect())
     }
 
     /// GET of raw bytes (a message's MIME), read whole.

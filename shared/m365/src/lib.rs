@@ -65,6 +65,9 @@ pub struct M365Settings {
     /// Only these SharePoint sites (full URLs); every site and sub-site when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<String>,
+    /// Service limits to keep under, when not Graph's documented defaults.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<client::Throttle>,
 }
 
 fn default_graph() -> String {
@@ -85,6 +88,7 @@ impl M365Settings {
             login_url: default_login(),
             domains: Vec::new(),
             sites: Vec::new(),
+            throttle: None,
         }
     }
 
@@ -180,13 +184,16 @@ impl M365Connector {
         let secret = secret.filter(|s| !s.is_empty()).ok_or_else(|| {
             engine::Error::Invalid("a Microsoft 365 task needs the app's client secret".into())
         })?;
-        let g = Graph::new(
+        let mut g = Graph::new(
             &settings.graph_url,
             &settings.login_url,
             &settings.tenant_id,
             &settings.client_id,
             secret,
         )?;
+        if let Some(t) = settings.throttle {
+            g.throttle = t;
+        }
         Ok(M365Connector { settings, g })
     }
 

@@ -8,7 +8,7 @@
 //! with the same immutable id; removals wait until the whole service is done, so the
 //! added side finds the message in the tree and renames it instead of downloading it.
 
-use crate::client::{Fail, MAILBOX_CONCURRENCY};
+use crate::client::{BatchRequest, Fail, BATCH_MAX, MAILBOX_CONCURRENCY};
 use crate::formats;
 use crate::names::{self, fingerprint, item_name, seg, time_ns, Track};
 use crate::run::{Flow, Live, Run};
@@ -18,13 +18,19 @@ use engine::ItemInfo;
 use futures::StreamExt;
 use serde_json::Value;
 
-/// Messages per delta page: enough to keep four downloads busy, few enough that a page's
-/// messages are not all held at once.
-const PAGE: &str = "odata.maxpagesize=50";
+/// Rows per delta page: Outlook's largest (200), so that the page request is a small share of
+/// the work and a page's messages fill ten batches of 20; the rows are small, and messages
+/// are fetched and stored a few at a time.
+const PAGE: &str = "odata.maxpagesize=200";
 
-/// The message properties a backup keeps as metadata (the content is the MIME).
-const MESSAGE_SELECT: &str =
-    "subject,from,receivedDateTime,isRead,importance,categories,flag,isDraft,changeKey";
+/// The message properties a backup keeps as metadata (the content is the MIME);
+/// `hasAttachments` tells small messages, fetched in batches, from those that may be large,
+/// fetched on their own.
+const MESSAGE_SELECT: &str = "subject,from,receivedDateTime,isRead,importance,categories,flag,isDraft,changeKey,hasAttachments";
+
+/// Batches (or single large messages) of one mailbox being fetched at once: the second is
+/// sent as soon as the first is answered, while the first's messages are stored.
+const FETCHES_AHEAD: usize = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -332,8 +338,9 @@ pub async fn backup(run: &mut Run<'_>, kind: Kind) -> engine::Result<Flow> {
         t.p = names::parts(&c.path);
         run.set_track(&c.key, t);
     }
+    let mut first = first_pages(run, &colls).await?;
     for c in &colls {
-        if round(run, kind, c).await? == Flow::Paused {
+        if round(run, kind, c, first.remove(&c.key)).await? == Flow::Paused {
             run.flush_removals().await?;
             run.tree.pause();
             return Ok(Flow::Paused);
@@ -343,8 +350,55 @@ pub async fn backup(run: &mut Run<'_>, kind: Kind) -> engine::Result<Flow> {
     Ok(Flow::Done)
 }
 
-/// One delta round of one folder, from where its tracking stands.
-async fn round(run: &mut Run<'_>, kind: Kind, c: &Coll) -> engine::Result<Flow> {
+/// The next delta page of every folder that goes on from a delta link (a daily run), asked
+/// in batches of 20: most folders have not changed, and one round trip answers twenty.
+async fn first_pages(
+    run: &Run<'_>,
+    colls: &[Coll],
+) -> engine::Result<std::collections::HashMap<String, Result<Value, Fail>>> {
+    let mut out = std::collections::HashMap::new();
+    if !run.g.throttle.batch {
+        return Ok(out);
+    }
+    let todo: Vec<(String, String)> = colls
+        .iter()
+        .filter(|c| !run.cur.done.contains(&c.key))
+        .filter_map(|c| {
+            let t = run.cur.tracks.get(&c.key)?;
+            match (&t.n, &t.d) {
+                (None, Some(d)) if d.starts_with(&run.g.root) => Some((c.key.clone(), d.clone())),
+                _ => None,
+            }
+        })
+        .collect();
+    // A single folder gains nothing from a batch.
+    if todo.len() < 2 {
+        return Ok(out);
+    }
+    for chunk in todo.chunks(BATCH_MAX) {
+        let reqs: Vec<BatchRequest> = chunk
+            .iter()
+            .map(|(_, url)| BatchRequest {
+                url: url.clone(),
+                headers: vec![("Prefer".into(), PAGE.into())],
+            })
+            .collect();
+        let answers = run.g.batch(&reqs, run.mailbox.as_deref()).await?;
+        for ((key, _), a) in chunk.iter().zip(answers) {
+            out.insert(key.clone(), a.map(|a| a.body));
+        }
+    }
+    Ok(out)
+}
+
+/// One delta round of one folder, from where its tracking stands; `first` is its next page
+/// when it was already asked for in a batch.
+async fn round(
+    run: &mut Run<'_>,
+    kind: Kind,
+    c: &Coll,
+    mut first: Option<Result<Value, Fail>>,
+) -> engine::Result<Flow> {
     if run.cur.done.contains(&c.key) {
         return Ok(Flow::Done);
     }
@@ -363,17 +417,21 @@ async fn round(run: &mut Run<'_>, kind: Kind, c: &Coll) -> engine::Result<Flow> 
             run.set_track(&c.key, t);
             return Ok(Flow::Paused);
         }
-        let page = match run
-            .g
-            .json(
-                reqwest::Method::GET,
-                &url,
-                None,
-                &[("Prefer", PAGE.to_string())],
-                run.mailbox.as_deref(),
-            )
-            .await
-        {
+        let asked = match first.take() {
+            Some(a) => a,
+            None => {
+                run.g
+                    .json(
+                        reqwest::Method::GET,
+                        &url,
+                        None,
+                        &[("Prefer", PAGE.to_string())],
+                        run.mailbox.as_deref(),
+                    )
+                    .await
+            }
+        };
+        let page = match asked {
             Ok(p) => p,
             Err(f) if f.is_expired_token() && !restarted => {
                 // The service forgot our place: enumerate the folder again, keeping what
@@ -437,7 +495,7 @@ async fn apply(
     folder: &ItemPath,
     rows: &[Value],
 ) -> engine::Result<()> {
-    let mut fetch: Vec<(ItemPath, String, ItemInfo)> = Vec::new();
+    let mut fetch: Vec<(ItemPath, String, ItemInfo, bool)> = Vec::new();
     for row in rows {
         let id = s(row, "id");
         if id.is_empty() {
@@ -472,7 +530,10 @@ async fn apply(
             (Kind::Mail, Some(_)) if !draft => {
                 run.update_meta(&path, &info)?;
             }
-            (Kind::Mail, _) => fetch.push((path, id.to_string(), info)),
+            (Kind::Mail, _) => {
+                let attachments = row.get("hasAttachments").and_then(Value::as_bool) != Some(false);
+                fetch.push((path, id.to_string(), info, attachments))
+            }
             (k, _) => {
                 let content = if k == Kind::Contacts {
                     formats::vcard(row)
@@ -490,28 +551,74 @@ async fn apply(
     let g = run.g;
     let mailbox = run.mailbox.clone();
     let user = run.key.clone();
-    let mut results = futures::stream::iter(fetch)
-        .map(|(path, id, info)| {
+    // Small messages go in batches of 20; those with attachments, which may be large, are
+    // read on their own, four at a time (each holds one of the mailbox's slots).
+    let mut jobs: Vec<Vec<(ItemPath, String, ItemInfo, bool)>> = Vec::new();
+    let mut small = Vec::new();
+    let mut single = Vec::new();
+    for (path, id, info, attachments) in fetch {
+        if attachments || !g.throttle.batch {
+            single.push((path, id, info, true));
+            if single.len() == MAILBOX_CONCURRENCY {
+                jobs.push(std::mem::take(&mut single));
+            }
+        } else {
+            small.push((path, id, info, false));
+            if small.len() == BATCH_MAX {
+                jobs.push(std::mem::take(&mut small));
+            }
+        }
+    }
+    jobs.extend([small, single].into_iter().filter(|j| !j.is_empty()));
+    let mut results = futures::stream::iter(jobs)
+        .map(|job| {
             let mailbox = mailbox.clone();
-            let url = format!("/users/{user}/messages/{id}/$value");
+            let user = user.clone();
             async move {
-                let r = g.get_bytes(&url, mailbox.as_deref()).await;
-                (path, info, r)
+                let url = |id: &str| format!("/users/{user}/messages/{id}/$value");
+                let got: Vec<Result<Bytes, Fail>> = if job[0].3 {
+                    let urls: Vec<String> = job.iter().map(|(_, id, _, _)| url(id)).collect();
+                    futures::future::join_all(
+                        urls.iter().map(|u| g.get_bytes(u, mailbox.as_deref())),
+                    )
+                    .await
+                } else {
+                    let reqs: Vec<BatchRequest> = job
+                        .iter()
+                        .map(|(_, id, _, _)| BatchRequest {
+                            url: url(id),
+                            headers: Vec::new(),
+                        })
+                        .collect();
+                    match g.batch(&reqs, mailbox.as_deref()).await {
+                        Ok(answers) => answers
+                            .into_iter()
+                            .map(|a| a.and_then(|a| a.bytes()))
+                            .collect(),
+                        Err(f) => vec![Err(f); job.len()],
+                    }
+                };
+                job.into_iter()
+                    .zip(got)
+                    .map(|((path, _, info, _), r)| (path, info, r))
+                    .collect::<Vec<_>>()
             }
         })
-        .buffered(MAILBOX_CONCURRENCY);
-    while let Some((path, info, r)) = results.next().await {
-        match r {
-            Ok(mime) => {
-                run.tree.put_item(&path, info, mime).await?;
-                run.note(&path, None);
+        .buffered(FETCHES_AHEAD);
+    while let Some(done) = results.next().await {
+        for (path, info, r) in done {
+            match r {
+                Ok(mime) => {
+                    run.tree.put_item(&path, info, mime).await?;
+                    run.note(&path, None);
+                }
+                Err(f) if f.is_not_found() => run.tree.record_error(
+                    &path,
+                    "the message was deleted at the source before it could be read",
+                ),
+                Err(f) if f.is_fatal() => return Err(f.into()),
+                Err(f) => run.tree.record_error(&path, f.to_string()),
             }
-            Err(f) if f.is_not_found() => run.tree.record_error(
-                &path,
-                "the message was deleted at the source before it could be read",
-            ),
-            Err(f) if f.is_fatal() => return Err(f.into()),
-            Err(f) => run.tree.record_error(&path, f.to_string()),
         }
     }
     Ok(())

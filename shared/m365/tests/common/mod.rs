@@ -57,6 +57,15 @@ pub async fn start(cfg: graphsim::Config) -> Env {
 
 /// An environment whose task holds `secret` (the simulator's own secret when `None`).
 pub async fn start_with(cfg: graphsim::Config, secret: Option<&str>) -> Env {
+    start_tuned(cfg, secret, None).await
+}
+
+/// An environment whose task keeps under the given service limits.
+pub async fn start_tuned(
+    cfg: graphsim::Config,
+    secret: Option<&str>,
+    throttle: Option<m365::client::Throttle>,
+) -> Env {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -79,7 +88,11 @@ pub async fn start_with(cfg: graphsim::Config, secret: Option<&str>) -> Env {
     let task = engine
         .add_task_with_secret(
             TaskId::new("m365").unwrap(),
-            settings(&sim).to_source(),
+            m365::M365Settings {
+                throttle,
+                ..settings(&sim)
+            }
+            .to_source(),
             Some(secret.unwrap_or(&real)),
         )
         .await
