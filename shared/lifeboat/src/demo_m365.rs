@@ -83,8 +83,10 @@ impl Admin {
     }
 }
 
+/// Requests as Graph counts them against its limits: those inside a `$batch` one by one.
 fn requests(sim: &graphsim::Running) -> u64 {
-    graphsim::server::lock(&sim.shared.stats).requests
+    let s = graphsim::server::lock(&sim.shared.stats);
+    s.requests - s.batches
 }
 
 /// Every file of a snapshot below `at` with its size, walking folders.
