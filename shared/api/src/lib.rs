@@ -33,6 +33,9 @@ pub struct AppState {
     pub auth: Arc<dyn Authenticator>,
     /// How long an export's download link stays valid.
     pub link_ttl: std::time::Duration,
+    /// The sources this build has: a new task's settings are checked by opening its
+    /// connector (which makes no request) before anything is stored.
+    pub connectors: Arc<dyn engine::Connectors>,
 }
 
 /// The router of the whole API.

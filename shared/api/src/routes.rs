@@ -37,7 +37,7 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/health", get(|| async { Json(json!({"ok": true})) }))
         .route("/v1/openapi.json", get(openapi))
-        .route("/v1/tasks", get(list_tasks))
+        .route("/v1/tasks", get(list_tasks).post(add_task))
         .route("/v1/tasks/{task}", get(get_task))
         .route("/v1/tasks/{task}/schedule", put(set_schedule))
         .route("/v1/tasks/{task}/accounts", get(list_accounts))
@@ -81,6 +81,78 @@ fn task_json(t: &TaskRecord) -> Value {
 async fn list_tasks(Tenant(e): Tenant) -> ApiResult<Json<Value>> {
     let tasks: Vec<Value> = e.tasks().await?.iter().map(task_json).collect();
     Ok(Json(json!({ "tasks": tasks })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTask {
+    name: String,
+    /// The connector (`m365`, `imap`, …).
+    source: String,
+    #[serde(default)]
+    settings: Value,
+    /// The source's credential: sealed with the task's key, never shown again.
+    secret: Option<String>,
+    backup_hour_utc: Option<u8>,
+}
+
+/// Connects a new task and queues its first backup at once, as today's backup, rather
+/// than leaving the tenant with nothing protected until the task's hour comes tomorrow.
+async fn add_task(
+    State(st): State<AppState>,
+    Tenant(e): Tenant,
+    body: axum::body::Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let new: NewTask = serde_json::from_slice(&body)
+        .map_err(|err| ApiError::bad_request(format!("the task is not valid JSON: {err}")))?;
+    let name = TaskId::new(&new.name)?;
+    if new.source == "files" {
+        return Err(ApiError::bad_request(
+            "a local folder is added on its own machine with `lifeboat task add`; the API adds connector sources",
+        ));
+    }
+    if !new.settings.is_object() {
+        return Err(ApiError::bad_request("settings must be a JSON object"));
+    }
+    if let Some(h) = new.backup_hour_utc {
+        if h > 23 {
+            return Err(ApiError::bad_request(
+                "backup_hour_utc must be an hour from 0 to 23",
+            ));
+        }
+    }
+    let source = SourceConfig::source(&new.source, new.settings);
+    // Opening the connector checks the source and its settings without a request.
+    let probe = TaskRecord {
+        name: name.clone(),
+        source: source.clone(),
+        wrapped_key: Vec::new(),
+        created_at: e.ports().clock.now(),
+        backup_hour: engine::DEFAULT_BACKUP_HOUR,
+        deleting: false,
+    };
+    let secret = new.secret.map(zeroize::Zeroizing::new);
+    if let Err(err) = st.connectors.open(&probe, secret.clone()) {
+        return Err(ApiError::bad_request(err.to_string()));
+    }
+    let mut task = e
+        .add_task_with_secret(name, source, secret.as_deref().map(String::as_str))
+        .await?;
+    if let Some(h) = new.backup_hour_utc {
+        task = e.set_backup_hour(task.name.as_str(), h).await?;
+    }
+    let queued =
+        match jobs::queue_today(e.ports(), st.backups.as_ref(), e.tenant(), &task.name).await {
+            Ok(n) => n > 0,
+            Err(err) => {
+                // The task stands; the scheduler takes the day over after its reclaim time.
+                tracing::warn!(task = %task.name, error = %err, "first backup not queued");
+                false
+            }
+        };
+    let mut out = task_json(&task);
+    out["first_backup_queued"] = json!(queued);
+    Ok((StatusCode::CREATED, Json(out)))
 }
 
 async fn get_task(Tenant(e): Tenant, Path(task): Path<String>) -> ApiResult<Json<Value>> {
@@ -147,17 +219,28 @@ async fn backup_now(
         }
         None => None,
     };
-    let job = JobEnvelope::new(JobKind::Backup(BackupJob {
-        tenant: e.tenant().clone(),
-        task: t.name.clone(),
-        account: account.clone(),
-        scheduled_for: None,
-        continuation: 0,
-    }));
-    st.backups
-        .send_batch(&[job.encode()])
-        .await
-        .map_err(engine::Error::from)?;
+    // The same jobs a scheduled day queues: one per account (a whole task's accounts as
+    // the catalog knows them, plus a listing job for a connector task's new ones).
+    let jobs = match &account {
+        Some(a) => vec![JobEnvelope::new(JobKind::Backup(BackupJob {
+            tenant: e.tenant().clone(),
+            task: t.name.clone(),
+            account: Some(a.clone()),
+            scheduled_for: None,
+            continuation: 0,
+        }))],
+        None => jobs::backup_jobs(e.ports(), e.tenant(), &t.name, None)
+            .await
+            .map_err(engine::Error::from)?
+            .ok_or_else(|| ApiError::not_found(format!("task {} is being deleted", t.name)))?,
+    };
+    for chunk in jobs.chunks(ports::QUEUE_MAX_BATCH) {
+        let bodies: Vec<String> = chunk.iter().map(JobEnvelope::encode).collect();
+        st.backups
+            .send_batch(&bodies)
+            .await
+            .map_err(engine::Error::from)?;
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"queued": true, "task": t.name, "account": account})),

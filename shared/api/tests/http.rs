@@ -176,6 +176,7 @@ impl Server {
             transfers: queue.clone(),
             auth: auth.clone(),
             link_ttl: Duration::from_secs(3600),
+            connectors: worker.connectors.clone(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -620,4 +621,95 @@ async fn every_documented_route_exists() {
     let (st, v) = s.call(Some("acme"), "GET", "/v1/nothing-here", None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
     assert_eq!(v["error"]["code"], "not_found");
+}
+
+/// A task added through the API has its first backup queued at once, as today's: the
+/// worker backs it up without waiting for the schedule, and the day's tick does not queue
+/// it again. Bad requests are refused with one line and store nothing.
+#[tokio::test]
+async fn adding_a_task_queues_its_first_backup_at_once() {
+    let s = Server::start().await;
+    let (st, v) = s
+        .call(
+            Some("acme"),
+            "POST",
+            "/v1/tasks",
+            Some(json!({
+                "name": "newmail",
+                "source": "test",
+                "settings": {"host": "mail.acme.example"},
+                "secret": "n3w-password",
+                "backup_hour_utc": 1
+            })),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["name"], "newmail");
+    assert_eq!(v["backup_hour_utc"], 1);
+    assert_eq!(v["first_backup_queued"], true);
+    assert!(!v.to_string().contains("n3w-password"));
+    let report = jobs::drain(&s.worker, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert!(
+        report
+            .handled
+            .iter()
+            .any(|h| matches!(h.outcome, Some(jobs::Outcome::BackedUp { .. }))),
+        "{:?}",
+        report.handled
+    );
+    let v = s.get("acme", "/v1/tasks/newmail/accounts").await;
+    let accounts = v["accounts"].as_array().unwrap();
+    assert!(!accounts.is_empty(), "{v}");
+    assert!(
+        accounts.iter().all(|a| a["last_snapshot"].is_string()),
+        "{v}"
+    );
+    // Today's backup is done: the day's tick queues the three older tasks (backed up by
+    // hand above, never by the schedule) but not the new one.
+    let tick = jobs::tick(&s.worker).await.unwrap();
+    assert_eq!((tick.queued, tick.already), (3, 1), "{tick:?}");
+
+    for (body, why) in [
+        (
+            json!({"name": "newmail", "source": "test", "settings": {}}),
+            "already exists",
+        ),
+        (
+            json!({"name": "f", "source": "files", "settings": {"path": "/"}}),
+            "lifeboat task add",
+        ),
+        (
+            json!({"name": "x", "source": "test", "settings": []}),
+            "JSON object",
+        ),
+        (
+            json!({"name": "x", "source": "test", "settings": {}, "backup_hour_utc": 24}),
+            "0 to 23",
+        ),
+        (
+            json!({"name": "x", "source": "test", "colour": "red"}),
+            "not valid JSON",
+        ),
+        (json!({"name": "Bad Name!", "source": "test"}), ""),
+    ] {
+        let (st, v) = s
+            .call(Some("acme"), "POST", "/v1/tasks", Some(body.clone()))
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains(why), "{body}: {msg}");
+        assert!(!msg.contains('\n'));
+    }
+    let v = s.get("acme", "/v1/tasks").await;
+    let names: Vec<&str> = v["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&"x") && !names.contains(&"f"), "{names:?}");
+    let (st, _) = s.call(None, "POST", "/v1/tasks", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
 }

@@ -22,6 +22,9 @@ const PK: &str = "pk";
 const SK: &str = "sk";
 const VER: &str = "ver";
 const VAL: &str = "v";
+/// The table's time-to-live attribute (Unix seconds): `TimeToLiveSpecification` in the
+/// template, and [`crate::setup::create_table`] for tests.
+pub const TTL: &str = "ttl";
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -201,6 +204,29 @@ impl DynamoCatalog {
     }
 }
 
+impl DynamoCatalog {
+    async fn put_item(&self, record: Record, cond: Condition, ttl: Option<u64>) -> Result<()> {
+        check_record(&record)?;
+        let what = self.what(&record.pk, &record.sk);
+        let e = expr(cond);
+        let mut it = item(record);
+        if let Some(t) = ttl {
+            it.insert(TTL.to_string(), AttributeValue::N(t.to_string()));
+        }
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(it))
+            .set_condition_expression(e.text.map(str::to_string))
+            .set_expression_attribute_names(e.names)
+            .set_expression_attribute_values(e.values)
+            .send()
+            .await
+            .map_err(|e| self.map(failure(e, "DynamoDB", what)))?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Catalog for DynamoCatalog {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Record>> {
@@ -218,20 +244,11 @@ impl Catalog for DynamoCatalog {
     }
 
     async fn put(&self, record: Record, cond: Condition) -> Result<()> {
-        check_record(&record)?;
-        let what = self.what(&record.pk, &record.sk);
-        let e = expr(cond);
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item(record)))
-            .set_condition_expression(e.text.map(str::to_string))
-            .set_expression_attribute_names(e.names)
-            .set_expression_attribute_values(e.values)
-            .send()
-            .await
-            .map_err(|e| self.map(failure(e, "DynamoDB", what)))?;
-        Ok(())
+        self.put_item(record, cond, None).await
+    }
+
+    async fn put_expiring(&self, record: Record, cond: Condition, expires_at: u64) -> Result<()> {
+        self.put_item(record, cond, Some(expires_at)).await
     }
 
     async fn delete(&self, pk: &str, sk: &str, cond: Condition) -> Result<()> {

@@ -28,7 +28,7 @@ pub mod setup;
 mod sqs;
 pub mod testing;
 
-pub use dynamo::DynamoCatalog;
+pub use dynamo::{DynamoCatalog, TTL as CATALOG_TTL_ATTRIBUTE};
 pub use eventbridge::EventBridgeBus;
 pub use kms::KmsKeyService;
 pub use s3::S3ObjectStore;

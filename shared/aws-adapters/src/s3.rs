@@ -6,7 +6,7 @@ use crate::error::{failure, invalid, Failure};
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream;
 use bytes::Bytes;
-use ports::{Error, ErrorKind, ListPage, ObjectKey, ObjectStore, Result};
+use ports::{ByteSource, Error, ErrorKind, ListPage, ObjectKey, ObjectStore, Result};
 use std::time::Duration;
 
 /// S3's largest page of a listing.
@@ -71,6 +71,80 @@ impl S3ObjectStore {
     }
 }
 
+impl S3ObjectStore {
+    fn exists_error(&self, key: &ObjectKey) -> Error {
+        Error::new(
+            ErrorKind::AlreadyExists,
+            format!("{} already exists", self.what(key)),
+        )
+    }
+
+    /// The parts of a multipart upload, uploaded one at a time, then completed with
+    /// `If-None-Match: *` so that the object is written once like any other.
+    async fn upload_parts(
+        &self,
+        key: &ObjectKey,
+        upload_id: &str,
+        first: Bytes,
+        source: &mut dyn ByteSource,
+    ) -> Result<u64> {
+        use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+        let mut parts = Vec::new();
+        let mut total = 0u64;
+        let mut next = first;
+        let mut number = 1i32;
+        while !next.is_empty() {
+            total += next.len() as u64;
+            let len = next.len() as i64;
+            let out = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key.as_str())
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(len)
+                .body(ByteStream::from(next))
+                .send()
+                .await
+                .map_err(|e| self.common(failure(e, "S3", self.what(key))))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build(),
+            );
+            number += 1;
+            next = source.next_part(ports::STREAM_PART_BYTES).await?;
+        }
+        let done = self
+            .client
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .upload_id(upload_id)
+            .if_none_match("*")
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await;
+        match done {
+            Ok(_) => Ok(total),
+            Err(e) => {
+                let f = failure(e, "S3", self.what(key));
+                if f.status == Some(412) || f.is_code("PreconditionFailed") {
+                    Err(self.exists_error(key))
+                } else {
+                    Err(self.common(f))
+                }
+            }
+        }
+    }
+}
+
 /// The object's total size from a `Content-Range: bytes a-b/total` header.
 fn total_from_content_range(header: &str) -> Option<u64> {
     header.rsplit('/').next()?.trim().parse().ok()
@@ -108,6 +182,57 @@ impl ObjectStore for S3ObjectStore {
             }
             return Err(self.common(f));
         }
+    }
+
+    /// One `PutObject` when the content fits in a part; otherwise a multipart upload
+    /// (`CreateMultipartUpload`, one `UploadPart` per 8 MiB, `CompleteMultipartUpload`),
+    /// aborted when anything fails so that no parts are left to pay for. An object already
+    /// there is refused before the upload starts and again, atomically, at completion.
+    async fn put_stream_if_absent(
+        &self,
+        key: &ObjectKey,
+        source: &mut dyn ByteSource,
+    ) -> Result<u64> {
+        let first = source.next_part(ports::STREAM_PART_BYTES).await?;
+        if first.len() < ports::STREAM_PART_BYTES {
+            let len = first.len() as u64;
+            self.put_if_absent(key, first).await?;
+            return Ok(len);
+        }
+        match self.size(key).await {
+            Ok(_) => return Err(self.exists_error(key)),
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(|e| self.common(failure(e, "S3", self.what(key))))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        if upload_id.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!("{}: S3 started an upload without an id", self.what(key)),
+            ));
+        }
+        let result = self.upload_parts(key, &upload_id, first, source).await;
+        if result.is_err() {
+            // Best effort: an abort that fails too leaves the parts to the bucket's
+            // lifecycle rule (AbortIncompleteMultipartUpload after 7 days).
+            let _ = self
+                .client
+                .abort_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key.as_str())
+                .upload_id(&upload_id)
+                .send()
+                .await;
+        }
+        result
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {

@@ -129,7 +129,7 @@ pub async fn create_table(sdk: &aws_config::SdkConfig, table: &str) -> Result<()
             .await
             .map_err(|e| failure(e, "DynamoDB", &what).error)?;
         if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
-            return Ok(());
+            break;
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(Error::new(
@@ -139,6 +139,26 @@ pub async fn create_table(sdk: &aws_config::SdkConfig, table: &str) -> Result<()
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // As the template's TimeToLiveSpecification: day markers expire.
+    let spec = aws_sdk_dynamodb::types::TimeToLiveSpecification::builder()
+        .attribute_name(crate::dynamo::TTL)
+        .enabled(true)
+        .build()
+        .map_err(|_| Error::new(ErrorKind::Other, "time to live specification"))?;
+    let ttl = ddb
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(spec)
+        .send()
+        .await;
+    if let Err(e) = ttl {
+        let f = failure(e, "DynamoDB", &what);
+        // Already enabled (a table made earlier) is a validation error: fine.
+        if !(f.is_code("ValidationException") && f.error.to_string().contains("already")) {
+            return Err(f.error);
+        }
+    }
+    Ok(())
 }
 
 /// Creates a symmetric KMS key (and `alias`, when given, e.g. `alias/lifeboat`); returns

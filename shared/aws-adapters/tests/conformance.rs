@@ -498,3 +498,164 @@ async fn a_presigned_link_downloads_the_object_until_it_expires() {
         .await;
     assert_eq!(too_long.unwrap_err().kind(), ErrorKind::InvalidInput);
 }
+
+/// A record written with an expiry carries DynamoDB's time-to-live attribute, which the
+/// table (as `setup` makes it, like the template) expires on; a plain record has none.
+#[tokio::test]
+async fn expiring_records_carry_the_tables_time_to_live_attribute() {
+    let sdk = sdk().await;
+    let c = catalog(&sdk).await;
+    let raw = aws_sdk_dynamodb::Client::new(&sdk);
+    let ttl = raw
+        .describe_time_to_live()
+        .table_name(c.table())
+        .send()
+        .await
+        .unwrap();
+    let desc = ttl.time_to_live_description().unwrap();
+    assert_eq!(
+        desc.attribute_name(),
+        Some(aws_adapters::CATALOG_TTL_ATTRIBUTE)
+    );
+    assert_eq!(
+        desc.time_to_live_status(),
+        Some(&aws_sdk_dynamodb::types::TimeToLiveStatus::Enabled)
+    );
+    // Setting it up again is fine.
+    setup::create_table(&sdk, c.table()).await.unwrap();
+
+    c.put_expiring(
+        Record::new("schedrun#2026-11-25", "02#03", Vec::new()),
+        Condition::Absent,
+        1_795_000_000,
+    )
+    .await
+    .unwrap();
+    c.put(
+        Record::new("t#acme", "task#x", b"{}".to_vec()),
+        Condition::None,
+    )
+    .await
+    .unwrap();
+    let get = |pk: &str, sk: &str| {
+        raw.get_item()
+            .table_name(c.table())
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk.into()))
+            .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(sk.into()))
+            .send()
+    };
+    let item = get("schedrun#2026-11-25", "02#03").await.unwrap();
+    let item = item.item().unwrap();
+    assert_eq!(
+        item.get(aws_adapters::CATALOG_TTL_ATTRIBUTE)
+            .and_then(|v| v.as_n().ok())
+            .map(String::as_str),
+        Some("1795000000")
+    );
+    let plain = get("t#acme", "task#x").await.unwrap();
+    assert!(!plain
+        .item()
+        .unwrap()
+        .contains_key(aws_adapters::CATALOG_TTL_ATTRIBUTE));
+    // An expiring record reads back like any other, and its condition holds.
+    let rec = c
+        .get("schedrun#2026-11-25", "02#03")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rec.version, 1);
+    assert_kind(
+        c.put_expiring(
+            Record::new("schedrun#2026-11-25", "02#03", Vec::new()),
+            Condition::Absent,
+            1,
+        )
+        .await,
+        ErrorKind::ConditionFailed,
+        "an expiring put keeps its condition",
+    );
+}
+
+/// A streamed write is a multipart upload under way while its source is still being read
+/// (so no more than a part is ever held), and the object appears only at completion. A
+/// source that fails aborts the upload: no object and no parts are left.
+#[tokio::test]
+async fn a_streamed_write_uploads_parts_as_the_source_is_read() {
+    struct Watched {
+        left: usize,
+        raw: aws_sdk_s3::Client,
+        bucket: String,
+        seen_uploads: Vec<usize>,
+        fail_at_end: bool,
+    }
+    #[async_trait::async_trait]
+    impl ports::ByteSource for Watched {
+        async fn next_part(&mut self, max: usize) -> ports::Result<Bytes> {
+            let uploads = self
+                .raw
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .send()
+                .await
+                .unwrap();
+            self.seen_uploads.push(uploads.uploads().len());
+            if self.left == 0 && self.fail_at_end {
+                return Err(ports::Error::new(ErrorKind::Unavailable, "source failed"));
+            }
+            let n = max.min(self.left);
+            self.left -= n;
+            Ok(Bytes::from(vec![7u8; n]))
+        }
+    }
+    let sdk = sdk().await;
+    let store = bucket(&sdk).await;
+    let raw = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let t = tenant();
+    let len = 2 * ports::STREAM_PART_BYTES + 10;
+    let k = ObjectKey::new(&t, &task("exp"), "export", "one");
+    let mut src = Watched {
+        left: len,
+        raw: raw.clone(),
+        bucket: store.bucket().to_string(),
+        seen_uploads: Vec::new(),
+        fail_at_end: false,
+    };
+    let n = store.put_stream_if_absent(&k, &mut src).await.unwrap();
+    assert_eq!(n as usize, len);
+    // Read 1 before the upload began; 2, 3 and the final empty read while it was open.
+    assert_eq!(src.seen_uploads, [0, 1, 1, 1]);
+    assert_eq!(store.size(&k).await.unwrap() as usize, len);
+    let after = raw
+        .list_multipart_uploads()
+        .bucket(store.bucket())
+        .send()
+        .await
+        .unwrap();
+    assert!(after.uploads().is_empty());
+
+    let broken = ObjectKey::new(&t, &task("exp"), "export", "broken");
+    let mut src = Watched {
+        left: len,
+        raw: raw.clone(),
+        bucket: store.bucket().to_string(),
+        seen_uploads: Vec::new(),
+        fail_at_end: true,
+    };
+    assert!(store.put_stream_if_absent(&broken, &mut src).await.is_err());
+    assert_kind(
+        store.size(&broken).await,
+        ErrorKind::NotFound,
+        "a failed streamed write",
+    );
+    let after = raw
+        .list_multipart_uploads()
+        .bucket(store.bucket())
+        .send()
+        .await
+        .unwrap();
+    assert!(after.uploads().is_empty(), "the failed upload was aborted");
+}

@@ -9,7 +9,7 @@
 use api::{AppState, AuthError, Authenticator};
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use engine::Ports;
-use ports::Queue;
+use ports::{EventBus, Queue};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -19,6 +19,9 @@ pub const ENV_BUCKET: &str = "LIFEBOAT_BUCKET";
 pub const ENV_KMS_KEY: &str = "LIFEBOAT_KMS_KEY";
 pub const ENV_BACKUP_QUEUE: &str = "LIFEBOAT_BACKUP_QUEUE";
 pub const ENV_TRANSFER_QUEUE: &str = "LIFEBOAT_TRANSFER_QUEUE";
+/// The EventBridge bus that finished backups, restores and exports are announced on
+/// (optional: without it nothing is published).
+pub const ENV_EVENT_BUS: &str = "LIFEBOAT_EVENT_BUS";
 pub const ENV_TENANT_CLAIM: &str = "LIFEBOAT_TENANT_CLAIM";
 pub const ENV_EXPORT_LINK_HOURS: &str = "LIFEBOAT_EXPORT_LINK_HOURS";
 
@@ -31,6 +34,8 @@ pub struct Cloud {
     pub ports: Ports,
     pub backups: Arc<dyn Queue>,
     pub transfers: Arc<dyn Queue>,
+    /// Where jobs announce what they finished (see `jobs::events`).
+    pub events: Option<Arc<dyn EventBus>>,
 }
 
 fn var(name: &str) -> Result<String, String> {
@@ -51,6 +56,8 @@ pub struct Names {
     pub kms_key: String,
     pub backup_queue: String,
     pub transfer_queue: String,
+    /// The event bus's name or ARN; `None` publishes nothing.
+    pub event_bus: Option<String>,
 }
 
 impl Names {
@@ -65,6 +72,7 @@ impl Names {
             kms_key: var(ENV_KMS_KEY)?,
             backup_queue: var(ENV_BACKUP_QUEUE)?,
             transfer_queue: var(ENV_TRANSFER_QUEUE)?,
+            event_bus: var(ENV_EVENT_BUS).ok(),
         })
     }
 }
@@ -107,6 +115,9 @@ impl Cloud {
                 names.transfer_queue.clone(),
                 None,
             )),
+            events: names.event_bus.as_ref().map(|bus| {
+                Arc::new(aws_adapters::EventBridgeBus::new(sdk, bus.clone())) as Arc<dyn EventBus>
+            }),
         }
     }
 
@@ -120,6 +131,7 @@ impl Cloud {
             worker,
         );
         ctx.transfers = self.transfers.clone();
+        ctx.events = self.events.clone();
         ctx.budget = deadline.map(|d| {
             d.duration_since(SystemTime::now())
                 .unwrap_or_default()
@@ -141,6 +153,7 @@ impl Cloud {
             transfers: self.transfers.clone(),
             auth: Arc::new(GatewayClaims { claim }),
             link_ttl: Duration::from_secs(hours * 3600),
+            connectors: Arc::new(sources::BuiltIn),
         }
     }
 }

@@ -1,5 +1,8 @@
-//! The fetcher: runs one backup job. A job without an account expands into one job per
-//! account (the connector lists them); a job with one backs that account up under a lease.
+//! The fetcher: runs one backup job. A job without an account lists the task's accounts
+//! (the connector asks the source, and the catalog records them) and queues jobs for those
+//! the catalog did not know: at a task's first backup all of them, later only new ones,
+//! since the scheduler queues the known ones itself. A job with an account backs it up
+//! under a lease, and announces how it went on the event bus.
 //!
 //! Each account has one state record (`state#<task>#<account>` in the tenant's partition):
 //! who holds its lease and until when, the last scheduled day done, the last snapshot and
@@ -51,7 +54,7 @@ pub enum Outcome {
         items: u64,
         errors: u64,
     },
-    /// A task job became this many account jobs.
+    /// A task job listed the accounts and queued jobs for this many new ones.
     Expanded { accounts: usize },
     /// The day's backup of this account is already done (a duplicate delivery).
     AlreadyDone,
@@ -123,6 +126,50 @@ async fn put_state(
     }
 }
 
+/// The field of an account's catalog record (beside the connector's account info) that
+/// says since when the source no longer lists it: the scheduler then stops queueing it,
+/// its snapshots stay, and a listing that finds it again rewrites the record without it.
+pub const REMOVED_FIELD: &str = "removed_at";
+
+/// Marks an account the source no longer lists (once; a files task's folder never is).
+async fn mark_removed(
+    ctx: &Context,
+    tenant: &TenantId,
+    task: &engine::TaskRecord,
+    account: &AccountId,
+) -> Result<()> {
+    let pk = format!("t#{tenant}");
+    let sk = format!("account#{}#{account}", task.name);
+    let Some(rec) = ctx.ports.catalog.get(&pk, &sk).await? else {
+        return Ok(());
+    };
+    let Ok(serde_json::Value::Object(mut info)) = serde_json::from_slice(&rec.value) else {
+        return Ok(());
+    };
+    if info.contains_key(REMOVED_FIELD) {
+        return Ok(());
+    }
+    info.insert(
+        REMOVED_FIELD.into(),
+        serde_json::json!(ctx.ports.clock.now()),
+    );
+    let value = serde_json::to_vec(&info).expect("account records serialise");
+    let next = Record {
+        version: rec.version + 1,
+        ..Record::new(pk, sk, value)
+    };
+    match ctx
+        .ports
+        .catalog
+        .put(next, Condition::Version(rec.version))
+        .await
+    {
+        // A listing at the same moment wrote it: its record stands.
+        Err(e) if e.kind() == ErrorKind::ConditionFailed => Ok(()),
+        other => Ok(other?),
+    }
+}
+
 /// Runs one backup job.
 ///
 /// # Errors
@@ -137,11 +184,20 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
         Err(e) => return Err(e),
     };
     let Some(account) = &job.account else {
+        let known: std::collections::HashSet<AccountId> =
+            engine.accounts(&task).await?.into_iter().collect();
         let accounts = engine
             .current_accounts(&task, ctx.connectors.as_ref())
             .await?;
+        let found: std::collections::HashSet<&AccountId> = accounts.iter().collect();
+        for gone in known.iter().filter(|a| !found.contains(a)) {
+            mark_removed(ctx, &job.tenant, &task, gone).await?;
+        }
+        // A redelivery after the accounts were recorded but before their jobs were sent
+        // finds them known: they are backed up from the next day's tick on.
         let jobs: Vec<JobEnvelope> = accounts
             .iter()
+            .filter(|a| !known.contains(*a))
             .map(|a| {
                 JobEnvelope::new(JobKind::Backup(BackupJob {
                     account: Some(a.clone()),
@@ -259,8 +315,18 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
     state.lease_owner = None;
     state.lease_until = None;
     state.lease_day = None;
+    let mut detail = crate::events::base(&job.tenant, &task.name, account);
+    detail["scheduled_for"] = serde_json::json!(job.scheduled_for);
     let outcome = match &result {
         Ok(snap) => {
+            detail["snapshot"] = serde_json::json!(snap.id);
+            detail["items"] = serde_json::json!(snap.stats.items);
+            detail["folders"] = serde_json::json!(snap.stats.folders);
+            detail["bytes"] = serde_json::json!(snap.stats.bytes);
+            detail["items_read"] = serde_json::json!(snap.stats.items_read);
+            detail["stored_bytes"] = serde_json::json!(snap.stats.stored_bytes);
+            detail["item_errors"] = serde_json::json!(snap.error_count);
+            detail["runs"] = serde_json::json!(job.continuation + 1);
             if job.scheduled_for.is_some() {
                 state.day_done = job.scheduled_for.clone();
             }
@@ -277,6 +343,9 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
         Err(e) => {
             state.last_error = Some(e.to_string());
             state.failures += 1;
+            detail["reason"] = serde_json::json!(crate::events::reason(e));
+            detail["retryable"] = serde_json::json!(e.is_retryable());
+            detail["failures"] = serde_json::json!(state.failures);
             Err(())
         }
     };
@@ -287,6 +356,12 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
         // The lease expired during the run and another worker took it: its record stands.
         tracing::warn!(tenant = %job.tenant, task = %task.name, "account lease was taken over during the backup");
     }
+    let detail_type = if outcome.is_ok() {
+        crate::events::BACKUP_COMPLETED
+    } else {
+        crate::events::BACKUP_FAILED
+    };
+    crate::events::publish(ctx, detail_type, detail).await;
     match outcome {
         Ok(o) => Ok(o),
         Err(()) => Err(result.expect_err("the failure above")),

@@ -7,18 +7,19 @@
 //! conditional write, an account is backed up under a lease, and an account's state records
 //! the last day done, so a duplicate job finds its work already done.
 
+pub mod events;
 pub mod fetch;
 pub mod runner;
 pub mod schedule;
 pub mod transfer;
 
 use engine::{Connectors, Engine, Ports};
-use ports::Queue;
+use ports::{EventBus, Queue};
 use std::sync::Arc;
 
 pub use fetch::{account_state, AccountState, Outcome};
 pub use runner::{drain, handle_batch, Incoming};
-pub use schedule::{tick, TickReport};
+pub use schedule::{backup_jobs, queue_today, tick, TickReport};
 pub use transfer::{JobRecord, JobState};
 
 /// What background work runs on.
@@ -40,6 +41,9 @@ pub struct Context {
     /// How long one run may back up before it pauses and re-queues itself (a Lambda run
     /// has 15 minutes); `None` runs to the end.
     pub budget: Option<std::time::Duration>,
+    /// Where finished backups, restores and exports are announced ([`events`]); `None`
+    /// where nobody listens (the local worker).
+    pub events: Option<Arc<dyn EventBus>>,
 }
 
 impl Context {
@@ -60,6 +64,7 @@ impl Context {
             worker: worker.into(),
             lease: chrono::Duration::minutes(Self::DEFAULT_LEASE_MINUTES),
             budget: None,
+            events: None,
         }
     }
 

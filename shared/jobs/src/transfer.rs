@@ -242,6 +242,28 @@ async fn finish<T: Serialize>(
     Ok(())
 }
 
+/// Announces a finished job: completed, or failed for good (a failure that will be retried
+/// is not announced yet).
+async fn announce<T>(
+    ctx: &Context,
+    result: &Result<T>,
+    mut detail: serde_json::Value,
+    (completed, failed): (&str, &str),
+    counts: impl FnOnce(&T, &mut serde_json::Value),
+) {
+    match result {
+        Ok(r) => {
+            counts(r, &mut detail);
+            crate::events::publish(ctx, completed, detail).await;
+        }
+        Err(e) if e.is_retryable() => {}
+        Err(e) => {
+            detail["reason"] = serde_json::json!(crate::events::reason(e));
+            crate::events::publish(ctx, failed, detail).await;
+        }
+    }
+}
+
 fn outcome_of<T>(result: Result<T>, ok: impl FnOnce(T) -> Outcome) -> Result<Outcome> {
     match result {
         Ok(v) => Ok(ok(v)),
@@ -298,13 +320,35 @@ pub async fn run_restore(ctx: &Context, job: &RestoreJob) -> Result<Outcome> {
     }
     .await;
     finish(ctx, &job.tenant, rec, version, &result).await?;
+    let mut detail = crate::events::base(&job.tenant, &job.task, &job.account);
+    detail["job"] = serde_json::json!(job.job);
+    detail["snapshot"] = serde_json::json!(job.snapshot);
+    detail["in_place"] = serde_json::json!(job.in_place);
+    detail["to_other_account"] =
+        serde_json::json!(job.to_account.as_ref().is_some_and(|a| a != &job.account));
+    announce(
+        ctx,
+        &result,
+        detail,
+        (
+            crate::events::RESTORE_COMPLETED,
+            crate::events::RESTORE_FAILED,
+        ),
+        |r, d| {
+            d["items"] = serde_json::json!(r.items);
+            d["item_errors"] = serde_json::json!(r.errors.len());
+        },
+    )
+    .await;
     outcome_of(result, |r| Outcome::Restored {
         items: r.items,
         errors: r.errors.len() as u64,
     })
 }
 
-/// Runs an export job: the zip is built in a temporary file, then stored for download.
+/// Runs an export job: the zip is built in a temporary file, then streamed to the store a
+/// part at a time (a multipart upload on S3), so that memory stays bounded whatever its
+/// size.
 ///
 /// # Errors
 /// A catalog failure; the export's own failure is recorded in the job record.
@@ -328,14 +372,22 @@ pub async fn run_export(ctx: &Context, job: &ExportJob) -> Result<Outcome> {
             let report = engine
                 .export_zip(&task, &snap, &zip, &job.include, &NoProgress)
                 .await?;
-            let data = std::fs::read(&zip).map_err(|e| Error::io("cannot read the export", e))?;
-            let len = data.len() as u64;
+            let file =
+                std::fs::File::open(&zip).map_err(|e| Error::io("cannot read the export", e))?;
             let key = ObjectKey::new(&job.tenant, &job.task, EXPORT_KIND, &job.job);
-            match ctx.ports.store.put_if_absent(&key, data.into()).await {
+            let mut source = ports::ReadSource(std::io::BufReader::new(file));
+            let len = match ctx
+                .ports
+                .store
+                .put_stream_if_absent(&key, &mut source)
+                .await
+            {
                 // A rerun after a crash finds the zip already stored.
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    ctx.ports.store.size(&key).await?
+                }
                 other => other?,
-            }
+            };
             Ok::<_, Error>((report, len))
         }
         .await;
@@ -350,5 +402,23 @@ pub async fn run_export(ctx: &Context, job: &ExportJob) -> Result<Outcome> {
     });
     let bytes = rec.export_bytes.unwrap_or_default();
     finish(ctx, &job.tenant, rec, version, &result).await?;
+    let mut detail = crate::events::base(&job.tenant, &job.task, &job.account);
+    detail["job"] = serde_json::json!(job.job);
+    detail["snapshot"] = serde_json::json!(job.snapshot);
+    announce(
+        ctx,
+        &result,
+        detail,
+        (
+            crate::events::EXPORT_COMPLETED,
+            crate::events::EXPORT_FAILED,
+        ),
+        |r, d| {
+            d["files"] = serde_json::json!(r.files);
+            d["folders"] = serde_json::json!(r.folders);
+            d["bytes"] = serde_json::json!(bytes);
+        },
+    )
+    .await;
     outcome_of(result, |_| Outcome::Exported { bytes })
 }

@@ -155,12 +155,13 @@ async fn each_task_is_backed_up_once_a_day_at_its_hour() {
         .iter()
         .map(|h| h.outcome.clone().unwrap())
         .collect();
-    assert_eq!(
-        outcomes
+    // A files task's one account is known from the start: the tick queues its job
+    // directly, with nothing to list.
+    assert!(
+        !outcomes
             .iter()
-            .filter(|o| matches!(o, Outcome::Expanded { accounts: 1 }))
-            .count(),
-        2
+            .any(|o| matches!(o, Outcome::Expanded { .. })),
+        "{outcomes:?}"
     );
     assert_eq!(
         outcomes
@@ -459,6 +460,8 @@ async fn restore_and_export_jobs_run_once_and_report() {
     let rec = Arc::new(Recording::default());
     let mut ctx = env.ctx("worker-1");
     ctx.connectors = Arc::new(Shared(rec.clone()));
+    let bus = Arc::new(embedded::MemEventBus::new());
+    ctx.events = Some(bus.clone());
     let e = env.engine("acme");
     let task = e
         .add_task(
@@ -574,7 +577,7 @@ async fn restore_and_export_jobs_run_once_and_report() {
     let bad = domain::RestoreJob {
         job: new_job_id(env.clock.now()),
         snapshot: domain::SnapshotId::new("20200101T000000Z-000aaaaa").unwrap(),
-        ..rjob
+        ..rjob.clone()
     };
     submit(
         &ctx.ports,
@@ -594,6 +597,31 @@ async fn restore_and_export_jobs_run_once_and_report() {
         .unwrap();
     assert_eq!(failed.state, jobs::JobState::Failed);
     assert!(failed.error.unwrap().contains("20200101"));
+
+    // Announced: the backup, the restore once (not its throttled attempt), the export, and
+    // the restore that failed for good; never the account's address.
+    let events = bus.events();
+    let types: Vec<&str> = events.iter().map(|e| e.detail_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            jobs::events::BACKUP_COMPLETED,
+            jobs::events::RESTORE_COMPLETED,
+            jobs::events::EXPORT_COMPLETED,
+            jobs::events::RESTORE_FAILED,
+        ]
+    );
+    assert!(events.iter().all(|e| !e.detail.contains("anna")));
+    let detail =
+        |i: usize| -> serde_json::Value { serde_json::from_str(&events[i].detail).unwrap() };
+    assert_eq!(detail(1)["job"], rjob.job.as_str());
+    assert_eq!(detail(1)["items"], 1);
+    assert_eq!(detail(1)["in_place"], false);
+    assert_eq!(detail(2)["bytes"], bytes);
+    assert_eq!(detail(3)["job"], bad.job.as_str());
+    assert_eq!(detail(3)["reason"], "not_found");
+    let r = jobs::events::account_ref(&tenant, &task.name, &account);
+    assert!((0..4).all(|i| detail(i)["account_ref"] == r.as_str()));
 }
 
 /// A source with three pages of mail that pauses between pages when time is up.
@@ -787,4 +815,218 @@ async fn backups_under_faults(every: u64) {
             .unwrap();
         assert!(report.is_ok(), "every {every}: {name}: {:?}", report.damage);
     }
+}
+
+/// A source with a changing list of mailboxes; the backup of `fail` is refused.
+struct Many {
+    accounts: std::sync::Mutex<Vec<String>>,
+    fail: Option<String>,
+}
+
+#[async_trait]
+impl Connector for Many {
+    async fn accounts(&self) -> engine::Result<Vec<AccountInfo>> {
+        Ok(self
+            .accounts
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|a| AccountInfo {
+                id: AccountId::new(a).unwrap(),
+                name: a.clone(),
+                services: vec![domain::Service::Mail],
+            })
+            .collect())
+    }
+    async fn backup(
+        &self,
+        a: &AccountInfo,
+        _: Option<&str>,
+        tree: &mut AccountTree,
+    ) -> engine::Result<Option<String>> {
+        if self.fail.as_deref() == Some(a.id.as_str()) {
+            return Err(engine::Error::source(
+                SourceErrorKind::Auth,
+                format!("the server refused the mailbox {}", a.id),
+            ));
+        }
+        tree.put_item(
+            &domain::ItemPath::parse(b"Inbox/1.eml").unwrap(),
+            engine::ItemInfo::default(),
+            bytes::Bytes::from(format!("hello {}", a.id)),
+        )
+        .await?;
+        Ok(Some("c".into()))
+    }
+    async fn restore(
+        &self,
+        _: &SourceRestore,
+        _: &RestoreContent,
+    ) -> engine::Result<SourceRestoreReport> {
+        unreachable!()
+    }
+}
+
+struct ManyOnly(Arc<Many>);
+impl Connectors for ManyOnly {
+    fn open(
+        &self,
+        _: &TaskRecord,
+        _: Option<Zeroizing<String>>,
+    ) -> engine::Result<Arc<dyn Connector>> {
+        Ok(self.0.clone())
+    }
+}
+
+fn mailboxes(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("user{i:02}@example.com")).collect()
+}
+
+/// The scheduler queues one job per known account, in batches of ten; a task's first day
+/// lists its accounts and fans out, a mailbox created later is picked up by the next day's
+/// listing, a second tick or a duplicate listing queues nothing twice, and every backup is
+/// announced on the event bus without naming the account.
+#[tokio::test]
+async fn the_tick_fans_out_per_account_and_announces_each_backup() {
+    let env = Env::new(5);
+    let source = Arc::new(Many {
+        accounts: std::sync::Mutex::new(mailboxes(12)),
+        fail: Some("user03@example.com".into()),
+    });
+    let bus = Arc::new(embedded::MemEventBus::new());
+    let mut ctx = env.ctx("lambda-1");
+    ctx.connectors = Arc::new(ManyOnly(source.clone()));
+    ctx.events = Some(bus.clone());
+    let e = env.engine("acme");
+    e.add_task(
+        TaskId::new("mail").unwrap(),
+        SourceConfig::source("many", serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+
+    // Day 1: no account is known yet, so one listing job, which fans out.
+    env.clock.set(at(2, 5));
+    let r = jobs::tick(&ctx).await.unwrap();
+    assert_eq!((r.queued, r.jobs), (1, 1), "{r:?}");
+    let report = drain(&ctx, Duration::ZERO).await.unwrap();
+    let outcomes: Vec<_> = report.handled.iter().map(|h| h.outcome.clone()).collect();
+    assert_eq!(outcomes[0], Some(Outcome::Expanded { accounts: 12 }));
+    let backed = |o: &[Option<Outcome>]| {
+        o.iter()
+            .filter(|o| matches!(o, Some(Outcome::BackedUp { .. })))
+            .count()
+    };
+    assert_eq!(backed(&outcomes), 11, "{outcomes:?}");
+    assert_eq!(env.snapshots("acme", "mail").await, 11);
+
+    // Events: one per account's backup (the refused one failed five times, then went to
+    // the dead-letter queue); counts and an opaque account reference, never the address.
+    let events = bus.events();
+    let done: Vec<serde_json::Value> = events
+        .iter()
+        .filter(|e| e.detail_type == jobs::events::BACKUP_COMPLETED)
+        .map(|e| serde_json::from_str(&e.detail).unwrap())
+        .collect();
+    assert_eq!(done.len(), 11);
+    let failed: Vec<serde_json::Value> = events
+        .iter()
+        .filter(|e| e.detail_type == jobs::events::BACKUP_FAILED)
+        .map(|e| serde_json::from_str(&e.detail).unwrap())
+        .collect();
+    assert_eq!(failed.len(), 5);
+    assert!(events.iter().all(|e| e.source == "lifeboat"));
+    assert!(events.iter().all(|e| !e.detail.contains("example.com")));
+    let tenant = TenantId::new("acme").unwrap();
+    let task = TaskId::new("mail").unwrap();
+    let ref3 = jobs::events::account_ref(
+        &tenant,
+        &task,
+        &AccountId::new("user03@example.com").unwrap(),
+    );
+    assert_eq!(failed[4]["account_ref"], ref3.as_str());
+    assert_eq!(failed[4]["reason"], "source_auth");
+    assert_eq!(failed[4]["failures"], 5);
+    assert_eq!(failed[4]["retryable"], false);
+    assert_eq!(done[0]["items"], 1);
+    assert_eq!(done[0]["item_errors"], 0);
+    assert_eq!(done[0]["scheduled_for"], "2026-11-25");
+    assert_eq!(done[0]["tenant"], "acme");
+    assert!(done.iter().all(|d| d["account_ref"] != ref3.as_str()));
+
+    // Day 2: a new mailbox. The tick queues the twelve known accounts and one listing
+    // job: thirteen jobs, sent ten at a time; the listing finds the one new mailbox.
+    source
+        .accounts
+        .lock()
+        .unwrap()
+        .push("new@example.com".into());
+    env.clock.set(at(2, 5) + chrono::Duration::days(1));
+    let r = jobs::tick(&ctx).await.unwrap();
+    assert_eq!((r.queued, r.jobs, r.failed), (1, 13, 0), "{r:?}");
+    assert_eq!(env.queue.len(), 13);
+    // A duplicate of the listing job, as SQS may deliver.
+    env.queue
+        .send_batch(&[job("acme", "mail", None, Some("2026-11-26"))])
+        .await
+        .unwrap();
+    assert_eq!(jobs::tick(&ctx).await.unwrap().jobs, 0);
+    let report = drain(&ctx, Duration::ZERO).await.unwrap();
+    let outcomes: Vec<_> = report.handled.iter().map(|h| h.outcome.clone()).collect();
+    let expanded: Vec<usize> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Some(Outcome::Expanded { accounts }) => Some(*accounts),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expanded, [1, 0], "{outcomes:?}");
+    assert_eq!(backed(&outcomes), 12, "{outcomes:?}");
+    let snaps = env.snapshots("acme", "mail").await;
+    assert_eq!(snaps, 11 + 12);
+
+    // Day 3: a mailbox is deleted at the source. It is still known, so queued; the day's
+    // listing notes it gone, and from day 4 it is no longer queued (its snapshots stay).
+    source
+        .accounts
+        .lock()
+        .unwrap()
+        .retain(|a| a != "user05@example.com");
+    env.clock.set(at(2, 5) + chrono::Duration::days(2));
+    assert_eq!(jobs::tick(&ctx).await.unwrap().jobs, 14);
+    drain(&ctx, Duration::ZERO).await.unwrap();
+    env.clock.set(at(2, 5) + chrono::Duration::days(3));
+    assert_eq!(jobs::tick(&ctx).await.unwrap().jobs, 13);
+    let queued = env.queue.receive(10, SHORT).await.unwrap();
+    assert!(queued.iter().all(|m| !m.body.contains("user05")));
+    let infos = e
+        .account_infos(&e.task("mail").await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(infos.len(), 13, "the account and its snapshots stay");
+}
+
+/// An on-demand backup of a whole task queues the same per-account jobs as the schedule.
+#[tokio::test]
+async fn backup_jobs_of_a_task_are_one_per_known_account() {
+    let env = Env::new(5);
+    let tenant = TenantId::new("acme").unwrap();
+    env.files_task("acme", "docs", 2).await;
+    let jobs = jobs::backup_jobs(&env.ports, &tenant, &TaskId::new("docs").unwrap(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    let JobKind::Backup(b) = &jobs[0].job else {
+        panic!("a backup job")
+    };
+    assert_eq!(b.account.as_ref().map(|a| a.as_str()), Some("folder"));
+    assert_eq!(b.scheduled_for, None);
+    // A task that does not exist has no jobs.
+    assert!(
+        jobs::backup_jobs(&env.ports, &tenant, &TaskId::new("gone").unwrap(), None)
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -74,6 +74,7 @@ pub async fn serve(ports: Ports, home: &Path, listen: &str) -> Result<()> {
         transfers: queue,
         auth: Arc::new(api::Hs256::new(&key)),
         link_ttl: Duration::from_secs(24 * 3600),
+        connectors: Arc::new(sources::BuiltIn),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await

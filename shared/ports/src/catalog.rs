@@ -100,6 +100,19 @@ pub trait Catalog: Send + Sync {
     /// `ConditionFailed`; `InvalidInput` when the record exceeds [`MAX_RECORD_BYTES`].
     async fn put(&self, record: Record, cond: Condition) -> Result<()>;
 
+    /// As [`Catalog::put`], for a record nobody needs after `expires_at` (Unix seconds):
+    /// DynamoDB's time to live deletes it some time after (within days, at no cost), so
+    /// records written every day do not pile up. Until it is deleted it reads as usual,
+    /// so a reader must not count on it being gone. A store without expiry keeps it
+    /// (the default): the local catalog is small.
+    ///
+    /// # Errors
+    /// As [`Catalog::put`].
+    async fn put_expiring(&self, record: Record, cond: Condition, expires_at: u64) -> Result<()> {
+        let _ = expires_at;
+        self.put(record, cond).await
+    }
+
     /// Deletes the record if `cond` holds; deleting a missing record with `Condition::None`
     /// succeeds.
     ///

@@ -22,5 +22,7 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventBus};
 pub use keys::{DataKey, EncryptionContext, KeyService};
-pub use object_store::{ListPage, ObjectKey, ObjectStore, ObjectStoreExt};
+pub use object_store::{
+    ByteSource, ListPage, ObjectKey, ObjectStore, ObjectStoreExt, ReadSource, STREAM_PART_BYTES,
+};
 pub use queue::{Queue, QueueMessage, MAX_BATCH as QUEUE_MAX_BATCH, MAX_MESSAGE_BYTES};

@@ -103,6 +103,32 @@ pub trait ObjectStore: Send + Sync {
     /// `AlreadyExists` when an object is there (whatever its content).
     async fn put_if_absent(&self, key: &ObjectKey, data: Bytes) -> Result<()>;
 
+    /// Writes an object of any size read from `source`, only if nothing is under `key`,
+    /// holding at most a part of it in memory at a time where the store allows (S3's
+    /// multipart upload); returns its size. An interrupted write leaves no object. The
+    /// default gathers the whole object and calls [`ObjectStore::put_if_absent`]: right for
+    /// a local store, whose objects are files, and for objects known to be small.
+    ///
+    /// # Errors
+    /// `AlreadyExists` as [`ObjectStore::put_if_absent`]; what `source` returns.
+    async fn put_stream_if_absent(
+        &self,
+        key: &ObjectKey,
+        source: &mut dyn ByteSource,
+    ) -> Result<u64> {
+        let mut all = Vec::new();
+        loop {
+            let part = source.next_part(STREAM_PART_BYTES).await?;
+            if part.is_empty() {
+                break;
+            }
+            all.extend_from_slice(&part);
+        }
+        let len = all.len() as u64;
+        self.put_if_absent(key, all.into()).await?;
+        Ok(len)
+    }
+
     /// # Errors
     /// `NotFound`.
     async fn get(&self, key: &ObjectKey) -> Result<Bytes>;
@@ -135,6 +161,48 @@ pub trait ObjectStore: Send + Sync {
         _expires: std::time::Duration,
     ) -> Result<Option<String>> {
         Ok(None)
+    }
+}
+
+/// How much of a streamed object is read at a time: one part of an S3 multipart upload
+/// (S3 wants at least 5 MiB for every part but the last).
+pub const STREAM_PART_BYTES: usize = 8 << 20;
+
+/// The bytes of an object being written by [`ObjectStore::put_stream_if_absent`], read in
+/// order, a part at a time.
+#[async_trait]
+pub trait ByteSource: Send {
+    /// Up to `max` next bytes, fewer only at the end; empty once everything was read.
+    ///
+    /// # Errors
+    /// A read that failed (the write is then abandoned).
+    async fn next_part(&mut self, max: usize) -> Result<Bytes>;
+}
+
+/// A [`ByteSource`] over anything readable (a file being exported). Reads block the
+/// calling thread, which is what a local file read does anyway.
+pub struct ReadSource<R>(pub R);
+
+#[async_trait]
+impl<R: std::io::Read + Send> ByteSource for ReadSource<R> {
+    async fn next_part(&mut self, max: usize) -> Result<Bytes> {
+        let mut buf = vec![0u8; max];
+        let mut filled = 0;
+        while filled < max {
+            match self.0.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(crate::Error::new(
+                        crate::ErrorKind::Unavailable,
+                        format!("cannot read the object's content: {e}"),
+                    ))
+                }
+            }
+        }
+        buf.truncate(filled);
+        Ok(buf.into())
     }
 }
 

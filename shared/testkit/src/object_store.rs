@@ -5,7 +5,7 @@ use crate::{assert_kind, assert_ok, unique_tenant};
 use bytes::Bytes;
 use domain::{TaskId, TenantId};
 use futures::stream::{self, StreamExt};
-use ports::{ErrorKind, ObjectKey, ObjectStore, ObjectStoreExt};
+use ports::{ByteSource, ErrorKind, ObjectKey, ObjectStore, ObjectStoreExt, STREAM_PART_BYTES};
 
 /// Keys the paging test writes: more than one page of S3's (and the embedded store's)
 /// 1000 keys.
@@ -28,6 +28,7 @@ pub async fn object_store_suite(store: &dyn ObjectStore) {
     ranges(store, &tenant).await;
     empty_object(store, &tenant).await;
     large_object(store, &tenant).await;
+    streamed(store, &tenant).await;
     // A tenant of its own: its tenant-wide listing must hold nothing else.
     list_order_and_prefixes(store, &unique_tenant()).await;
     list_paging(store, &tenant).await;
@@ -207,6 +208,112 @@ async fn large_object(store: &dyn ObjectStore, tenant: &TenantId) {
     assert!(
         got.as_ref() == &data[1..],
         "range to the end reads back equal"
+    );
+}
+
+/// An object's bytes handed out as asked, failing once `fail_after` bytes are out.
+struct Pieces {
+    data: Vec<u8>,
+    at: usize,
+    fail_after: Option<usize>,
+}
+
+#[async_trait::async_trait]
+impl ByteSource for Pieces {
+    async fn next_part(&mut self, max: usize) -> ports::Result<Bytes> {
+        if self.fail_after.is_some_and(|f| self.at >= f) {
+            return Err(ports::Error::new(
+                ErrorKind::Unavailable,
+                "the source broke off",
+            ));
+        }
+        let n = max.min(self.data.len() - self.at);
+        let out = Bytes::copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(out)
+    }
+}
+
+fn pieces(data: &[u8], fail_after: Option<usize>) -> Pieces {
+    Pieces {
+        data: data.to_vec(),
+        at: 0,
+        fail_after,
+    }
+}
+
+/// Streamed writes: an object of several parts and one smaller than a part read back
+/// equal; an existing object is refused and kept; a source that breaks off leaves nothing.
+async fn streamed(store: &dyn ObjectStore, tenant: &TenantId) {
+    let len = 2 * STREAM_PART_BYTES + 4321;
+    let data = pattern(len, 11);
+    let k = key(tenant, "stream", "export", "big");
+    let n = assert_ok(
+        store
+            .put_stream_if_absent(&k, &mut pieces(&data, None))
+            .await,
+        "streamed put of three parts",
+    );
+    assert_eq!(n as usize, len);
+    assert_eq!(assert_ok(store.size(&k).await, "size") as usize, len);
+    let got = assert_ok(store.get(&k).await, "get streamed");
+    assert!(
+        got.as_ref() == &data[..],
+        "a streamed object reads back equal"
+    );
+    let got = assert_ok(
+        store
+            .get_range(
+                &k,
+                STREAM_PART_BYTES as u64 - 3,
+                STREAM_PART_BYTES as u64 + 3,
+            )
+            .await,
+        "range across a part boundary",
+    );
+    assert_eq!(
+        got.as_ref(),
+        &data[STREAM_PART_BYTES - 3..STREAM_PART_BYTES + 3]
+    );
+
+    let small = key(tenant, "stream", "export", "small");
+    let n = assert_ok(
+        store
+            .put_stream_if_absent(&small, &mut pieces(b"a small export", None))
+            .await,
+        "streamed put of one part",
+    );
+    assert_eq!(n, 14);
+    assert_eq!(
+        assert_ok(store.get(&small).await, "get small").as_ref(),
+        b"a small export"
+    );
+
+    for (what, k) in [("large", &k), ("small", &small)] {
+        assert_kind(
+            store
+                .put_stream_if_absent(k, &mut pieces(&pattern(len, 12), None))
+                .await,
+            ErrorKind::AlreadyExists,
+            &format!("streamed put over the existing {what} object"),
+        );
+    }
+    assert!(assert_ok(store.get(&k).await, "get after refusal").as_ref() == &data[..]);
+
+    let broken = key(tenant, "stream", "export", "broken");
+    let r = store
+        .put_stream_if_absent(&broken, &mut pieces(&data, Some(STREAM_PART_BYTES + 1)))
+        .await;
+    assert!(r.is_err(), "a source that broke off fails the write");
+    assert_kind(
+        store.size(&broken).await,
+        ErrorKind::NotFound,
+        "nothing is left of a broken streamed write",
+    );
+    assert_kind(
+        store.get(&broken).await,
+        ErrorKind::NotFound,
+        "nothing is left of a broken streamed write",
     );
 }
 
