@@ -75,22 +75,7 @@ async fn start_with(
         .await
         .expect("task added");
     let http = reqwest::Client::new();
-    let c = &sim.shared.cfg;
-    let body: Value = http
-        .post(sim.token_url())
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", c.client_id.as_str()),
-            ("client_secret", c.client_secret.as_str()),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = body["access_token"].as_str().unwrap().to_string();
+    let token = sim.admin_token();
     Cycle {
         env,
         engine,

@@ -1169,22 +1169,7 @@ impl Graph {
     async fn start(cfg: graphsim::Config) -> Graph {
         let sim = graphsim::spawn(cfg).await.expect("the simulator starts");
         let http = reqwest::Client::new();
-        let c = &sim.shared.cfg;
-        let body: Value = http
-            .post(sim.token_url())
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", c.client_id.as_str()),
-                ("client_secret", c.client_secret.as_str()),
-                ("scope", "https://graph.microsoft.com/.default"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let token = body["access_token"].as_str().unwrap().to_string();
+        let token = sim.admin_token();
         Graph { sim, http, token }
     }
 

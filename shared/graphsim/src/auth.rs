@@ -141,15 +141,8 @@ pub async fn token(
             &format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
         );
     }
-    let n = shared.token_counter.fetch_add(1, Ordering::SeqCst);
-    // Opaque to the client, like a real access token is meant to be treated.
-    let access = format!(
-        "eyJ0eXAiOiJKV1Qi.{}.{:016x}",
-        encode_token(&(n, splitmix(cfg.seed ^ n))),
-        splitmix(n)
-    );
+    let access = issue(&shared);
     let lifetime = cfg.token_lifetime;
-    lock(&shared.tokens).insert(access.clone(), Instant::now() + lifetime);
     let body = json!({
         "token_type": "Bearer",
         "expires_in": lifetime.as_secs(),
@@ -162,4 +155,20 @@ pub async fn token(
         HeaderValue::from_static("no-store, no-cache"),
     );
     resp
+}
+
+/// A new access token of the configured app, valid for the configured lifetime: what the
+/// token endpoint hands out, also given in-process to tests and demos that call Graph as
+/// the organisation's administrator (see [`crate::Running::admin_token`]).
+pub fn issue(shared: &Shared) -> String {
+    let cfg = &shared.cfg;
+    let n = shared.token_counter.fetch_add(1, Ordering::SeqCst);
+    // Opaque to the client, like a real access token is meant to be treated.
+    let access = format!(
+        "eyJ0eXAiOiJKV1Qi.{}.{:016x}",
+        encode_token(&(n, splitmix(cfg.seed ^ n))),
+        splitmix(n)
+    );
+    lock(&shared.tokens).insert(access.clone(), Instant::now() + cfg.token_lifetime);
+    access
 }

@@ -146,6 +146,12 @@ impl Running {
         format!("{}/v1.0", self.base_url)
     }
 
+    /// An access token for calling Graph directly (a test's or a demo's own checks), as
+    /// if the app had signed in; it expires and is refused like any other.
+    pub fn admin_token(&self) -> String {
+        auth::issue(&self.shared)
+    }
+
     pub fn token_url(&self) -> String {
         format!(
             "{}/{}/oauth2/v2.0/token",

@@ -25,31 +25,12 @@ struct Admin {
 }
 
 impl Admin {
-    async fn new(sim: &graphsim::Running) -> Result<Self> {
-        let cfg = &sim.shared.cfg;
-        let http = reqwest::Client::new();
-        let body: Value = http
-            .post(sim.token_url())
-            .form(&[
-                ("grant_type", "client_credentials"),
-                ("client_id", cfg.client_id.as_str()),
-                ("client_secret", cfg.client_secret.as_str()),
-                ("scope", "https://graph.microsoft.com/.default"),
-            ])
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        let token = body["access_token"]
-            .as_str()
-            .context("the simulator gave no access token")?
-            .to_string();
-        Ok(Admin {
-            http,
+    fn new(sim: &graphsim::Running) -> Self {
+        Admin {
+            http: reqwest::Client::new(),
             graph: sim.graph_url(),
-            token,
-        })
+            token: sim.admin_token(),
+        }
     }
 
     async fn get(&self, path: &str) -> Result<reqwest::Response> {
@@ -175,7 +156,7 @@ pub async fn run(dir: PathBuf) -> Result<u8> {
     let sim = graphsim::spawn(cfg.clone())
         .await
         .context("the Graph simulator cannot listen on 127.0.0.1")?;
-    let admin = Admin::new(&sim).await?;
+    let admin = Admin::new(&sim);
     let (users, domains) = {
         let s = sim.shared.sim();
         (s.users.clone(), s.domains.clone())

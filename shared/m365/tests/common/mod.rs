@@ -101,7 +101,7 @@ pub async fn start_tuned(
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let token = sim_token(&sim, &http).await;
+    let token = sim.admin_token();
     Env {
         dir,
         engine,
@@ -111,25 +111,6 @@ pub async fn start_tuned(
         http,
         token,
     }
-}
-
-async fn sim_token(sim: &graphsim::Running, http: &reqwest::Client) -> String {
-    let cfg = &sim.shared.cfg;
-    let body: Value = http
-        .post(sim.token_url())
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", cfg.client_id.as_str()),
-            ("client_secret", cfg.client_secret.as_str()),
-            ("scope", "https://graph.microsoft.com/.default"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["access_token"].as_str().unwrap().to_string()
 }
 
 impl Env {
