@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, MessageSystemAttributeName,
     SendMessageBatchRequestEntry,
 };
-use ports::{Error, ErrorKind, Queue, QueueMessage, Result, MAX_MESSAGE_BYTES, QUEUE_MAX_BATCH};
+use ports::{Error, ErrorKind, Queue, QueueMessage, Result, QUEUE_MAX_BATCH};
 use std::time::Duration;
 
 /// SQS's longest visibility timeout (12 hours).
@@ -31,11 +31,6 @@ pub struct SqsQueue {
     client: aws_sdk_sqs::Client,
     queue_url: String,
     dead_letter_url: Option<String>,
-}
-
-/// SQS accepts only these characters in a message body.
-fn sqs_allowed(c: char) -> bool {
-    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
 }
 
 /// SQS counts visibility in whole seconds; a part of a second counts as one more, so a
@@ -100,32 +95,7 @@ impl SqsQueue {
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send_batch(&self, bodies: &[String]) -> Result<()> {
-        if bodies.is_empty() || bodies.len() > QUEUE_MAX_BATCH {
-            return Err(invalid(format!(
-                "a batch holds 1 to {QUEUE_MAX_BATCH} messages, not {}",
-                bodies.len()
-            )));
-        }
-        let mut total = 0;
-        for (i, b) in bodies.iter().enumerate() {
-            if b.len() > MAX_MESSAGE_BYTES {
-                return Err(invalid(format!(
-                    "message {i} is {} bytes, over the {MAX_MESSAGE_BYTES}-byte limit",
-                    b.len()
-                )));
-            }
-            if !b.chars().all(sqs_allowed) {
-                return Err(invalid(format!(
-                    "message {i} holds a character SQS refuses"
-                )));
-            }
-            total += b.len();
-        }
-        if total > MAX_MESSAGE_BYTES {
-            return Err(invalid(format!(
-                "batch is {total} bytes in all, over SQS's {MAX_MESSAGE_BYTES}-byte limit"
-            )));
-        }
+        ports::check_batch(bodies)?;
         let entries = bodies
             .iter()
             .enumerate()

@@ -2,7 +2,7 @@
 //! counts, dead-letter queue and limits.
 
 use async_trait::async_trait;
-use ports::{Error, ErrorKind, Queue, QueueMessage, Result, MAX_MESSAGE_BYTES, QUEUE_MAX_BATCH};
+use ports::{Error, ErrorKind, Queue, QueueMessage, Result, QUEUE_MAX_BATCH};
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -73,11 +73,6 @@ impl MemQueue {
     }
 }
 
-/// SQS accepts only these characters in a message body.
-fn sqs_allowed(c: char) -> bool {
-    matches!(c, '\u{9}' | '\u{A}' | '\u{D}' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
-}
-
 fn invalid(msg: String) -> Error {
     Error::new(ErrorKind::InvalidInput, msg)
 }
@@ -85,32 +80,7 @@ fn invalid(msg: String) -> Error {
 #[async_trait]
 impl Queue for MemQueue {
     async fn send_batch(&self, bodies: &[String]) -> Result<()> {
-        if bodies.is_empty() || bodies.len() > QUEUE_MAX_BATCH {
-            return Err(invalid(format!(
-                "a batch holds 1 to {QUEUE_MAX_BATCH} messages, not {}",
-                bodies.len()
-            )));
-        }
-        let mut total = 0;
-        for (i, b) in bodies.iter().enumerate() {
-            if b.len() > MAX_MESSAGE_BYTES {
-                return Err(invalid(format!(
-                    "message {i} is {} bytes, over the {MAX_MESSAGE_BYTES}-byte limit",
-                    b.len()
-                )));
-            }
-            if !b.chars().all(sqs_allowed) {
-                return Err(invalid(format!(
-                    "message {i} holds a character SQS refuses"
-                )));
-            }
-            total += b.len();
-        }
-        if total > MAX_MESSAGE_BYTES {
-            return Err(invalid(format!(
-                "batch is {total} bytes in all, over SQS's {MAX_MESSAGE_BYTES}-byte limit"
-            )));
-        }
+        ports::check_batch(bodies)?;
         let now = Instant::now();
         let mut st = self.lock();
         for body in bodies {

@@ -25,4 +25,6 @@ pub use keys::{DataKey, EncryptionContext, KeyService};
 pub use object_store::{
     ByteSource, ListPage, ObjectKey, ObjectStore, ObjectStoreExt, ReadSource, STREAM_PART_BYTES,
 };
-pub use queue::{Queue, QueueMessage, MAX_BATCH as QUEUE_MAX_BATCH, MAX_MESSAGE_BYTES};
+pub use queue::{
+    check_batch, Queue, QueueMessage, MAX_BATCH as QUEUE_MAX_BATCH, MAX_MESSAGE_BYTES,
+};
