@@ -108,13 +108,11 @@ impl Meter {
         } else {
             (0.0, 0.0)
         };
-        if service == "s3"
+        // Counted before the waiter is woken, so that it sees this call in the tally.
+        let pack_put = service == "s3"
             && op == "PutObject"
             && parts.uri.path().contains("/pack/")
-            && status.is_success()
-        {
-            self.pack_put.notify_one();
-        }
+            && status.is_success();
         if service == "events" && op == "PutEvents" && status.is_success() {
             let sent: Value = serde_json::from_slice(req).unwrap_or(Value::Null);
             let accepted: Value = serde_json::from_slice(resp).unwrap_or(Value::Null);
@@ -143,6 +141,10 @@ impl Meter {
         e.calls += 1;
         e.read_units += read_units;
         e.write_units += write_units;
+        drop(t);
+        if pack_put {
+            self.pack_put.notify_one();
+        }
     }
 }
 
