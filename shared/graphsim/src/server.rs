@@ -94,6 +94,9 @@ pub struct MailboxStats {
     pub in_flight: u64,
     pub max_in_flight: u64,
     pub throttled: u64,
+    /// Time the mailbox's requests were being served, summed (slot-nanoseconds): over
+    /// four times a backup's duration, the share of the 4-concurrent ceiling it used.
+    pub busy_ns: u64,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -116,6 +119,9 @@ pub struct Stats {
     pub mailboxes: BTreeMap<String, MailboxStats>,
     pub downloads: u64,
     pub downloaded_bytes: u64,
+    /// Requests by route (`GET /users/{}/mailFolders/{}/messages/delta`), so that a
+    /// benchmark can say where its requests went.
+    pub by_route: BTreeMap<String, u64>,
 }
 
 pub struct Shared {
@@ -245,6 +251,20 @@ fn date_now() -> String {
 
 /// Which mailbox an Outlook request touches (mail, contacts, calendars, To Do), for the
 /// per-mailbox concurrency limit and counters.
+/// The request's method and path with its ids, names and tokens folded to `{}`.
+pub fn route_of(req: &Req) -> String {
+    let word = |s: &str| {
+        s.starts_with('$')
+            || (!s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_alphabetic()))
+    };
+    let path: Vec<&str> = req
+        .segs
+        .iter()
+        .map(|s| if word(s) { s.as_str() } else { "{}" })
+        .collect();
+    format!("{} /{}", req.method, path.join("/"))
+}
+
 fn mailbox_of(shared: &Shared, segs: &[String]) -> Option<String> {
     if segs.len() < 3 || !segs[0].eq_ignore_ascii_case("users") {
         return None;
@@ -270,6 +290,7 @@ fn mailbox_of(shared: &Shared, segs: &[String]) -> Option<String> {
 struct InFlight<'a> {
     shared: &'a Shared,
     mailbox: String,
+    since: Instant,
 }
 
 impl Drop for InFlight<'_> {
@@ -277,6 +298,7 @@ impl Drop for InFlight<'_> {
         let mut stats = lock(&self.shared.stats);
         if let Some(m) = stats.mailboxes.get_mut(&self.mailbox) {
             m.in_flight = m.in_flight.saturating_sub(1);
+            m.busy_ns += self.since.elapsed().as_nanos() as u64;
         }
     }
 }
@@ -488,6 +510,7 @@ fn spend_resource_units(shared: &Shared, cost: u64) -> Result<Option<[(&'static 
 
 /// Serves one Graph request, from the token check to the response headers.
 pub async fn serve(shared: Arc<Shared>, req: Req, in_batch: bool) -> Response {
+    let arrived = Instant::now();
     let n = shared.counter.fetch_add(1, Ordering::SeqCst);
     let rid = request_id(&shared, n);
     let crid = req
@@ -506,6 +529,7 @@ pub async fn serve(shared: Arc<Shared>, req: Req, in_batch: bool) -> Response {
         {
             let mut stats = lock(&shared.stats);
             stats.requests += 1;
+            *stats.by_route.entry(route_of(&req)).or_default() += 1;
             if in_batch {
                 stats.batch_inner += 1;
             } else if is_batch {
@@ -565,17 +589,19 @@ pub async fn serve(shared: Arc<Shared>, req: Req, in_batch: bool) -> Response {
             guard = Some(InFlight {
                 shared: &shared,
                 mailbox: mb.clone(),
+                since: Instant::now(),
             });
         }
         if let Some(e) = injected(&shared, &req.segs, n) {
             return Err(e);
         }
+        // The latency is the time to an answer, the simulator's own work included (as
+        // Graph's is), so a request is answered no sooner than `latency` after it arrived.
         // The envelope of a batch is no operation of its own: its inner requests each take
         // the latency, four at a time.
         let latency = lock(&shared.faults).latency_ms;
-        if latency > 0 && !is_batch {
-            tokio::time::sleep(Duration::from_millis(latency)).await;
-        }
+        let answer_at = (latency > 0 && !is_batch)
+            .then(|| tokio::time::Instant::from_std(arrived) + Duration::from_millis(latency));
         if req.segs.len() == 1 && req.segs[0] == "$batch" && req.method == Method::POST {
             if in_batch {
                 return Err(GraphError::bad_request(
@@ -592,7 +618,11 @@ pub async fn serve(shared: Arc<Shared>, req: Req, in_batch: bool) -> Response {
             root: format!("{base}/v1.0"),
             base,
         };
-        let mut resp = crate::routes::route(&ctx)?;
+        let routed = crate::routes::route(&ctx);
+        if let Some(at) = answer_at {
+            tokio::time::sleep_until(at).await;
+        }
+        let mut resp = routed?;
         if let Some(applied) = ctx.prefer.applied(true) {
             if let Ok(v) = HeaderValue::from_str(&applied) {
                 resp.headers_mut().insert("preference-applied", v);

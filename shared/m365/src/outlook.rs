@@ -8,7 +8,7 @@
 //! with the same immutable id; removals wait until the whole service is done, so the
 //! added side finds the message in the tree and renames it instead of downloading it.
 
-use crate::client::{BatchRequest, Fail, BATCH_MAX, MAILBOX_CONCURRENCY};
+use crate::client::{BatchRequest, Fail, Graph, BATCH_MAX, MAILBOX_CONCURRENCY};
 use crate::formats;
 use crate::names::{self, fingerprint, item_name, seg, time_ns, Track};
 use crate::run::{Flow, Live, Run};
@@ -28,9 +28,15 @@ const PAGE: &str = "odata.maxpagesize=200";
 /// fetched on their own.
 const MESSAGE_SELECT: &str = "subject,from,receivedDateTime,isRead,importance,categories,flag,isDraft,changeKey,hasAttachments";
 
-/// Batches (or single large messages) of one mailbox being fetched at once: the second is
-/// sent as soon as the first is answered, while the first's messages are stored.
-const FETCHES_AHEAD: usize = 2;
+/// Fetches (a batch, or one message read on its own) of one mailbox under way at once. The
+/// mailbox's four slots bound how many are on the wire; the others wait for a slot, so
+/// that one is sent the moment a slot frees, and answers are stored in order meanwhile.
+/// A message with attachments may be large (Exchange allows 150 MB), so this also bounds
+/// the memory a run holds.
+const FETCHES_AHEAD: usize = 6;
+
+/// Folders whose first delta page is asked for ahead of their turn.
+const FOLDERS_AHEAD: usize = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -115,39 +121,50 @@ fn folder_meta(id: &str, name: &str, hidden: bool) -> Vec<(String, String)> {
 async fn mail_folders(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
     let u = &run.key;
     let mut out = Vec::new();
-    let mut queue: Vec<(String, ItemPath)> = vec![(
+    // Level by level, the children of a level's folders listed side by side.
+    let mut level: Vec<(String, ItemPath)> = vec![(
         format!("/users/{u}/mailFolders?includeHiddenFolders=true&$top=250"),
         names::path(&[b"Mail"]),
     )];
-    while let Some((url, parent)) = queue.pop() {
-        for f in list_all(run, &url).await? {
-            let id = s(&f, "id");
-            let name = s(&f, "displayName");
-            if id.is_empty() {
-                continue;
-            }
-            let path = parent.join(&seg(name)).expect("valid segment");
-            if f.get("childFolderCount").and_then(Value::as_u64) != Some(0) {
-                queue.push((
-                    format!(
-                        "/users/{u}/mailFolders/{id}/childFolders?includeHiddenFolders=true&$top=250"
+    while !level.is_empty() {
+        let urls: Vec<String> = level.iter().map(|(url, _)| url.clone()).collect();
+        let listed: Vec<Result<Vec<Value>, Fail>> = futures::stream::iter(urls)
+            .map(|url| async move { list_all(run, &url).await })
+            .buffered(MAILBOX_CONCURRENCY)
+            .collect()
+            .await;
+        let mut next = Vec::new();
+        for ((_, parent), folders) in level.iter().zip(listed) {
+            for f in folders? {
+                let id = s(&f, "id");
+                let name = s(&f, "displayName");
+                if id.is_empty() {
+                    continue;
+                }
+                let path = parent.join(&seg(name)).expect("valid segment");
+                if f.get("childFolderCount").and_then(Value::as_u64) != Some(0) {
+                    next.push((
+                        format!(
+                            "/users/{u}/mailFolders/{id}/childFolders?includeHiddenFolders=true&$top=250"
+                        ),
+                        path.clone(),
+                    ));
+                }
+                out.push(Coll {
+                    key: format!("mail:{id}"),
+                    start: format!(
+                        "/users/{u}/mailFolders/{id}/messages/delta?$select={MESSAGE_SELECT}"
                     ),
-                    path.clone(),
-                ));
+                    meta: folder_meta(
+                        id,
+                        name,
+                        f.get("isHidden").and_then(Value::as_bool) == Some(true),
+                    ),
+                    path,
+                });
             }
-            out.push(Coll {
-                key: format!("mail:{id}"),
-                start: format!(
-                    "/users/{u}/mailFolders/{id}/messages/delta?$select={MESSAGE_SELECT}"
-                ),
-                meta: folder_meta(
-                    id,
-                    name,
-                    f.get("isHidden").and_then(Value::as_bool) == Some(true),
-                ),
-                path,
-            });
         }
+        level = next;
     }
     Ok(out)
 }
@@ -169,28 +186,39 @@ async fn contact_folders(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
         meta: folder_meta(&default, "Contacts", false),
         path: root.clone(),
     }];
-    let mut queue: Vec<(Value, ItemPath)> = top.into_iter().map(|f| (f, root.clone())).collect();
-    while let Some((f, parent)) = queue.pop() {
-        let id = s(&f, "id").to_string();
-        let name = s(&f, "displayName").to_string();
-        if id.is_empty() {
-            continue;
+    // Level by level, the children of a level's folders listed side by side.
+    let mut level: Vec<(Value, ItemPath)> = top.into_iter().map(|f| (f, root.clone())).collect();
+    while !level.is_empty() {
+        let mut here = Vec::new();
+        for (f, parent) in level {
+            let id = s(&f, "id").to_string();
+            let name = s(&f, "displayName").to_string();
+            if id.is_empty() {
+                continue;
+            }
+            let path = parent.join(&seg(&name)).expect("valid segment");
+            here.push((id, name, path));
         }
-        let path = parent.join(&seg(&name)).expect("valid segment");
-        for c in list_all(
-            run,
-            &format!("/users/{u}/contactFolders/{id}/childFolders?$top=250"),
-        )
-        .await?
-        {
-            queue.push((c, path.clone()));
+        let urls: Vec<String> = here
+            .iter()
+            .map(|(id, _, _)| format!("/users/{u}/contactFolders/{id}/childFolders?$top=250"))
+            .collect();
+        let listed: Vec<Result<Vec<Value>, Fail>> = futures::stream::iter(urls)
+            .map(|url| async move { list_all(run, &url).await })
+            .buffered(MAILBOX_CONCURRENCY)
+            .collect()
+            .await;
+        let mut next = Vec::new();
+        for ((id, name, path), children) in here.into_iter().zip(listed) {
+            next.extend(children?.into_iter().map(|c| (c, path.clone())));
+            out.push(Coll {
+                key: format!("contacts:{id}"),
+                start: format!("/users/{u}/contactFolders/{id}/contacts/delta"),
+                meta: folder_meta(&id, &name, false),
+                path,
+            });
         }
-        out.push(Coll {
-            key: format!("contacts:{id}"),
-            start: format!("/users/{u}/contactFolders/{id}/contacts/delta"),
-            meta: folder_meta(&id, &name, false),
-            path,
-        });
+        level = next;
     }
     Ok(out)
 }
@@ -339,23 +367,96 @@ pub async fn backup(run: &mut Run<'_>, kind: Kind) -> engine::Result<Flow> {
         run.set_track(&c.key, t);
     }
     let mut first = first_pages(run, &colls).await?;
-    for c in &colls {
-        if round(run, kind, c, first.remove(&c.key)).await? == Flow::Paused {
-            run.flush_removals().await?;
-            run.tree.pause();
-            return Ok(Flow::Paused);
+    // The first pages of the folders a batch did not bring are asked for a few folders
+    // ahead, while the folders before them are stored: a folder with little in it then
+    // costs no round trip of its own.
+    let ahead: Vec<(String, String)> = colls
+        .iter()
+        .filter(|c| !first.contains_key(&c.key))
+        .filter_map(|c| Some((c.key.clone(), first_url(run, c)?)))
+        .collect();
+    let g = run.g;
+    let mailbox = run.mailbox.clone();
+    // A request holds one of the mailbox's slots until its answer is read, so the pages
+    // are always read as they come (never left waiting on a full queue, which could hold
+    // the slots a batch is waiting for); credits, given back as pages are taken, keep the
+    // asking a few folders ahead.
+    let credits = tokio::sync::Semaphore::new(FOLDERS_AHEAD);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<(String, Result<Value, Fail>)>();
+    let prefetch = async {
+        // Owned here, so that the receiver sees the end once every page is sent.
+        let tx = tx;
+        let mut pages = futures::stream::iter(ahead)
+            .map(|(key, url)| {
+                let mailbox = mailbox.clone();
+                let credits = &credits;
+                async move {
+                    match credits.acquire().await {
+                        Ok(c) => c.forget(),
+                        // The folders' work has ended (paused, or failed): ask nothing more.
+                        Err(_) => return (key, Err(Fail::Unavailable("not asked".into()))),
+                    }
+                    (key, page(g, url, mailbox).await)
+                }
+            })
+            .buffered(FOLDERS_AHEAD);
+        while let Some(p) = pages.next().await {
+            if tx.send(p).is_err() {
+                break;
+            }
         }
+    };
+    let work = async {
+        let mut rx = rx;
+        let flow = folders(run, kind, &colls, &mut first, &mut rx, &credits).await;
+        credits.close();
+        flow
+    };
+    let ((), flow) = futures::join!(prefetch, work);
+    if flow? == Flow::Paused {
+        run.flush_removals().await?;
+        run.tree.pause();
+        return Ok(Flow::Paused);
     }
     run.flush_removals().await?;
     Ok(Flow::Done)
 }
 
+type Pages = std::collections::HashMap<String, Result<Value, Fail>>;
+
+/// The delta rounds of a service's folders in order, each starting from the page a batch
+/// brought (`first`) or the one asked for ahead (`rx`, one credit given back per page).
+async fn folders(
+    run: &mut Run<'_>,
+    kind: Kind,
+    colls: &[Coll],
+    first: &mut Pages,
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Result<Value, Fail>)>,
+    credits: &tokio::sync::Semaphore,
+) -> engine::Result<Flow> {
+    for c in colls {
+        let mut got = first.remove(&c.key);
+        if got.is_none() && !run.cur.done.contains(&c.key) {
+            // Pages come in the folders' order.
+            while let Some((key, p)) = rx.recv().await {
+                credits.add_permits(1);
+                if key == c.key {
+                    got = Some(p);
+                    break;
+                }
+                first.insert(key, p);
+            }
+        }
+        if round(run, kind, c, got).await? == Flow::Paused {
+            return Ok(Flow::Paused);
+        }
+    }
+    Ok(Flow::Done)
+}
+
 /// The next delta page of every folder that goes on from a delta link (a daily run), asked
 /// in batches of 20: most folders have not changed, and one round trip answers twenty.
-async fn first_pages(
-    run: &Run<'_>,
-    colls: &[Coll],
-) -> engine::Result<std::collections::HashMap<String, Result<Value, Fail>>> {
+async fn first_pages(run: &Run<'_>, colls: &[Coll]) -> engine::Result<Pages> {
     let mut out = std::collections::HashMap::new();
     if !run.g.throttle.batch {
         return Ok(out);
@@ -391,8 +492,34 @@ async fn first_pages(
     Ok(out)
 }
 
+/// Where a folder's next delta round starts: its next page, its delta link, or (never
+/// tracked, or forgotten) the start of a full enumeration. `None` when done this run.
+fn first_url(run: &Run<'_>, c: &Coll) -> Option<String> {
+    if run.cur.done.contains(&c.key) {
+        return None;
+    }
+    let t = run.cur.tracks.get(&c.key);
+    Some(
+        t.and_then(|t| t.n.clone().or_else(|| t.d.clone()))
+            .unwrap_or_else(|| c.start.clone()),
+    )
+}
+
+/// A delta page of one mailbox's folder.
+async fn page(g: &Graph, url: String, mailbox: Option<String>) -> Result<Value, Fail> {
+    g.json(
+        reqwest::Method::GET,
+        &url,
+        None,
+        &[("Prefer", PAGE.to_string())],
+        mailbox.as_deref(),
+    )
+    .await
+}
+
 /// One delta round of one folder, from where its tracking stands; `first` is its next page
-/// when it was already asked for in a batch.
+/// when it was already asked for. Each page is stored while the next one is asked for, so
+/// that the mailbox's other slots are not idle while a page request is out.
 async fn round(
     run: &mut Run<'_>,
     kind: Kind,
@@ -402,6 +529,8 @@ async fn round(
     if run.cur.done.contains(&c.key) {
         return Ok(Flow::Done);
     }
+    let g = run.g;
+    let mailbox = run.mailbox.clone();
     let mut t: Track = run.track(&c.key);
     let mut url = match t.n.clone().or_else(|| t.d.clone()) {
         Some(u) => u,
@@ -419,19 +548,9 @@ async fn round(
         }
         let asked = match first.take() {
             Some(a) => a,
-            None => {
-                run.g
-                    .json(
-                        reqwest::Method::GET,
-                        &url,
-                        None,
-                        &[("Prefer", PAGE.to_string())],
-                        run.mailbox.as_deref(),
-                    )
-                    .await
-            }
+            None => page(g, url.clone(), mailbox.clone()).await,
         };
-        let page = match asked {
+        let body = match asked {
             Ok(p) => p,
             Err(f) if f.is_expired_token() && !restarted => {
                 // The service forgot our place: enumerate the folder again, keeping what
@@ -449,23 +568,36 @@ async fn round(
             }
             Err(f) => return Err(f.into()),
         };
-        let rows = page
+        let rows = body
             .get("value")
             .and_then(Value::as_array)
             .ok_or_else(|| Fail::Protocol("a delta page without a value".into()))?;
-        apply(run, kind, &c.path, rows).await?;
-        run.worked = true;
-        if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
-            url = next.to_string();
-            t.n = Some(url.clone());
-        } else if let Some(delta) = page.get("@odata.deltaLink").and_then(Value::as_str) {
-            t.d = Some(delta.to_string());
-            t.n = None;
-            break;
-        } else {
+        let next = body.get("@odata.nextLink").and_then(Value::as_str);
+        let delta = body.get("@odata.deltaLink").and_then(Value::as_str);
+        if next.is_none() && delta.is_none() {
             return Err(
                 Fail::Protocol("a delta page with neither a next nor a delta link".into()).into(),
             );
+        }
+        match next {
+            Some(n) => {
+                let (applied, got) = futures::join!(
+                    apply(run, kind, &c.path, rows),
+                    page(g, n.to_string(), mailbox.clone())
+                );
+                applied?;
+                first = Some(got);
+            }
+            None => apply(run, kind, &c.path, rows).await?,
+        }
+        run.worked = true;
+        if let Some(next) = next {
+            url = next.to_string();
+            t.n = Some(url.clone());
+        } else if let Some(delta) = delta {
+            t.d = Some(delta.to_string());
+            t.n = None;
+            break;
         }
     }
     if t.full {
@@ -552,16 +684,17 @@ async fn apply(
     let mailbox = run.mailbox.clone();
     let user = run.key.clone();
     // Small messages go in batches of 20; those with attachments, which may be large, are
-    // read on their own, four at a time (each holds one of the mailbox's slots).
+    // read on their own, each holding one of the mailbox's slots. A batch runs four of its
+    // requests at a time, so the last one of a page is cut to a multiple of four and the
+    // rest read on their own too. A batch waits for all four slots (and what comes after
+    // it waits for the batch), so the batches go first and the single reads after them:
+    // a batch's end frees four slots at once for the singles.
     let mut jobs: Vec<Vec<(ItemPath, String, ItemInfo, bool)>> = Vec::new();
+    let mut singles = Vec::new();
     let mut small = Vec::new();
-    let mut single = Vec::new();
     for (path, id, info, attachments) in fetch {
         if attachments || !g.throttle.batch {
-            single.push((path, id, info, true));
-            if single.len() == MAILBOX_CONCURRENCY {
-                jobs.push(std::mem::take(&mut single));
-            }
+            singles.push(vec![(path, id, info, true)]);
         } else {
             small.push((path, id, info, false));
             if small.len() == BATCH_MAX {
@@ -569,7 +702,16 @@ async fn apply(
             }
         }
     }
-    jobs.extend([small, single].into_iter().filter(|j| !j.is_empty()));
+    let whole = small.len() - small.len() % MAILBOX_CONCURRENCY;
+    let rest = small.split_off(whole);
+    if !small.is_empty() {
+        jobs.push(small);
+    }
+    jobs.extend(singles);
+    jobs.extend(
+        rest.into_iter()
+            .map(|(p, id, info, _)| vec![(p, id, info, true)]),
+    );
     let mut results = futures::stream::iter(jobs)
         .map(|job| {
             let mailbox = mailbox.clone();
@@ -605,23 +747,38 @@ async fn apply(
             }
         })
         .buffered(FETCHES_AHEAD);
-    while let Some(done) = results.next().await {
-        for (path, info, r) in done {
-            match r {
-                Ok(mime) => {
-                    run.tree.put_item(&path, info, mime).await?;
-                    run.note(&path, None);
-                }
-                Err(f) if f.is_not_found() => run.tree.record_error(
-                    &path,
-                    "the message was deleted at the source before it could be read",
-                ),
-                Err(f) if f.is_fatal() => return Err(f.into()),
-                Err(f) => run.tree.record_error(&path, f.to_string()),
+    // Fetching goes on while answers are stored (a full pack is sealed and written then):
+    // the two run side by side, with a short queue between them.
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    let fetching = async move {
+        while let Some(done) = results.next().await {
+            if tx.send(done).await.is_err() {
+                break;
             }
         }
-    }
-    Ok(())
+    };
+    let storing = async {
+        let mut rx = rx;
+        while let Some(done) = rx.recv().await {
+            for (path, info, r) in done {
+                match r {
+                    Ok(mime) => {
+                        run.tree.put_item(&path, info, mime).await?;
+                        run.note(&path, None);
+                    }
+                    Err(f) if f.is_not_found() => run.tree.record_error(
+                        &path,
+                        "the message was deleted at the source before it could be read",
+                    ),
+                    Err(f) if f.is_fatal() => return Err(f.into()),
+                    Err(f) => run.tree.record_error(&path, f.to_string()),
+                }
+            }
+        }
+        Ok::<_, engine::Error>(())
+    };
+    let ((), stored) = futures::join!(fetching, storing);
+    stored
 }
 
 /// How far ahead of a series' start its exceptions are looked for.
@@ -652,17 +809,52 @@ pub async fn calendars(run: &mut Run<'_>) -> engine::Result<Flow> {
         .collect();
     let known = run.known_folders("calendar:");
     run.reconcile(&live, known).await?;
-    for (key, path, meta) in &live {
+    for (key, path, _) in &live {
         run.cur.folders.insert(key.clone(), names::parts(path));
-        if run.cur.done.contains(key) {
-            continue;
-        }
+    }
+    // The calendars' events are listed side by side (a mailbox has a few calendars).
+    let todo: Vec<&Live> = live
+        .iter()
+        .filter(|(key, _, _)| !run.cur.done.contains(key))
+        .collect();
+    let urls: Vec<String> = todo
+        .iter()
+        .map(|(_, _, meta)| format!("/users/{u}/calendars/{}/events?$top=250", meta[0].1))
+        .collect();
+    let listed: Vec<Result<Vec<Value>, Fail>> = {
+        let r: &Run<'_> = run;
+        futures::stream::iter(urls)
+            .map(|url| async move { list_all(r, &url).await })
+            .buffered(MAILBOX_CONCURRENCY)
+            .collect()
+            .await
+    };
+    for ((key, path, _), events) in todo.into_iter().zip(listed) {
         if run.out_of_time() {
             run.tree.pause();
             return Ok(Flow::Paused);
         }
-        let id = meta[0].1.clone();
-        let events = list_all(run, &format!("/users/{u}/calendars/{id}/events?$top=250")).await?;
+        let events = events?;
+        // The exceptions of the series that changed, read side by side.
+        let masters: Vec<Value> = events
+            .iter()
+            .filter(|e| s(e, "type") == "seriesMaster" && !s(e, "id").is_empty())
+            .filter(|e| {
+                let p = path.join(&item_name(s(e, "id"), "ics"));
+                p.ok()
+                    .and_then(|p| run.tree.item(&p).map(|x| x.fingerprint))
+                    != Some(fingerprint(change_key(e)))
+            })
+            .cloned()
+            .collect();
+        let mut exceptions: std::collections::HashMap<String, Result<Vec<Value>, Fail>> = {
+            let r: &Run<'_> = run;
+            futures::stream::iter(masters)
+                .map(|m| async move { (s(&m, "id").to_string(), exceptions_of(r, &m).await) })
+                .buffered(MAILBOX_CONCURRENCY)
+                .collect()
+                .await
+        };
         let mut seen = std::collections::HashSet::new();
         for e in &events {
             let eid = s(e, "id");
@@ -697,7 +889,10 @@ pub async fn calendars(run: &mut Run<'_>) -> engine::Result<Flow> {
                 continue;
             }
             let exceptions = if s(e, "type") == "seriesMaster" {
-                match exceptions_of(run, e).await {
+                match exceptions
+                    .remove(eid)
+                    .unwrap_or_else(|| Err(Fail::Unavailable("not asked".into())))
+                {
                     Ok(x) => x,
                     Err(f) if f.is_fatal() => return Err(f.into()),
                     Err(f) => {
