@@ -586,10 +586,11 @@ pub async fn serve(shared: Arc<Shared>, req: Req, in_batch: bool) -> Response {
             }
             m.in_flight += 1;
             m.max_in_flight = m.max_in_flight.max(m.in_flight);
+            // A request holds its slot from its arrival to its answer.
             guard = Some(InFlight {
                 shared: &shared,
                 mailbox: mb.clone(),
-                since: Instant::now(),
+                since: arrived,
             });
         }
         if let Some(e) = injected(&shared, &req.segs, n) {

@@ -279,6 +279,20 @@ impl M365Connector {
     async fn backup_user(&self, run: &mut Run<'_>, account: &AccountInfo) -> engine::Result<Flow> {
         run.mailbox = Some(run.key.clone());
         let has = |s: Service| account.services.is_empty() || account.services.contains(&s);
+        let u = run.key.clone();
+        let drive_url = format!("/users/{u}/drive?$select=id,name");
+        let first: Vec<(String, bool)> = [
+            (Service::Mail, outlook::mail_root(&u), true),
+            (Service::Contacts, outlook::contacts_root(&u), true),
+            (Service::Calendar, outlook::calendars_root(&u), true),
+            (Service::Tasks, outlook::todo_root(&u), true),
+            (Service::Drive, drive_url.clone(), false),
+        ]
+        .into_iter()
+        .filter(|(s, _, _)| has(*s))
+        .map(|(_, url, outlook)| (url, outlook))
+        .collect();
+        run.prefetch(&first).await;
         if has(Service::Mail) && outlook::backup(run, outlook::Kind::Mail).await? == Flow::Paused {
             return Ok(Flow::Paused);
         }
@@ -295,11 +309,11 @@ impl M365Connector {
             return Ok(Flow::Paused);
         }
         if has(Service::Drive) {
-            let d = match self
-                .g
-                .get_json(&format!("/users/{}/drive?$select=id,name", run.key), None)
-                .await
-            {
+            let asked = match run.take_prefetched(&drive_url) {
+                Some(a) => a,
+                None => self.g.get_json(&drive_url, None).await,
+            };
+            let d = match asked {
                 Ok(d) => Some(d),
                 Err(f) if f.is_not_found() => None,
                 Err(f) => return Err(f.into()),

@@ -87,10 +87,14 @@ fn s<'v>(v: &'v Value, k: &str) -> &'v str {
 /// Follows `@odata.nextLink` to the end of a collection.
 async fn list_all(run: &Run<'_>, url: &str) -> Result<Vec<Value>, Fail> {
     let mut out = Vec::new();
+    let mut first = run.take_prefetched(url);
     let mut next = Some(run.g.url(url));
     let mut pages = 0;
     while let Some(u) = next {
-        let page = run.g.get_json(&u, run.mailbox.as_deref()).await?;
+        let page = match first.take() {
+            Some(p) => p?,
+            None => run.g.get_json(&u, run.mailbox.as_deref()).await?,
+        };
         let value = page
             .get("value")
             .and_then(Value::as_array)
@@ -110,6 +114,23 @@ async fn list_all(run: &Run<'_>, url: &str) -> Result<Vec<Value>, Fail> {
     Ok(out)
 }
 
+/// The first request of each Outlook service of user `u`: what a backup asks for first.
+pub fn mail_root(u: &str) -> String {
+    format!("/users/{u}/mailFolders?includeHiddenFolders=true&$top=250")
+}
+
+pub fn contacts_root(u: &str) -> String {
+    format!("/users/{u}/contactFolders?$top=250")
+}
+
+pub fn calendars_root(u: &str) -> String {
+    format!("/users/{u}/calendars?$top=250")
+}
+
+pub fn todo_root(u: &str) -> String {
+    format!("/users/{u}/todo/lists?$top=250")
+}
+
 fn folder_meta(id: &str, name: &str, hidden: bool) -> Vec<(String, String)> {
     let mut m = vec![("id".into(), id.into()), ("name".into(), name.into())];
     if hidden {
@@ -122,10 +143,7 @@ async fn mail_folders(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
     let u = &run.key;
     let mut out = Vec::new();
     // Level by level, the children of a level's folders listed side by side.
-    let mut level: Vec<(String, ItemPath)> = vec![(
-        format!("/users/{u}/mailFolders?includeHiddenFolders=true&$top=250"),
-        names::path(&[b"Mail"]),
-    )];
+    let mut level: Vec<(String, ItemPath)> = vec![(mail_root(u), names::path(&[b"Mail"]))];
     while !level.is_empty() {
         let urls: Vec<String> = level.iter().map(|(url, _)| url.clone()).collect();
         let listed: Vec<Result<Vec<Value>, Fail>> = futures::stream::iter(urls)
@@ -171,7 +189,7 @@ async fn mail_folders(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
 
 async fn contact_folders(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
     let u = &run.key;
-    let top = list_all(run, &format!("/users/{u}/contactFolders?$top=250")).await?;
+    let top = list_all(run, &contacts_root(u)).await?;
     // Listed folders are children of the default Contacts folder, whose id they name.
     let default = top
         .iter()
@@ -225,7 +243,7 @@ async fn contact_folders(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
 
 async fn todo_lists(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
     let u = &run.key;
-    let lists = list_all(run, &format!("/users/{u}/todo/lists?$top=250")).await?;
+    let lists = list_all(run, &todo_root(u)).await?;
     Ok(lists
         .iter()
         .filter(|l| !s(l, "id").is_empty())
@@ -789,7 +807,7 @@ const SERIES_WINDOW_DAYS: i64 = 1825;
 /// again only when its change key changed.
 pub async fn calendars(run: &mut Run<'_>) -> engine::Result<Flow> {
     let u = run.key.clone();
-    let cals = match list_all(run, &format!("/users/{u}/calendars?$top=250")).await {
+    let cals = match list_all(run, &calendars_root(&u)).await {
         Ok(c) => c,
         Err(f) if f.is_not_found() => return Ok(Flow::Done),
         Err(f) => return Err(f.into()),

@@ -2,10 +2,11 @@
 //! the tree being edited, the cursor, and two indexes of the tree (items by name, drive
 //! entries by Graph id) through which a moved item is renamed instead of downloaded again.
 
-use crate::client::Graph;
+use crate::client::{Fail, Graph};
 use crate::names::{self, Cursor, Track};
 use domain::ItemPath;
 use engine::{AccountTree, ItemInfo};
+use serde_json::Value;
 use std::collections::HashMap;
 use vault::EntryKind;
 
@@ -33,6 +34,8 @@ pub struct Run<'a> {
     pub removals: Vec<ItemPath>,
     by_name: HashMap<Vec<u8>, ItemPath>,
     by_id: HashMap<String, ItemPath>,
+    /// Answers asked for ahead of their turn, by the URL that asks them.
+    prefetched: std::sync::Mutex<HashMap<String, Result<Value, Fail>>>,
 }
 
 impl<'a> Run<'a> {
@@ -47,6 +50,7 @@ impl<'a> Run<'a> {
             removals: Vec::new(),
             by_name: HashMap::new(),
             by_id: HashMap::new(),
+            prefetched: std::sync::Mutex::new(HashMap::new()),
         };
         run.reindex();
         run
@@ -81,6 +85,34 @@ impl<'a> Run<'a> {
             .filter(|(k, _)| k.starts_with(prefix))
             .map(|(k, p)| (k.clone(), names::path(p)))
             .collect()
+    }
+
+    /// Asks for each `(url, mailbox-bound)` side by side, keeping the answers for
+    /// [`Run::take_prefetched`]: the first requests of a user's services (one each, one
+    /// after the other otherwise) then fill the mailbox's slots at once.
+    pub async fn prefetch(&self, urls: &[(String, bool)]) {
+        let g = self.g;
+        let got = futures::future::join_all(urls.iter().map(|(url, outlook)| {
+            let mailbox = if *outlook {
+                self.mailbox.as_deref()
+            } else {
+                None
+            };
+            async move { (url.clone(), g.get_json(url, mailbox).await) }
+        }))
+        .await;
+        self.prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(got);
+    }
+
+    /// The answer to `url` if it was asked for ahead (once).
+    pub fn take_prefetched(&self, url: &str) -> Option<Result<Value, Fail>> {
+        self.prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(url)
     }
 
     pub fn out_of_time(&self) -> bool {
