@@ -424,13 +424,27 @@ pub async fn backup(run: &mut Run<'_>, kind: Kind) -> engine::Result<Flow> {
             }
         }
     };
+    let (jobs_tx, jobs_rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+    let (done_tx, done_rx) = tokio::sync::mpsc::channel::<Fetched>(2);
+    let fetching = fetch_jobs(g, run.mailbox.clone(), run.key.clone(), jobs_rx, done_tx);
     let work = async {
         let mut rx = rx;
-        let flow = folders(run, kind, &colls, &mut first, &mut rx, &credits).await;
+        let mut pipe = Pipe {
+            jobs: Some(jobs_tx),
+            done: done_rx,
+            sent: 0,
+            stored: 0,
+            waiting: std::collections::VecDeque::new(),
+        };
+        let flow = folders(run, kind, &colls, &mut first, &mut rx, &credits, &mut pipe).await;
         credits.close();
-        flow
+        let flow = flow?;
+        // Whether done or out of time, what was asked for is stored before the service
+        // ends (and before a paused run's checkpoint).
+        pipe.drain(run).await?;
+        Ok::<_, engine::Error>(flow)
     };
-    let ((), flow) = futures::join!(prefetch, work);
+    let ((), (), flow) = futures::join!(prefetch, fetching, work);
     if flow? == Flow::Paused {
         run.flush_removals().await?;
         run.tree.pause();
@@ -451,12 +465,13 @@ async fn folders(
     first: &mut Pages,
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, Result<Value, Fail>)>,
     credits: &tokio::sync::Semaphore,
+    pipe: &mut Pipe,
 ) -> engine::Result<Flow> {
     for c in colls {
         let mut got = first.remove(&c.key);
         if got.is_none() && !run.cur.done.contains(&c.key) {
             // Pages come in the folders' order.
-            while let Some((key, p)) = rx.recv().await {
+            while let Some((key, p)) = pipe.wait(run, rx.recv()).await? {
                 credits.add_permits(1);
                 if key == c.key {
                     got = Some(p);
@@ -465,7 +480,7 @@ async fn folders(
                 first.insert(key, p);
             }
         }
-        if round(run, kind, c, got).await? == Flow::Paused {
+        if round(run, kind, c, got, pipe).await? == Flow::Paused {
             return Ok(Flow::Paused);
         }
     }
@@ -543,6 +558,7 @@ async fn round(
     kind: Kind,
     c: &Coll,
     mut first: Option<Result<Value, Fail>>,
+    pipe: &mut Pipe,
 ) -> engine::Result<Flow> {
     if run.cur.done.contains(&c.key) {
         return Ok(Flow::Done);
@@ -566,7 +582,10 @@ async fn round(
         }
         let asked = match first.take() {
             Some(a) => a,
-            None => page(g, url.clone(), mailbox.clone()).await,
+            None => {
+                pipe.wait(run, page(g, url.clone(), mailbox.clone()))
+                    .await?
+            }
         };
         let body = match asked {
             Ok(p) => p,
@@ -597,16 +616,16 @@ async fn round(
                 Fail::Protocol("a delta page with neither a next nor a delta link".into()).into(),
             );
         }
-        match next {
-            Some(n) => {
-                let (applied, got) = futures::join!(
-                    apply(run, kind, &c.path, rows),
-                    page(g, n.to_string(), mailbox.clone())
-                );
-                applied?;
-                first = Some(got);
-            }
-            None => apply(run, kind, &c.path, rows).await?,
+        let jobs = plan(run, kind, &c.path, rows).await?;
+        pipe.submit(jobs);
+        if let Some(n) = next {
+            // The next page is asked for while this one's messages are fetched, once the
+            // queue is short enough that asking further ahead would only fill memory.
+            pipe.wait_below(run, QUEUE_LOW).await?;
+            first = Some(
+                pipe.wait(run, page(g, n.to_string(), mailbox.clone()))
+                    .await?,
+            );
         }
         run.worked = true;
         if let Some(next) = next {
@@ -618,16 +637,23 @@ async fn round(
             break;
         }
     }
+    pipe.finish_folder(run, &c.key, t).await?;
+    Ok(Flow::Done)
+}
+
+/// Ends a folder's round: what a full enumeration did not find again goes, and the folder
+/// goes on from its delta link next time.
+async fn folder_done(run: &mut Run<'_>, key: &str, mut t: Track) -> engine::Result<()> {
     if t.full {
-        let staging = names::staging(&c.key);
+        let staging = names::staging(key);
         if run.tree.has_folder(&staging) {
             run.tree.remove(&staging).await?;
         }
         t.full = false;
     }
-    run.set_track(&c.key, t);
-    run.cur.done.insert(c.key.clone());
-    Ok(Flow::Done)
+    run.set_track(key, t);
+    run.cur.done.insert(key.to_string());
+    Ok(())
 }
 
 async fn start_full(run: &mut Run<'_>, t: &mut Track, c: &Coll) -> engine::Result<()> {
@@ -638,13 +664,14 @@ async fn start_full(run: &mut Run<'_>, t: &mut Track, c: &Coll) -> engine::Resul
     Ok(())
 }
 
-/// Applies one delta page to the folder at `folder`.
-async fn apply(
+/// Applies one delta page to the folder at `folder`: removals, moves, metadata and the
+/// items a row carries whole are done here; the messages to fetch come back as jobs.
+async fn plan(
     run: &mut Run<'_>,
     kind: Kind,
     folder: &ItemPath,
     rows: &[Value],
-) -> engine::Result<()> {
+) -> engine::Result<Vec<Job>> {
     let mut fetch: Vec<(ItemPath, String, ItemInfo, bool)> = Vec::new();
     for row in rows {
         let id = s(row, "id");
@@ -696,18 +723,16 @@ async fn apply(
         }
     }
     if fetch.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     let g = run.g;
-    let mailbox = run.mailbox.clone();
-    let user = run.key.clone();
     // Small messages go in batches of 20; those with attachments, which may be large, are
     // read on their own, each holding one of the mailbox's slots. A batch runs four of its
     // requests at a time, so the last one of a page is cut to a multiple of four and the
     // rest read on their own too. A batch waits for all four slots (and what comes after
     // it waits for the batch), so the batches go first and the single reads after them:
     // a batch's end frees four slots at once for the singles.
-    let mut jobs: Vec<Vec<(ItemPath, String, ItemInfo, bool)>> = Vec::new();
+    let mut jobs: Vec<Job> = Vec::new();
     let mut singles = Vec::new();
     let mut small = Vec::new();
     for (path, id, info, attachments) in fetch {
@@ -730,7 +755,33 @@ async fn apply(
         rest.into_iter()
             .map(|(p, id, info, _)| vec![(p, id, info, true)]),
     );
-    let mut results = futures::stream::iter(jobs)
+    Ok(jobs)
+}
+
+/// Messages to fetch together: a batch, or one message read on its own (`true`).
+type Job = Vec<(ItemPath, String, ItemInfo, bool)>;
+/// A job's messages with what was read.
+type Fetched = Vec<(ItemPath, ItemInfo, Result<Bytes, Fail>)>;
+
+/// Jobs queued beyond those under way before the next delta page is asked for.
+const QUEUE_LOW: u64 = FETCHES_AHEAD as u64 + 4;
+
+/// Runs a service's fetch jobs in order, [`FETCHES_AHEAD`] at a time, and hands the
+/// answers on. It runs beside the folders' rounds for the whole service, so a page's
+/// last fetches overlap the next page's first and the mailbox's slots never drain
+/// between pages.
+async fn fetch_jobs(
+    g: &Graph,
+    mailbox: Option<String>,
+    user: String,
+    jobs: tokio::sync::mpsc::UnboundedReceiver<Job>,
+    done: tokio::sync::mpsc::Sender<Fetched>,
+) {
+    let queue = futures::stream::unfold(
+        jobs,
+        |mut rx| async move { rx.recv().await.map(|j| (j, rx)) },
+    );
+    let results = queue
         .map(|job| {
             let mailbox = mailbox.clone();
             let user = user.clone();
@@ -761,42 +812,117 @@ async fn apply(
                 job.into_iter()
                     .zip(got)
                     .map(|((path, _, info, _), r)| (path, info, r))
-                    .collect::<Vec<_>>()
+                    .collect::<Fetched>()
             }
         })
         .buffered(FETCHES_AHEAD);
-    // Fetching goes on while answers are stored (a full pack is sealed and written then):
-    // the two run side by side, with a short queue between them.
-    let (tx, rx) = tokio::sync::mpsc::channel(2);
-    let fetching = async move {
-        while let Some(done) = results.next().await {
-            if tx.send(done).await.is_err() {
-                break;
-            }
+    let mut results = std::pin::pin!(results);
+    while let Some(done_job) = results.next().await {
+        if done.send(done_job).await.is_err() {
+            break;
         }
-    };
-    let storing = async {
-        let mut rx = rx;
-        while let Some(done) = rx.recv().await {
-            for (path, info, r) in done {
-                match r {
-                    Ok(mime) => {
-                        run.tree.put_item(&path, info, mime).await?;
-                        run.note(&path, None);
-                    }
-                    Err(f) if f.is_not_found() => run.tree.record_error(
-                        &path,
-                        "the message was deleted at the source before it could be read",
-                    ),
-                    Err(f) if f.is_fatal() => return Err(f.into()),
-                    Err(f) => run.tree.record_error(&path, f.to_string()),
+    }
+}
+
+/// The folders' side of a service's fetch queue: jobs go in, answers are stored as they
+/// come back, and a folder's round is ended only once its messages are stored.
+struct Pipe {
+    jobs: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
+    done: tokio::sync::mpsc::Receiver<Fetched>,
+    sent: u64,
+    stored: u64,
+    /// Folders whose rounds end once `stored` reaches the count beside them.
+    waiting: std::collections::VecDeque<(u64, String, Track)>,
+}
+
+impl Pipe {
+    fn submit(&mut self, jobs: Vec<Job>) {
+        for j in jobs {
+            if let Some(tx) = &self.jobs {
+                if tx.send(j).is_ok() {
+                    self.sent += 1;
                 }
             }
         }
-        Ok::<_, engine::Error>(())
-    };
-    let ((), stored) = futures::join!(fetching, storing);
-    stored
+    }
+
+    async fn store(&mut self, run: &mut Run<'_>, done: Fetched) -> engine::Result<()> {
+        for (path, info, r) in done {
+            match r {
+                Ok(mime) => {
+                    run.tree.put_item(&path, info, mime).await?;
+                    run.note(&path, None);
+                }
+                Err(f) if f.is_not_found() => run.tree.record_error(
+                    &path,
+                    "the message was deleted at the source before it could be read",
+                ),
+                Err(f) if f.is_fatal() => return Err(f.into()),
+                Err(f) => run.tree.record_error(&path, f.to_string()),
+            }
+        }
+        self.stored += 1;
+        self.end_folders(run).await
+    }
+
+    async fn end_folders(&mut self, run: &mut Run<'_>) -> engine::Result<()> {
+        while self
+            .waiting
+            .front()
+            .is_some_and(|(n, _, _)| *n <= self.stored)
+        {
+            let (_, key, t) = self.waiting.pop_front().expect("checked");
+            folder_done(run, &key, t).await?;
+        }
+        Ok(())
+    }
+
+    async fn finish_folder(
+        &mut self,
+        run: &mut Run<'_>,
+        key: &str,
+        t: Track,
+    ) -> engine::Result<()> {
+        self.waiting.push_back((self.sent, key.to_string(), t));
+        self.end_folders(run).await
+    }
+
+    /// Awaits `fut`, storing answers meanwhile: a request waiting for one of the mailbox's
+    /// slots must not wait on answers nobody reads, which hold the slots.
+    async fn wait<T>(
+        &mut self,
+        run: &mut Run<'_>,
+        fut: impl std::future::Future<Output = T>,
+    ) -> engine::Result<T> {
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                v = &mut fut => return Ok(v),
+                Some(d) = self.done.recv() => self.store(run, d).await?,
+            }
+        }
+    }
+
+    /// Stores answers until at most `n` jobs are queued or under way.
+    async fn wait_below(&mut self, run: &mut Run<'_>, n: u64) -> engine::Result<()> {
+        while self.sent - self.stored > n {
+            match self.done.recv().await {
+                Some(d) => self.store(run, d).await?,
+                None => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends no more jobs and stores every answer still to come.
+    async fn drain(&mut self, run: &mut Run<'_>) -> engine::Result<()> {
+        self.jobs = None;
+        while let Some(d) = self.done.recv().await {
+            self.store(run, d).await?;
+        }
+        self.end_folders(run).await
+    }
 }
 
 /// How far ahead of a series' start its exceptions are looked for.

@@ -37,8 +37,12 @@ async fn an_expired_token_is_renewed_mid_run() {
     cfg.faults.latency_ms = 15;
     let env = start(cfg).await;
     let user = env.user(0).await;
+    // The tokens expire once the run is under way (a sixth of its requests made).
+    let before = num(&env.stats().await, "/requests");
     let (s, _) = tokio::join!(env.backup(&user), async {
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        while num(&env.stats().await, "/requests") < before + 10 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
         env.admin("expire-tokens", None).await
     });
     let s = s.unwrap();
