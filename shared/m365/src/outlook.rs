@@ -429,13 +429,7 @@ pub async fn backup(run: &mut Run<'_>, kind: Kind) -> engine::Result<Flow> {
     let fetching = fetch_jobs(g, run.mailbox.clone(), run.key.clone(), jobs_rx, done_tx);
     let work = async {
         let mut rx = rx;
-        let mut pipe = Pipe {
-            jobs: Some(jobs_tx),
-            done: done_rx,
-            sent: 0,
-            stored: 0,
-            waiting: std::collections::VecDeque::new(),
-        };
+        let mut pipe = Pipe::new(jobs_tx, done_rx);
         let flow = folders(run, kind, &colls, &mut first, &mut rx, &credits, &mut pipe).await;
         credits.close();
         let flow = flow?;
@@ -616,8 +610,8 @@ async fn round(
                 Fail::Protocol("a delta page with neither a next nor a delta link".into()).into(),
             );
         }
-        let jobs = plan(run, kind, &c.path, rows).await?;
-        pipe.submit(jobs);
+        let fetches = plan(run, kind, &c.path, rows).await?;
+        pipe.submit(&c.key, fetches);
         if let Some(n) = next {
             // The next page is asked for while this one's messages are fetched, once the
             // queue is short enough that asking further ahead would only fill memory.
@@ -665,13 +659,13 @@ async fn start_full(run: &mut Run<'_>, t: &mut Track, c: &Coll) -> engine::Resul
 }
 
 /// Applies one delta page to the folder at `folder`: removals, moves, metadata and the
-/// items a row carries whole are done here; the messages to fetch come back as jobs.
+/// items a row carries whole are done here; the messages to fetch are returned.
 async fn plan(
     run: &mut Run<'_>,
     kind: Kind,
     folder: &ItemPath,
     rows: &[Value],
-) -> engine::Result<Vec<Job>> {
+) -> engine::Result<Vec<Fetch>> {
     let mut fetch: Vec<(ItemPath, String, ItemInfo, bool)> = Vec::new();
     for row in rows {
         let id = s(row, "id");
@@ -722,46 +716,30 @@ async fn plan(
             }
         }
     }
-    if fetch.is_empty() {
-        return Ok(Vec::new());
-    }
-    let g = run.g;
-    // Small messages go in batches of 20; those with attachments, which may be large, are
-    // read on their own, each holding one of the mailbox's slots. A batch runs four of its
-    // requests at a time, so the last one of a page is cut to a multiple of four and the
-    // rest read on their own too. A batch waits for all four slots (and what comes after
-    // it waits for the batch), so the batches go first and the single reads after them:
-    // a batch's end frees four slots at once for the singles.
-    let mut jobs: Vec<Job> = Vec::new();
-    let mut singles = Vec::new();
-    let mut small = Vec::new();
-    for (path, id, info, attachments) in fetch {
-        if attachments || !g.throttle.batch {
-            singles.push(vec![(path, id, info, true)]);
-        } else {
-            small.push((path, id, info, false));
-            if small.len() == BATCH_MAX {
-                jobs.push(std::mem::take(&mut small));
-            }
-        }
-    }
-    let whole = small.len() - small.len() % MAILBOX_CONCURRENCY;
-    let rest = small.split_off(whole);
-    if !small.is_empty() {
-        jobs.push(small);
-    }
-    jobs.extend(singles);
-    jobs.extend(
-        rest.into_iter()
-            .map(|(p, id, info, _)| vec![(p, id, info, true)]),
-    );
-    Ok(jobs)
+    Ok(fetch
+        .into_iter()
+        .map(|(path, id, info, attachments)| Fetch {
+            path,
+            id,
+            info,
+            single: attachments || !run.g.throttle.batch,
+        })
+        .collect())
 }
 
-/// Messages to fetch together: a batch, or one message read on its own (`true`).
-type Job = Vec<(ItemPath, String, ItemInfo, bool)>;
-/// A job's messages with what was read.
-type Fetched = Vec<(ItemPath, ItemInfo, Result<Bytes, Fail>)>;
+/// A message to fetch: read on its own (`single`: it has attachments and may be large) or
+/// in a batch.
+struct Fetch {
+    path: ItemPath,
+    id: String,
+    info: ItemInfo,
+    single: bool,
+}
+
+/// Messages fetched together: a batch, or one message read on its own.
+type Job = Vec<(Fetch, std::sync::Arc<str>)>;
+/// A job's messages (with their folders' keys) and what was read.
+type Fetched = Vec<(Fetch, std::sync::Arc<str>, Result<Bytes, Fail>)>;
 
 /// Jobs queued beyond those under way before the next delta page is asked for.
 const QUEUE_LOW: u64 = FETCHES_AHEAD as u64 + 4;
@@ -787,8 +765,8 @@ async fn fetch_jobs(
             let user = user.clone();
             async move {
                 let url = |id: &str| format!("/users/{user}/messages/{id}/$value");
-                let got: Vec<Result<Bytes, Fail>> = if job[0].3 {
-                    let urls: Vec<String> = job.iter().map(|(_, id, _, _)| url(id)).collect();
+                let got: Vec<Result<Bytes, Fail>> = if job[0].0.single {
+                    let urls: Vec<String> = job.iter().map(|(f, _)| url(&f.id)).collect();
                     futures::future::join_all(
                         urls.iter().map(|u| g.get_bytes(u, mailbox.as_deref())),
                     )
@@ -796,8 +774,8 @@ async fn fetch_jobs(
                 } else {
                     let reqs: Vec<BatchRequest> = job
                         .iter()
-                        .map(|(_, id, _, _)| BatchRequest {
-                            url: url(id),
+                        .map(|(f, _)| BatchRequest {
+                            url: url(&f.id),
                             headers: Vec::new(),
                         })
                         .collect();
@@ -811,7 +789,7 @@ async fn fetch_jobs(
                 };
                 job.into_iter()
                     .zip(got)
-                    .map(|((path, _, info, _), r)| (path, info, r))
+                    .map(|((f, key), r)| (f, key, r))
                     .collect::<Fetched>()
             }
         })
@@ -824,56 +802,116 @@ async fn fetch_jobs(
     }
 }
 
-/// The folders' side of a service's fetch queue: jobs go in, answers are stored as they
-/// come back, and a folder's round is ended only once its messages are stored.
+/// The folders' side of a service's fetch queue: messages go in, answers are stored as
+/// they come back, and a folder's round is ended only once its messages are stored.
+///
+/// Messages are packed across pages and folders: small ones in batches of 20, those read
+/// on their own in fours. A batch runs four of its requests at a time and waits for all
+/// four of the mailbox's slots, so whole waves of four keep every slot busy, and what
+/// does not fill a wave waits for the next page (or the service's end) instead of
+/// leaving slots idle.
 struct Pipe {
     jobs: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
     done: tokio::sync::mpsc::Receiver<Fetched>,
     sent: u64,
     stored: u64,
-    /// Folders whose rounds end once `stored` reaches the count beside them.
-    waiting: std::collections::VecDeque<(u64, String, Track)>,
+    small: Job,
+    singles: Job,
+    /// Messages of each folder not stored yet.
+    outstanding: std::collections::HashMap<std::sync::Arc<str>, usize>,
+    /// Folders whose rounds end once their messages are stored.
+    waiting: std::collections::HashMap<std::sync::Arc<str>, Track>,
 }
 
 impl Pipe {
-    fn submit(&mut self, jobs: Vec<Job>) {
-        for j in jobs {
-            if let Some(tx) = &self.jobs {
-                if tx.send(j).is_ok() {
-                    self.sent += 1;
+    fn new(
+        jobs: tokio::sync::mpsc::UnboundedSender<Job>,
+        done: tokio::sync::mpsc::Receiver<Fetched>,
+    ) -> Self {
+        Pipe {
+            jobs: Some(jobs),
+            done,
+            sent: 0,
+            stored: 0,
+            small: Vec::new(),
+            singles: Vec::new(),
+            outstanding: std::collections::HashMap::new(),
+            waiting: std::collections::HashMap::new(),
+        }
+    }
+
+    fn send(&mut self, job: Job) {
+        if job.is_empty() {
+            return;
+        }
+        if let Some(tx) = &self.jobs {
+            if tx.send(job).is_ok() {
+                self.sent += 1;
+            }
+        }
+    }
+
+    fn submit(&mut self, key: &str, fetches: Vec<Fetch>) {
+        if fetches.is_empty() {
+            return;
+        }
+        let key: std::sync::Arc<str> = key.into();
+        *self.outstanding.entry(key.clone()).or_default() += fetches.len();
+        for f in fetches {
+            if f.single {
+                self.singles.push((f, key.clone()));
+                if self.singles.len() == MAILBOX_CONCURRENCY {
+                    for one in std::mem::take(&mut self.singles) {
+                        self.send(vec![one]);
+                    }
+                }
+            } else {
+                self.small.push((f, key.clone()));
+                if self.small.len() == BATCH_MAX {
+                    let batch = std::mem::take(&mut self.small);
+                    self.send(batch);
                 }
             }
+        }
+    }
+
+    /// Sends what waits for a wave to fill: whole waves of small messages as a batch, the
+    /// rest on their own.
+    fn flush(&mut self) {
+        let whole = self.small.len() - self.small.len() % MAILBOX_CONCURRENCY;
+        let rest = self.small.split_off(whole);
+        let batch = std::mem::take(&mut self.small);
+        self.send(batch);
+        for (mut f, key) in rest.into_iter().chain(std::mem::take(&mut self.singles)) {
+            f.single = true;
+            self.send(vec![(f, key)]);
         }
     }
 
     async fn store(&mut self, run: &mut Run<'_>, done: Fetched) -> engine::Result<()> {
-        for (path, info, r) in done {
+        for (f, key, r) in done {
             match r {
                 Ok(mime) => {
-                    run.tree.put_item(&path, info, mime).await?;
-                    run.note(&path, None);
+                    run.tree.put_item(&f.path, f.info, mime).await?;
+                    run.note(&f.path, None);
                 }
-                Err(f) if f.is_not_found() => run.tree.record_error(
-                    &path,
+                Err(e) if e.is_not_found() => run.tree.record_error(
+                    &f.path,
                     "the message was deleted at the source before it could be read",
                 ),
-                Err(f) if f.is_fatal() => return Err(f.into()),
-                Err(f) => run.tree.record_error(&path, f.to_string()),
+                Err(e) if e.is_fatal() => return Err(e.into()),
+                Err(e) => run.tree.record_error(&f.path, e.to_string()),
+            }
+            let left = self.outstanding.entry(key.clone()).or_default();
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                self.outstanding.remove(&key);
+                if let Some(t) = self.waiting.remove(&key) {
+                    folder_done(run, &key, t).await?;
+                }
             }
         }
         self.stored += 1;
-        self.end_folders(run).await
-    }
-
-    async fn end_folders(&mut self, run: &mut Run<'_>) -> engine::Result<()> {
-        while self
-            .waiting
-            .front()
-            .is_some_and(|(n, _, _)| *n <= self.stored)
-        {
-            let (_, key, t) = self.waiting.pop_front().expect("checked");
-            folder_done(run, &key, t).await?;
-        }
         Ok(())
     }
 
@@ -883,17 +921,25 @@ impl Pipe {
         key: &str,
         t: Track,
     ) -> engine::Result<()> {
-        self.waiting.push_back((self.sent, key.to_string(), t));
-        self.end_folders(run).await
+        if self.outstanding.contains_key(key) {
+            self.waiting.insert(key.into(), t);
+            Ok(())
+        } else {
+            folder_done(run, key, t).await
+        }
     }
 
     /// Awaits `fut`, storing answers meanwhile: a request waiting for one of the mailbox's
-    /// slots must not wait on answers nobody reads, which hold the slots.
+    /// slots must not wait on answers nobody reads, which hold the slots. With the queue
+    /// nearly empty, what waits for a wave to fill is sent rather than left idle.
     async fn wait<T>(
         &mut self,
         run: &mut Run<'_>,
         fut: impl std::future::Future<Output = T>,
     ) -> engine::Result<T> {
+        if self.sent - self.stored <= 1 {
+            self.flush();
+        }
         let mut fut = std::pin::pin!(fut);
         loop {
             tokio::select! {
@@ -915,13 +961,25 @@ impl Pipe {
         Ok(())
     }
 
-    /// Sends no more jobs and stores every answer still to come.
+    /// Sends what is left, then no more jobs, and stores every answer still to come.
     async fn drain(&mut self, run: &mut Run<'_>) -> engine::Result<()> {
+        self.flush();
         self.jobs = None;
         while let Some(d) = self.done.recv().await {
             self.store(run, d).await?;
         }
-        self.end_folders(run).await
+        for (key, t) in std::mem::take(&mut self.waiting) {
+            if self.outstanding.contains_key(&key) {
+                // Never answered (the queue broke off): the folder is read again from its
+                // last delta link next time rather than recorded as done.
+                tracing::warn!(
+                    "a folder's messages were not all fetched; it is read again next run"
+                );
+                continue;
+            }
+            folder_done(run, &key, t).await?;
+        }
+        Ok(())
     }
 }
 
