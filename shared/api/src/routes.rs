@@ -375,6 +375,9 @@ struct RestoreRequest {
     in_place: bool,
     #[serde(default)]
     on_conflict: Conflict,
+    /// Only the items these metadata select (sender, subject, days), within `include`.
+    #[serde(default)]
+    filter: domain::ItemFilter,
 }
 
 async fn restore(
@@ -407,6 +410,7 @@ async fn restore(
         to_account,
         in_place: r.in_place,
         on_conflict: r.on_conflict,
+        filter: r.filter,
     });
     let rec = jobs::transfer::submit(&st.ports, st.transfers.as_ref(), job).await?;
     Ok((

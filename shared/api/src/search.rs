@@ -8,7 +8,7 @@
 
 use crate::routes::entry_json;
 use crate::ApiError;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use domain::{AccountId, ItemPath};
 use engine::{Engine, TaskRecord};
 use serde::Deserialize;
@@ -49,6 +49,8 @@ fn contains(hay: &str, needle: &Option<String>) -> bool {
 
 struct Walk<'a> {
     q: &'a SearchQuery,
+    /// The query's sender, subject and days.
+    filter: domain::ItemFilter,
     nodes: &'a HashMap<BlobId, Arc<Node>>,
     seen: &'a mut HashSet<(String, BlobId)>,
     out: &'a mut Vec<Value>,
@@ -71,20 +73,9 @@ impl Walk<'_> {
                     }
                 }
                 _ => {
-                    let meta = |k: &str| {
-                        e.meta
-                            .iter()
-                            .find(|(mk, _)| mk == k)
-                            .map(|(_, v)| v.as_str())
-                            .unwrap_or("")
-                    };
-                    let day = DateTime::<Utc>::from_timestamp_nanos(e.mtime_ns).date_naive();
-                    let hit = contains(meta("from"), &self.q.sender)
-                        && contains(meta("subject"), &self.q.subject)
+                    let hit = self.filter.matches(&e.meta, e.mtime_ns)
                         && contains(&at.to_string(), &self.q.folder)
-                        && contains(&domain::escape(&e.name), &self.q.name)
-                        && self.q.from.is_none_or(|f| day >= f)
-                        && self.q.to.is_none_or(|t| day <= t);
+                        && contains(&domain::escape(&e.name), &self.q.name);
                     if !hit {
                         continue;
                     }
@@ -148,6 +139,12 @@ pub async fn search(e: &Engine, t: &TaskRecord, q: &SearchQuery) -> Result<Value
             let snapshot = s.id.to_string();
             let mut w = Walk {
                 q,
+                filter: domain::ItemFilter {
+                    sender: q.sender.clone(),
+                    subject: q.subject.clone(),
+                    since: q.from,
+                    until: q.to,
+                },
                 nodes: &nodes,
                 seen: &mut seen,
                 out: &mut out,

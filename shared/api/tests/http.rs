@@ -446,6 +446,41 @@ async fn browse_search_backup_restore_export_and_bill() {
     assert_eq!(done["report"]["items"], 1);
     assert_eq!(*s.mail.restored.lock().unwrap(), ["Inbox/Projects/2.eml"]);
 
+    // A restore of the whole mailbox narrowed by sender and days: one message comes back.
+    s.mail.restored.lock().unwrap().clear();
+    let (st, job) = s
+        .call(
+            Some("acme"),
+            "POST",
+            "/v1/tasks/mail/restores",
+            Some(json!({"account": "anna@acme.example", "snapshot": "latest",
+                "filter": {"sender": "GLOBEX", "since": "2026-11-01", "until": "2026-11-05"}})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{job}");
+    let (st, v) = s
+        .call(
+            Some("acme"),
+            "POST",
+            "/v1/tasks/mail/restores",
+            Some(json!({"account": "anna@acme.example", "snapshot": "latest",
+                "filter": {"since": "the third"}})),
+        )
+        .await;
+    assert!(
+        st.is_client_error(),
+        "a day that is not a date is refused: {v}"
+    );
+    jobs::drain(&s.worker, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let done = s
+        .get("acme", &format!("/v1/jobs/{}", job["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert_eq!(done["report"]["items"], 1);
+    assert_eq!(*s.mail.restored.lock().unwrap(), ["Inbox/1.eml"]);
+
     // An export job and its download.
     let (st, job) = s
         .call(

@@ -46,6 +46,9 @@ pub struct RestoreJob {
     pub in_place: bool,
     #[serde(default)]
     pub on_conflict: Conflict,
+    /// Only the items these metadata select (within `include`).
+    #[serde(default, skip_serializing_if = "crate::ItemFilter::is_empty")]
+    pub filter: crate::ItemFilter,
 }
 
 /// Export items of one snapshot as a zip, offered for download when done.

@@ -4,10 +4,12 @@
 //!
 //! **Architecture invariant:** this crate depends on nothing of ours and on no I/O crate.
 
+mod filter;
 mod ids;
 mod jobs;
 mod path;
 
+pub use filter::ItemFilter;
 pub use ids::{AccountId, IdError, SnapshotId, TaskId, TenantId};
 pub use jobs::{BackupJob, Conflict, ExportJob, JobEnvelope, JobKind, RestoreJob, JOB_VERSION};
 pub use path::{escape, unescape};

@@ -44,6 +44,9 @@ pub struct RestoreOptions {
     /// The time in the label; now when `None`. A job run again after a crash passes its
     /// creation time, so it restores into the same folder, not a second one.
     pub at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Within `include`, only the items these metadata select (sender, subject, days);
+    /// folders come along only above a selected item. Restores into a source only.
+    pub filter: domain::ItemFilter,
 }
 
 #[derive(Clone, Debug, Default, serde::Serialize)]

@@ -1007,6 +1007,9 @@ impl Engine {
             }
             collect(&vault, inc, entry, &mut items).await?;
         }
+        if !opts.filter.is_empty() {
+            items = filtered(items, &opts.filter);
+        }
         let job = SourceRestore {
             from: snap.account.clone(),
             to: to.unwrap_or_else(|| snap.account.clone()),
@@ -1016,6 +1019,30 @@ impl Engine {
         };
         connector.restore(&job, &RestoreContent { vault }).await
     }
+}
+
+/// The items `filter` selects, and the folders above them (no others: a restore by
+/// sender or date does not recreate every empty folder of the mailbox).
+fn filtered(items: Vec<(ItemPath, Entry)>, filter: &domain::ItemFilter) -> Vec<(ItemPath, Entry)> {
+    let kept: Vec<(ItemPath, Entry)> = items
+        .into_iter()
+        .filter(|(_, e)| e.kind == EntryKind::Dir || filter.matches(&e.meta, e.mtime_ns))
+        .collect();
+    let mut above = std::collections::HashSet::new();
+    for (p, e) in &kept {
+        if e.kind != EntryKind::Dir {
+            let mut q = p.parent();
+            while let Some(d) = q {
+                if d.is_root() || !above.insert(d.clone()) {
+                    break;
+                }
+                q = d.parent();
+            }
+        }
+    }
+    kept.into_iter()
+        .filter(|(p, e)| e.kind != EntryKind::Dir || above.contains(p))
+        .collect()
 }
 
 /// Lists `entry` and, for a folder, everything below it, parents first.

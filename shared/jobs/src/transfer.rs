@@ -307,6 +307,7 @@ pub async fn run_restore(ctx: &Context, job: &RestoreJob) -> Result<Outcome> {
             },
             label: String::new(),
             at: Some(created),
+            filter: job.filter.clone(),
         };
         engine
             .restore_to_source(

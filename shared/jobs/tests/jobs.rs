@@ -493,6 +493,7 @@ async fn restore_and_export_jobs_run_once_and_report() {
         to_account: None,
         in_place: false,
         on_conflict: domain::Conflict::Skip,
+        filter: Default::default(),
     };
     let created = submit(
         &ctx.ports,

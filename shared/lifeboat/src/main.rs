@@ -84,6 +84,9 @@ enum Cmd {
         /// task's own.
         #[arg(long, value_name = "TASK", conflicts_with = "to")]
         to_task: Option<String>,
+        /// Restore into this account (another user, of this task or of --to-task's).
+        #[arg(long, value_name = "ACCOUNT", conflicts_with = "to")]
+        to_account: Option<String>,
         /// Restore only these paths (repeatable).
         #[arg(long, value_name = "PATH")]
         include: Vec<String>,
@@ -93,6 +96,18 @@ enum Cmd {
         /// What an in-place restore does with items that exist.
         #[arg(long, value_enum, default_value = "skip", requires = "in_place")]
         on_conflict: Conflict,
+        /// Only items whose sender contains this (any case; mail and the like).
+        #[arg(long, value_name = "TEXT")]
+        sender: Option<String>,
+        /// Only items whose subject contains this (any case).
+        #[arg(long, value_name = "TEXT")]
+        subject: Option<String>,
+        /// Only items of this day (UTC) or later.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        since: Option<chrono::NaiveDate>,
+        /// Only items of this day (UTC) or earlier.
+        #[arg(long, value_name = "YYYY-MM-DD")]
+        until: Option<chrono::NaiveDate>,
         #[arg(long)]
         account: Option<String>,
         #[arg(long)]
@@ -654,13 +669,24 @@ async fn run(cli: Cli) -> Result<u8> {
             snapshot,
             to,
             to_task,
+            to_account,
             include,
             in_place,
             on_conflict,
+            sender,
+            subject,
+            since,
+            until,
             account,
             json,
         } => {
             let (task, snap) = task_and_snapshot(&eng, &task, &snapshot, &account).await?;
+            let filter = domain::ItemFilter {
+                sender,
+                subject,
+                since,
+                until,
+            };
             let opts = RestoreOptions {
                 include: include
                     .iter()
@@ -674,13 +700,21 @@ async fn run(cli: Cli) -> Result<u8> {
                 },
                 label: String::new(),
                 at: None,
+                filter,
             };
             if let SourceConfig::Source { .. } = &task.source {
-                return restore_to_source(&eng, &task, &snap, to_task, &opts, json).await;
+                return restore_to_source(&eng, &task, &snap, to_task, to_account, &opts, json)
+                    .await;
             }
-            if to_task.is_some() {
+            if to_task.is_some() || to_account.is_some() {
                 bail!(
                     "task {} backs up a local folder; restore it with --to DIR",
+                    task.name
+                );
+            }
+            if !opts.filter.is_empty() {
+                bail!(
+                    "--sender, --subject, --since and --until select mail and the like; task {} backs up a local folder: choose with --include",
                     task.name
                 );
             }
@@ -867,6 +901,7 @@ async fn restore_to_source(
     task: &engine::TaskRecord,
     snap: &SnapshotRecord,
     to_task: Option<String>,
+    to_account: Option<String>,
     opts: &RestoreOptions,
     json: bool,
 ) -> Result<u8> {
@@ -882,14 +917,25 @@ async fn restore_to_source(
             task.source.kind()
         );
     }
-    let to = match &to_task {
-        Some(_) => eng
+    let to = match (&to_account, &to_task) {
+        (Some(a), _) => {
+            let known = eng.account_infos(&dest).await?;
+            let Some(found) = known.into_iter().find(|k| k.id.as_str() == a) else {
+                bail!(
+                    "task {} has no account {a}; `lifeboat --home … snapshots {}` lists those backed up",
+                    dest.name,
+                    dest.name
+                );
+            };
+            Some(found.id)
+        }
+        (None, Some(_)) => eng
             .account_infos(&dest)
             .await?
             .into_iter()
             .next()
             .map(|a| a.id),
-        None => None,
+        (None, None) => None,
     };
     let connector = eng.connector(&dest, &sources::BuiltIn).await?;
     let report = eng

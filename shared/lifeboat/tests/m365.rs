@@ -86,6 +86,95 @@ async fn an_m365_task_is_added_backed_up_and_browsed() {
         .expect("a user account");
     let root = lb.ok(["ls", "org", "latest", "--account", &user]);
     assert!(root.stdout.contains("Mail"), "{}", root.stdout);
+
+    // A restore narrowed by days: none of the mail is from the next century, all of it
+    // from before.
+    let restore = |range: &str, day: &str| {
+        lb.ok([
+            "restore",
+            "org",
+            "--snapshot",
+            "latest",
+            "--account",
+            &user,
+            "--include",
+            "Mail",
+            range,
+            day,
+            "--json",
+        ])
+        .json()["items"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(restore("--since", "2100-01-01"), 0);
+    assert!(restore("--until", "2100-01-01") > 0);
+    // To another user of the organisation: the restore lands in that user's mailbox.
+    let other = snaps
+        .iter()
+        .map(|s| s["account"].as_str().unwrap().to_string())
+        .find(|a| a.contains('@') && *a != user)
+        .expect("a second user");
+    let to_other = lb
+        .ok([
+            "restore",
+            "org",
+            "--snapshot",
+            "latest",
+            "--account",
+            &user,
+            "--include",
+            "Mail/Inbox",
+            "--to-account",
+            &other,
+            "--json",
+        ])
+        .json();
+    assert!(to_other["items"].as_u64().unwrap() > 0, "{to_other}");
+    let label = to_other["target"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("Mail/")
+        .to_string();
+    let has_label = |upn: &str| {
+        let s = sim.shared.sim();
+        let u = s.user(upn).unwrap();
+        s.mailboxes[u]
+            .mail
+            .folders
+            .values()
+            .any(|f| f.name == label)
+    };
+    assert!(has_label(&other), "{label} in {other}'s mailbox");
+    let err = lb.fail([
+        "restore",
+        "org",
+        "--snapshot",
+        "latest",
+        "--account",
+        &user,
+        "--to-account",
+        "nobody@contoso.example",
+    ]);
+    assert!(err.contains("no account nobody@contoso.example"), "{err}");
+
+    // A day that is not a date is a usage error naming the flag, and nothing is restored.
+    let bad = lb.run([
+        "restore",
+        "org",
+        "--snapshot",
+        "latest",
+        "--account",
+        &user,
+        "--since",
+        "yesterday",
+    ]);
+    assert_eq!(bad.code, Some(2), "{}", bad.show());
+    assert!(
+        bad.stderr.contains("'--since <YYYY-MM-DD>'"),
+        "{}",
+        bad.show()
+    );
     let raw = std::fs::read(lb.home.join("catalog.db")).unwrap();
     assert!(
         !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),

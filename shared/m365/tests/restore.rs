@@ -262,3 +262,121 @@ async fn a_restore_run_again_does_not_duplicate_what_it_wrote() {
     let direct = inbox.iter().filter(|x| x.matches('/').count() == 2).count();
     assert_eq!(got.len(), direct, "each message once");
 }
+
+/// Every message under a mail folder and its sub-folders, with the names of the folders
+/// (below it) that hold none.
+async fn messages_below(env: &common::Env, upn: &str, folder: &str) -> (Vec<Value>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut empty = Vec::new();
+    let mut stack = vec![(folder.to_string(), String::new())];
+    while let Some((id, name)) = stack.pop() {
+        let here = env
+            .all(&format!("/users/{upn}/mailFolders/{id}/messages?$top=100"))
+            .await;
+        let children = env
+            .all(&format!("/users/{upn}/mailFolders/{id}/childFolders"))
+            .await;
+        if here.is_empty() && children.is_empty() {
+            empty.push(name);
+        }
+        out.extend(here);
+        for c in children {
+            stack.push((
+                c["id"].as_str().unwrap().to_string(),
+                c["displayName"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    (out, empty)
+}
+
+/// A restore selected by sender, subject and day brings back exactly the messages those
+/// select, in their folders, and no folder that would stay empty.
+#[tokio::test]
+async fn a_restore_by_sender_subject_and_day_brings_back_only_those() {
+    let env = start(small()).await;
+    let user = env.user(0).await;
+    let upn = user.id.as_str().to_string();
+    let snap = env.backup(&user).await.unwrap();
+    let c = env.connector().await;
+
+    // A message of the snapshot to aim at, and the filter that names it.
+    let mut entries = Vec::new();
+    let mut stack = vec![p("Mail")];
+    while let Some(dir) = stack.pop() {
+        for e in env.engine.list(&env.task, &snap, &dir).await.unwrap() {
+            let child = dir.join(&e.name).unwrap();
+            if e.kind == vault::EntryKind::Dir {
+                stack.push(child);
+            } else {
+                entries.push(e);
+            }
+        }
+    }
+    let meta = |e: &vault::Entry, k: &str| {
+        e.meta
+            .iter()
+            .find(|(mk, _)| mk == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let target = entries
+        .iter()
+        .find(|e| !meta(e, "subject").is_empty() && !meta(e, "from").is_empty())
+        .expect("a message with a subject and a sender");
+    let day = chrono::DateTime::<chrono::Utc>::from_timestamp_nanos(target.mtime_ns).date_naive();
+    let word = meta(target, "subject")
+        .split_whitespace()
+        .max_by_key(|w| w.len())
+        .unwrap()
+        .to_uppercase();
+    let filter = domain::ItemFilter {
+        sender: Some(meta(target, "from")),
+        subject: Some(word.clone()),
+        since: Some(day),
+        until: Some(day),
+    };
+    let wanted: Vec<String> = entries
+        .iter()
+        .filter(|e| filter.matches(&e.meta, e.mtime_ns))
+        .map(|e| meta(e, "subject"))
+        .collect();
+    assert!(!wanted.is_empty() && wanted.len() < entries.len());
+
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-26T03:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let label = domain::restore_label(domain::RESTORE_PREFIX, at);
+    let opts = RestoreOptions {
+        include: vec![p("Mail")],
+        at: Some(at),
+        filter,
+        ..Default::default()
+    };
+    let r = env
+        .engine
+        .restore_to_source(&env.task, &snap, None, &opts, c.as_ref())
+        .await
+        .unwrap();
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.items as usize, wanted.len());
+
+    let top = env.all(&format!("/users/{upn}/mailFolders?$top=100")).await;
+    let restored = top
+        .iter()
+        .find(|f| f["displayName"] == label.as_str())
+        .expect("the restore folder");
+    let (got, empty) = messages_below(&env, &upn, restored["id"].as_str().unwrap()).await;
+    let mut got: Vec<String> = got
+        .iter()
+        .map(|m| m["subject"].as_str().unwrap().to_string())
+        .collect();
+    let mut wanted = wanted;
+    got.sort();
+    wanted.sort();
+    assert_eq!(
+        got, wanted,
+        "the messages with {word:?} from that sender that day"
+    );
+    assert!(empty.is_empty(), "folders restored empty: {empty:?}");
+}
