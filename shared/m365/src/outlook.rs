@@ -114,6 +114,16 @@ async fn list_all(run: &Run<'_>, url: &str) -> Result<Vec<Value>, Fail> {
     Ok(out)
 }
 
+/// Every collection of `urls`, listed side by side (as many at once as the mailbox
+/// serves), in their order.
+async fn list_side_by_side(run: &Run<'_>, urls: Vec<String>) -> Vec<Result<Vec<Value>, Fail>> {
+    futures::stream::iter(urls)
+        .map(|url| async move { list_all(run, &url).await })
+        .buffered(MAILBOX_CONCURRENCY)
+        .collect()
+        .await
+}
+
 /// The first request of each Outlook service of user `u`: what a backup asks for first.
 pub fn mail_root(u: &str) -> String {
     format!("/users/{u}/mailFolders?includeHiddenFolders=true&$top=250")
@@ -146,11 +156,7 @@ async fn mail_folders(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
     let mut level: Vec<(String, ItemPath)> = vec![(mail_root(u), names::path(&[b"Mail"]))];
     while !level.is_empty() {
         let urls: Vec<String> = level.iter().map(|(url, _)| url.clone()).collect();
-        let listed: Vec<Result<Vec<Value>, Fail>> = futures::stream::iter(urls)
-            .map(|url| async move { list_all(run, &url).await })
-            .buffered(MAILBOX_CONCURRENCY)
-            .collect()
-            .await;
+        let listed = list_side_by_side(run, urls).await;
         let mut next = Vec::new();
         for ((_, parent), folders) in level.iter().zip(listed) {
             for f in folders? {
@@ -221,11 +227,7 @@ async fn contact_folders(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
             .iter()
             .map(|(id, _, _)| format!("/users/{u}/contactFolders/{id}/childFolders?$top=250"))
             .collect();
-        let listed: Vec<Result<Vec<Value>, Fail>> = futures::stream::iter(urls)
-            .map(|url| async move { list_all(run, &url).await })
-            .buffered(MAILBOX_CONCURRENCY)
-            .collect()
-            .await;
+        let listed = list_side_by_side(run, urls).await;
         let mut next = Vec::new();
         for ((id, name, path), children) in here.into_iter().zip(listed) {
             next.extend(children?.into_iter().map(|c| (c, path.clone())));
@@ -1023,14 +1025,7 @@ pub async fn calendars(run: &mut Run<'_>) -> engine::Result<Flow> {
         .iter()
         .map(|(_, _, meta)| format!("/users/{u}/calendars/{}/events?$top=250", meta[0].1))
         .collect();
-    let listed: Vec<Result<Vec<Value>, Fail>> = {
-        let r: &Run<'_> = run;
-        futures::stream::iter(urls)
-            .map(|url| async move { list_all(r, &url).await })
-            .buffered(MAILBOX_CONCURRENCY)
-            .collect()
-            .await
-    };
+    let listed = list_side_by_side(run, urls).await;
     for ((key, path, _), events) in todo.into_iter().zip(listed) {
         if run.out_of_time() {
             run.tree.pause();
