@@ -455,6 +455,9 @@ struct ExportRequest {
     snapshot: String,
     #[serde(default)]
     include: Vec<String>,
+    /// Only the items these metadata select (sender, subject, days), within `include`.
+    #[serde(default)]
+    filter: domain::ItemFilter,
 }
 
 async fn export(
@@ -474,6 +477,7 @@ async fn export(
         account: a,
         snapshot: snap.id.clone(),
         include,
+        filter: r.filter,
     });
     let rec = jobs::transfer::submit(&st.ports, st.transfers.as_ref(), job).await?;
     Ok((

@@ -60,6 +60,9 @@ pub struct ExportJob {
     pub account: AccountId,
     pub snapshot: SnapshotId,
     pub include: Vec<ItemPath>,
+    /// Only the items these metadata select (within `include`).
+    #[serde(default, skip_serializing_if = "crate::ItemFilter::is_empty")]
+    pub filter: crate::ItemFilter,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

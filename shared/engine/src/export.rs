@@ -4,7 +4,7 @@
 
 use crate::browse::{not_found, selection};
 use crate::{Engine, Error, Progress, Result, TaskRecord};
-use domain::{escape, ItemPath};
+use domain::{escape, ItemFilter, ItemPath};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -35,6 +35,31 @@ impl Engine {
         include: &[ItemPath],
         progress: &dyn Progress,
     ) -> Result<ExportReport> {
+        self.export_zip_selected(
+            task,
+            snap,
+            zip_path,
+            include,
+            &ItemFilter::default(),
+            progress,
+        )
+        .await
+    }
+
+    /// [`Engine::export_zip`] of only the items `filter` selects within `include` (the
+    /// zip then holds no folder entries of its own: its items' paths carry their folders).
+    ///
+    /// # Errors
+    /// As [`Engine::export_zip`].
+    pub async fn export_zip_selected(
+        &self,
+        task: &TaskRecord,
+        snap: &SnapshotRecord,
+        zip_path: &Path,
+        include: &[ItemPath],
+        filter: &ItemFilter,
+        progress: &dyn Progress,
+    ) -> Result<ExportReport> {
         let vault = self.vault(task).await?;
         if zip_path.exists() {
             return Err(Error::Invalid(format!(
@@ -59,7 +84,7 @@ impl Engine {
         let mut report = ExportReport::default();
         let res = async {
             for (inc, entry) in &selected {
-                add(&vault, &mut zip, entry, inc, &mut report, progress).await?;
+                add(&vault, &mut zip, entry, inc, filter, &mut report, progress).await?;
             }
             let w = zip
                 .finish()
@@ -103,13 +128,19 @@ fn add<'a>(
     zip: &'a mut Zip,
     entry: &'a Entry,
     item: &'a ItemPath,
+    filter: &'a ItemFilter,
     report: &'a mut ExportReport,
     progress: &'a dyn Progress,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
     Box::pin(async move {
+        let narrowed = !filter.is_empty();
+        if narrowed && entry.kind != EntryKind::Dir && !filter.matches(&entry.meta, entry.mtime_ns)
+        {
+            return Ok(());
+        }
         match entry.kind {
             EntryKind::Dir => {
-                if !item.is_root() {
+                if !item.is_root() && !narrowed {
                     zip.add_directory(zip_name(item), SimpleFileOptions::default())
                         .map_err(zip_err)?;
                     report.folders += 1;
@@ -118,7 +149,7 @@ fn add<'a>(
                     let node = vault.read_tree(&sub).await?;
                     for child in &node.entries {
                         let child_item = item.join(&child.name)?;
-                        add(vault, zip, child, &child_item, report, progress).await?;
+                        add(vault, zip, child, &child_item, filter, report, progress).await?;
                     }
                 }
             }

@@ -371,7 +371,7 @@ pub async fn run_export(ctx: &Context, job: &ExportJob) -> Result<Outcome> {
         let zip = dir.join("export.zip");
         let outcome = async {
             let report = engine
-                .export_zip(&task, &snap, &zip, &job.include, &NoProgress)
+                .export_zip_selected(&task, &snap, &zip, &job.include, &job.filter, &NoProgress)
                 .await?;
             let file =
                 std::fs::File::open(&zip).map_err(|e| Error::io("cannot read the export", e))?;

@@ -546,6 +546,7 @@ async fn restore_and_export_jobs_run_once_and_report() {
         account: account.clone(),
         snapshot: snap.id.clone(),
         include: vec![],
+        filter: Default::default(),
     };
     submit(
         &ctx.ports,

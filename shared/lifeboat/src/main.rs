@@ -37,6 +37,34 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// A selection of items by their metadata, for restores and exports of mail and the like.
+#[derive(clap::Args, Debug, Default)]
+struct Select {
+    /// Only items whose sender contains this (any case).
+    #[arg(long, value_name = "TEXT")]
+    sender: Option<String>,
+    /// Only items whose subject contains this (any case).
+    #[arg(long, value_name = "TEXT")]
+    subject: Option<String>,
+    /// Only items of this day (UTC) or later.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    since: Option<chrono::NaiveDate>,
+    /// Only items of this day (UTC) or earlier.
+    #[arg(long, value_name = "YYYY-MM-DD")]
+    until: Option<chrono::NaiveDate>,
+}
+
+impl Select {
+    fn filter(self) -> domain::ItemFilter {
+        domain::ItemFilter {
+            sender: self.sender,
+            subject: self.subject,
+            since: self.since,
+            until: self.until,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Manage backup tasks (connected sources).
@@ -96,18 +124,8 @@ enum Cmd {
         /// What an in-place restore does with items that exist.
         #[arg(long, value_enum, default_value = "skip", requires = "in_place")]
         on_conflict: Conflict,
-        /// Only items whose sender contains this (any case; mail and the like).
-        #[arg(long, value_name = "TEXT")]
-        sender: Option<String>,
-        /// Only items whose subject contains this (any case).
-        #[arg(long, value_name = "TEXT")]
-        subject: Option<String>,
-        /// Only items of this day (UTC) or later.
-        #[arg(long, value_name = "YYYY-MM-DD")]
-        since: Option<chrono::NaiveDate>,
-        /// Only items of this day (UTC) or earlier.
-        #[arg(long, value_name = "YYYY-MM-DD")]
-        until: Option<chrono::NaiveDate>,
+        #[command(flatten)]
+        select: Select,
         #[arg(long)]
         account: Option<String>,
         #[arg(long)]
@@ -126,6 +144,8 @@ enum Cmd {
         mbox: Option<PathBuf>,
         #[arg(long, value_name = "PATH")]
         include: Vec<String>,
+        #[command(flatten)]
+        select: Select,
         #[arg(long)]
         account: Option<String>,
     },
@@ -673,20 +693,12 @@ async fn run(cli: Cli) -> Result<u8> {
             include,
             in_place,
             on_conflict,
-            sender,
-            subject,
-            since,
-            until,
+            select,
             account,
             json,
         } => {
             let (task, snap) = task_and_snapshot(&eng, &task, &snapshot, &account).await?;
-            let filter = domain::ItemFilter {
-                sender,
-                subject,
-                since,
-                until,
-            };
+            let filter = select.filter();
             let opts = RestoreOptions {
                 include: include
                     .iter()
@@ -764,6 +776,7 @@ async fn run(cli: Cli) -> Result<u8> {
             zip,
             mbox,
             include,
+            select,
             account,
         } => {
             let (task, snap) = task_and_snapshot(&eng, &task, &snapshot, &account).await?;
@@ -771,7 +784,11 @@ async fn run(cli: Cli) -> Result<u8> {
                 .iter()
                 .map(|p| parse_path(p))
                 .collect::<Result<_>>()?;
+            let filter = select.filter();
             if let Some(mbox) = mbox {
+                if !filter.is_empty() {
+                    bail!("--sender, --subject, --since and --until narrow a zip export (--zip FILE), not an mbox; select the mbox's folders with --include");
+                }
                 let r = imap_source::mbox::export_mbox(&eng, &task, &snap, &mbox, &include).await?;
                 println!(
                     "exported snapshot {} to {}: {} messages, {} bytes",
@@ -786,7 +803,9 @@ async fn run(cli: Cli) -> Result<u8> {
                 bail!("give --zip FILE or --mbox FILE");
             };
             let bar = progress::Bar::bytes("export");
-            let r = eng.export_zip(&task, &snap, &zip, &include, &bar).await?;
+            let r = eng
+                .export_zip_selected(&task, &snap, &zip, &include, &filter, &bar)
+                .await?;
             bar.finish();
             println!(
                 "exported snapshot {} to {}: {} files, {} folders, {} bytes",

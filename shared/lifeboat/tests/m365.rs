@@ -158,6 +158,48 @@ async fn an_m365_task_is_added_backed_up_and_browsed() {
     ]);
     assert!(err.contains("no account nobody@contoso.example"), "{err}");
 
+    // An export narrowed the same way holds only the selected messages, and no empty
+    // folders.
+    let export = |range: &str, name: &str| {
+        let zip = dir.path().join(name);
+        let out = lb.ok([
+            "export",
+            "org",
+            "--snapshot",
+            "latest",
+            "--account",
+            &user,
+            "--include",
+            "Mail",
+            range,
+            "2100-01-01",
+            "--zip",
+            zip.to_str().unwrap(),
+        ]);
+        out.stdout
+    };
+    let none = export("--since", "none.zip");
+    assert!(none.contains(": 0 files, 0 folders"), "{none}");
+    let all = export("--until", "all.zip");
+    assert!(
+        all.contains(" folders") && !all.contains(": 0 files"),
+        "{all}"
+    );
+    assert!(all.contains(" files, 0 folders"), "{all}");
+    let mbox = lb.fail([
+        "export",
+        "org",
+        "--snapshot",
+        "latest",
+        "--account",
+        &user,
+        "--since",
+        "2026-01-01",
+        "--mbox",
+        dir.path().join("x.mbox").to_str().unwrap(),
+    ]);
+    assert!(mbox.contains("not an mbox"), "{mbox}");
+
     // A day that is not a date is a usage error naming the flag, and nothing is restored.
     let bad = lb.run([
         "restore",
