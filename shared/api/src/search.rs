@@ -50,7 +50,7 @@ fn contains(hay: &str, needle: &Option<String>) -> bool {
 struct Walk<'a> {
     q: &'a SearchQuery,
     /// The query's sender, subject and days.
-    filter: domain::ItemFilter,
+    filter: &'a domain::ItemFilter,
     nodes: &'a HashMap<BlobId, Arc<Node>>,
     seen: &'a mut HashSet<(String, BlobId)>,
     out: &'a mut Vec<Value>,
@@ -95,6 +95,12 @@ impl Walk<'_> {
 
 pub async fn search(e: &Engine, t: &TaskRecord, q: &SearchQuery) -> Result<Value, ApiError> {
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_RESULTS);
+    let filter = domain::ItemFilter {
+        sender: q.sender.clone(),
+        subject: q.subject.clone(),
+        since: q.from,
+        until: q.to,
+    };
     let accounts = match &q.account {
         Some(a) => {
             let a = AccountId::new(a)?;
@@ -139,12 +145,7 @@ pub async fn search(e: &Engine, t: &TaskRecord, q: &SearchQuery) -> Result<Value
             let snapshot = s.id.to_string();
             let mut w = Walk {
                 q,
-                filter: domain::ItemFilter {
-                    sender: q.sender.clone(),
-                    subject: q.subject.clone(),
-                    since: q.from,
-                    until: q.to,
-                },
+                filter: &filter,
                 nodes: &nodes,
                 seen: &mut seen,
                 out: &mut out,

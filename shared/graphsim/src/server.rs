@@ -249,10 +249,8 @@ fn date_now() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string()
 }
 
-/// Which mailbox an Outlook request touches (mail, contacts, calendars, To Do), for the
-/// per-mailbox concurrency limit and counters.
 /// The request's method and path with its ids, names and tokens folded to `{}`.
-pub fn route_of(req: &Req) -> String {
+fn route_of(req: &Req) -> String {
     let word = |s: &str| {
         s.starts_with('$')
             || (!s.is_empty() && s.len() <= 32 && s.chars().all(|c| c.is_ascii_alphabetic()))
@@ -265,6 +263,8 @@ pub fn route_of(req: &Req) -> String {
     format!("{} /{}", req.method, path.join("/"))
 }
 
+/// Which mailbox an Outlook request touches (mail, contacts, calendars, To Do), for the
+/// per-mailbox concurrency limit and counters.
 fn mailbox_of(shared: &Shared, segs: &[String]) -> Option<String> {
     if segs.len() < 3 || !segs[0].eq_ignore_ascii_case("users") {
         return None;

@@ -441,13 +441,12 @@ pub async fn backup(run: &mut Run<'_>, kind: Kind) -> engine::Result<Flow> {
         Ok::<_, engine::Error>(flow)
     };
     let ((), (), flow) = futures::join!(prefetch, fetching, work);
-    if flow? == Flow::Paused {
-        run.flush_removals().await?;
-        run.tree.pause();
-        return Ok(Flow::Paused);
-    }
+    let flow = flow?;
     run.flush_removals().await?;
-    Ok(Flow::Done)
+    if flow == Flow::Paused {
+        run.tree.pause();
+    }
+    Ok(flow)
 }
 
 type Pages = std::collections::HashMap<String, Result<Value, Fail>>;
