@@ -6,7 +6,7 @@
 #   infra/dovecot.sh install            install dovecot-imapd if it is missing (idempotent)
 #   infra/dovecot.sh start [DIR]        start in the background; prints the ports and DIR
 #   infra/dovecot.sh run [DIR]          the same in the foreground: dovecot dies with this
-#                                       script (tests start it this way, see imap-source's
+#                                       script (tests start it this way, see the imap crate's
 #                                       `testing` module)
 #   infra/dovecot.sh add-user DIR NAME  a user with a generated password (printed)
 #   infra/dovecot.sh stop DIR           stop the instance of DIR
@@ -252,7 +252,7 @@ start() {
     : >"$dir/dovecot.log"
     if [ "$mode" = run ]; then
       # Dovecot dies when this script does (and this script dies with the test process
-      # that started it, see imap-source's testing module).
+      # that started it, see the imap crate's testing module).
       setpriv --pdeathsig KILL /usr/sbin/dovecot -F -c "$dir/dovecot.conf" &
       pid=$!
     else

@@ -41,6 +41,43 @@ for sdk in aws-config aws-sdk-s3 aws-sdk-dynamodb aws-sdk-kms aws-sdk-sqs aws-sd
   fi
 done
 
+echo "== layering: nothing above the engine uses the vault directly"
+# The engine is the one home of use cases: the connectors, the HTTP API, the command line, the job runner,
+# the Lambda wiring and the functions reach stored data only through it.
+for crate in api lifeboat jobs lambda-wiring connectors folder imap m365 lambda-scheduler lambda-fetcher lambda-restorer lambda-api; do
+  deps=$(cargo tree -p "$crate" -e normal --depth 1 --prefix none --locked)
+  if grep -E '^vault ' <<<"$deps" >/dev/null; then
+    echo "crate $crate depends on vault directly; go through the engine's use cases" >&2
+    exit 1
+  fi
+done
+
+echo "== catalog keys are built only in ports::catalog_keys"
+# Any code, tests included, that spells a catalog key itself would drift from the layout.
+if grep -rnE --include='*.rs' '"(t#|task#|account#|job#|run#|state#|sched#|schedrun#|tenant-key")|#(snap|pend)#' \
+    shared functions tests | grep -v '^shared/ports/src/catalog_keys.rs:'; then
+  echo "catalog keys spelled outside shared/ports/src/catalog_keys.rs (use its constructors)" >&2
+  exit 1
+fi
+
+echo "== the local folder is a connector like any other"
+# No code outside the folder connector (and the list of connectors) asks whether a task
+# is a folder.
+if grep -rnE --include='*.rs' 'folder::(CONNECTOR|ACCOUNT)|SourceConfig::Files|FILES_ACCOUNT|(==|!=) *"(folder|files)"|"(folder|files)" *(==|!=)|"(folder|files)" *=>' \
+    shared/*/src functions/*/src | grep -vE '^shared/(folder|connectors)/'; then
+  echo "a branch outside the folder connector names the folder kind" >&2
+  exit 1
+fi
+
+echo "== no source file over 800 lines (tests aside)"
+long=$(find shared functions -name '*.rs' -path '*/src/*' ! -name tests.rs ! -path '*/tests/*' \
+  -exec awk 'END { if (NR > 800) print FILENAME ": " NR " lines" }' {} \;)
+if [ -n "$long" ]; then
+  echo "$long" >&2
+  echo "files over 800 lines: split them along their seams" >&2
+  exit 1
+fi
+
 echo "== SAM template: cfn-lint and sam validate --lint"
 bash infra/lint-template.sh
 

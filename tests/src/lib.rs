@@ -1,119 +1,68 @@
-//! Helpers for Lifeboat's end-to-end tests: an engine on the embedded adapters in a temp
-//! directory with a fixed clock, sample folders, and a byte-exact picture of a folder tree
-//! to compare a restore with its source.
+//! What is specific to Lifeboat's end-to-end folder tests: sample folders, a byte-exact
+//! picture of a folder tree to compare a restore with its source, and shortcuts that add a
+//! `folder` task and back it up through the engine's one entry point. The installation
+//! itself (an engine on the embedded adapters in a temp directory, with a clock the test
+//! moves) is the one every crate's tests use, [`testkit::env::TestEnv`].
 
-use chrono::{DateTime, Utc};
-use domain::{TaskId, TenantId};
-use embedded::{FileKeyService, FsObjectStore, SqliteCatalog};
-use engine::{Engine, NoProgress, Ports, SourceConfig, TaskRecord};
-use ports::FixedClock;
+use domain::TaskId;
+use engine::{BackupOptions, Engine, NewTask, SnapshotRecord, TaskRecord};
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use tempfile::TempDir;
 
-/// The first moment of every test: 2026-11-25 02:00:00 UTC.
-pub fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-25T02:00:00Z")
-        .expect("a valid time")
-        .with_timezone(&Utc)
-}
+pub use testkit::env::{t0, TestEnv};
 
-/// One Lifeboat installation in a temp directory: objects, catalog and master key.
-pub struct Env {
-    pub dir: TempDir,
-    pub store: Arc<FsObjectStore>,
-    pub catalog: Arc<SqliteCatalog>,
-    pub clock: Arc<FixedClock>,
-    pub ports: Ports,
-}
-
-impl Env {
-    pub fn new() -> Env {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let store = Arc::new(FsObjectStore::new(dir.path().join("objects")).expect("store"));
-        let catalog =
-            Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).expect("catalog"));
-        let keys = Arc::new(FileKeyService::open(dir.path().join("master.key")).expect("keys"));
-        let clock = Arc::new(FixedClock::new(t0()));
-        let ports = Ports {
-            store: store.clone(),
-            catalog: catalog.clone(),
-            keys,
-            clock: clock.clone(),
-        };
-        Env {
-            dir,
-            store,
-            catalog,
-            clock,
-            ports,
-        }
-    }
-
-    /// An engine of `tenant` on this installation's adapters.
-    pub fn engine(&self, tenant: &str) -> Engine {
-        Engine::new(
-            self.ports.clone(),
-            TenantId::new(tenant).expect("a valid tenant"),
-        )
-    }
-
-    /// A new, empty folder in the temp directory.
-    pub fn folder(&self, name: &str) -> PathBuf {
-        let p = self.dir.path().join(name);
-        fs::create_dir_all(&p).expect("folder");
-        p
-    }
-
-    /// The current time on the fixed clock.
-    pub fn now(&self) -> DateTime<Utc> {
-        use ports::Clock;
-        self.clock.now()
-    }
-
-    /// Moves the clock on.
-    pub fn advance(&self, by: chrono::Duration) {
-        self.clock.advance(by);
-    }
-}
-
-impl Default for Env {
-    fn default() -> Self {
-        Env::new()
-    }
-}
-
-/// Adds a files task named `name` over `path`.
+/// Adds a `folder` task named `name` over `path`, opened by the connectors every runner
+/// opens tasks with.
 ///
 /// # Panics
 /// When the engine refuses it: this is test set-up.
-pub async fn files_task(engine: &Engine, name: &str, path: &Path) -> TaskRecord {
+pub async fn folder_task(engine: &Engine, name: &str, path: &Path) -> TaskRecord {
+    let source = folder::FolderSettings::new(path)
+        .expect("a folder to back up")
+        .to_source();
     engine
         .add_task(
-            TaskId::new(name).expect("a valid task name"),
-            SourceConfig::Files {
-                path: path.to_path_buf(),
+            NewTask {
+                name: TaskId::new(name).expect("a valid task name"),
+                source,
+                secret: None,
+                backup_hour: None,
             },
+            &connectors::BuiltIn,
         )
         .await
         .expect("task added")
 }
 
-/// Backs up the one account of a files task.
+/// Backs up the one account of a folder task, as a runner does: opens its connector,
+/// records the accounts it lists, and backs up the folder to the end.
 ///
 /// # Panics
 /// When the backup fails: the tests that expect a failure call the engine themselves.
-pub async fn backup(engine: &Engine, task: &TaskRecord) -> vault::SnapshotRecord {
-    let accounts = engine.accounts(task).await.expect("accounts");
-    assert_eq!(accounts.len(), 1, "a files task has one account");
-    engine
-        .backup_account(task, &accounts[0], &NoProgress)
+pub async fn backup(engine: &Engine, task: &TaskRecord) -> SnapshotRecord {
+    let connector = engine
+        .connector(task, &connectors::BuiltIn)
         .await
+        .expect("the connector opens");
+    let accounts = engine
+        .refresh_accounts(task, connector.as_ref())
+        .await
+        .expect("accounts listed");
+    assert_eq!(accounts.len(), 1, "a folder task has one account");
+    assert_eq!(accounts[0].id.as_str(), folder::ACCOUNT);
+    engine
+        .backup(
+            task,
+            &accounts[0].id,
+            connector.as_ref(),
+            &BackupOptions::default(),
+        )
+        .await
+        .and_then(|end| end.into_snapshot())
         .expect("backup")
 }
 

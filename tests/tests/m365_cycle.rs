@@ -7,12 +7,15 @@
 //! and the task's domain filter.
 
 use domain::{AccountId, ItemPath, TaskId};
-use engine::{AccountInfo, ChangeKind, NoProgress, RestoreOptions, TaskRecord};
-use lifeboat_tests::Env;
+use engine::{
+    AccountInfo, BackupOptions, ChangeKind, Destination, Entry, EntryKind, ExportFormat,
+    ExportOptions, NewTask, NoProgress, RestoreOptions, SnapshotRecord, TaskRecord,
+};
+use lifeboat_tests::TestEnv;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Read;
-use vault::{Entry, EntryKind, SnapshotRecord};
+use zeroize::Zeroizing;
 
 const IMMUTABLE: (&str, &str) = ("Prefer", "IdType=\"ImmutableId\"");
 
@@ -37,7 +40,7 @@ fn org(seed: u64) -> graphsim::Config {
 }
 
 struct Cycle {
-    env: Env,
+    env: TestEnv,
     engine: engine::Engine,
     sim: graphsim::Running,
     task: TaskRecord,
@@ -63,14 +66,18 @@ async fn start_with(
     shape: impl FnOnce(m365::M365Settings) -> m365::M365Settings,
 ) -> Cycle {
     let sim = graphsim::spawn(cfg).await.expect("the simulator starts");
-    let env = Env::new();
+    let env = TestEnv::new();
     let engine = env.engine("acme");
     let secret = sim.shared.cfg.client_secret.clone();
     let task = engine
-        .add_task_with_secret(
-            TaskId::new("m365").unwrap(),
-            shape(settings(&sim)).to_source(),
-            Some(&secret),
+        .add_task(
+            NewTask {
+                name: TaskId::new("m365").unwrap(),
+                source: shape(settings(&sim)).to_source(),
+                secret: Some(Zeroizing::new(secret)),
+                backup_hour: None,
+            },
+            &connectors::BuiltIn,
         )
         .await
         .expect("task added");
@@ -90,7 +97,7 @@ impl Cycle {
     async fn accounts(&self) -> Vec<AccountInfo> {
         let c = self
             .engine
-            .connector(&self.task, &sources::BuiltIn)
+            .connector(&self.task, &connectors::BuiltIn)
             .await
             .unwrap();
         self.engine
@@ -99,15 +106,27 @@ impl Cycle {
             .expect("accounts")
     }
 
-    /// Backs up every account as the scheduler does (by id, through `BuiltIn`).
+    /// Backs up every account as the scheduler does (by id, the connector opened through
+    /// `BuiltIn`).
     async fn backup_all(&self, accounts: &[AccountInfo]) -> BTreeMap<String, SnapshotRecord> {
         self.env.advance(chrono::Duration::days(1));
         let mut out = BTreeMap::new();
         for a in accounts {
+            let connector = self
+                .engine
+                .connector(&self.task, &connectors::BuiltIn)
+                .await
+                .unwrap();
             let s = self
                 .engine
-                .backup_any(&self.task, &a.id, &sources::BuiltIn, &NoProgress)
+                .backup(
+                    &self.task,
+                    &a.id,
+                    connector.as_ref(),
+                    &BackupOptions::default(),
+                )
                 .await
+                .and_then(|end| end.into_snapshot())
                 .unwrap_or_else(|e| panic!("backup of {}: {e}", a.id));
             assert_eq!(s.error_count, 0, "{}: {:?}", a.id, s.errors);
             out.insert(a.id.to_string(), s);
@@ -551,11 +570,6 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         .with_timezone(&chrono::Utc);
     let label = domain::restore_label(domain::RESTORE_PREFIX, at);
     assert!(label.starts_with("Lifeboat Restore 2026-12-01"), "{label}");
-    let connector = c
-        .engine
-        .connector(&c.task, &sources::BuiltIn)
-        .await
-        .unwrap();
     let opts = RestoreOptions {
         include: vec![p("Mail/Inbox"), p("OneDrive/Documents")],
         at: Some(at),
@@ -563,7 +577,13 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
     };
     let r = c
         .engine
-        .restore_to_source(&c.task, s2, None, &opts, connector.as_ref())
+        .restore(
+            &c.task,
+            s2,
+            &Destination::default(),
+            &opts,
+            &connectors::BuiltIn,
+        )
         .await
         .unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -595,15 +615,13 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         at: Some(at),
         ..Default::default()
     };
+    let to_u1 = Destination {
+        task: None,
+        account: Some(AccountId::new(&u1).unwrap()),
+    };
     let r = c
         .engine
-        .restore_to_source(
-            &c.task,
-            s2,
-            Some(AccountId::new(&u1).unwrap()),
-            &opts,
-            connector.as_ref(),
-        )
+        .restore(&c.task, s2, &to_u1, &opts, &connectors::BuiltIn)
         .await
         .unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -696,9 +714,14 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         p("Tasks"),
         p("OneDrive/Documents"),
     ];
+    let export = ExportOptions {
+        format: ExportFormat::Zip,
+        include: include.clone(),
+        ..Default::default()
+    };
     let rep = c
         .engine
-        .export_zip(&c.task, s2, &zip_path, &include, &NoProgress)
+        .export(&c.task, s2, &zip_path, &export, &NoProgress)
         .await
         .unwrap();
     let by_name: BTreeMap<String, String> = c.sim.shared.sim().mailboxes[0]
@@ -747,7 +770,7 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         .keys()
         .filter(|k| include.iter().any(|i| k.starts_with(&format!("{i}/"))))
         .count();
-    assert_eq!((seen, rep.files as usize), (selected, selected));
+    assert_eq!((seen, rep.items as usize), (selected, selected));
 }
 
 /// The restored inbox in `user`'s `<label>/Inbox`: each message as the snapshot holds it
@@ -962,18 +985,19 @@ async fn a_message_with_broken_mime_is_kept_byte_for_byte() {
         }
     }
     // Restoring them works as far as the MIME allows, and never stops the others.
-    let connector = c
-        .engine
-        .connector(&c.task, &sources::BuiltIn)
-        .await
-        .unwrap();
     let opts = RestoreOptions {
         include: vec![p("Mail/Inbox")],
         ..Default::default()
     };
     let r = c
         .engine
-        .restore_to_source(&c.task, snap, None, &opts, connector.as_ref())
+        .restore(
+            &c.task,
+            snap,
+            &Destination::default(),
+            &opts,
+            &connectors::BuiltIn,
+        )
         .await
         .unwrap();
     println!(

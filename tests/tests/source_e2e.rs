@@ -1,256 +1,79 @@
 //! The connector contract: a source brings the previous snapshot's tree up to date from its
-//! cursor, and the engine stores only what changed. Exercised with a small in-process
-//! mailbox source that keeps a change log, as IMAP and Graph delta do.
+//! cursor, and the engine stores only what changed. Exercised with the one fake connector
+//! ([`testkit::fake::FakeSource`]): a mailbox source that keeps a change log, as IMAP and
+//! Graph delta do.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use domain::{AccountId, ItemPath, Service, TaskId};
 use engine::{
-    AccountInfo, AccountTree, ChangeKind, Connector, Error, ItemInfo, NoProgress, RestoreContent,
-    RestoreOptions, SourceConfig, SourceErrorKind, SourceRestore, SourceRestoreReport,
+    AccountInfo, AccountTree, BackupEnd, BackupOptions, ChangeKind, Connector, Destination, Engine,
+    Error, ErrorKind, ItemInfo, NewTask, RestoreContent, RestoreOptions, SnapshotRecord,
+    SourceErrorKind, SourceRestore, SourceRestoreReport, TaskRecord,
 };
-use lifeboat_tests::Env;
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::Arc;
+use testkit::env::{backup_all, fake_task, TestEnv};
+use testkit::fake::{FakeConnectors, FakeItem, FakeSource};
+use zeroize::Zeroizing;
 
-#[derive(Clone, Debug)]
-struct Msg {
-    folder: String,
-    body: Vec<u8>,
-    seen: bool,
+const ANNA: &str = "anna@example.com";
+const SECRET: &str = "correct horse battery staple";
+
+/// A message with its read state, as a mail source reports it.
+fn msg(folder: &str, body: &[u8]) -> FakeItem {
+    FakeItem::new(folder, body).with_meta(&[("seen", "false")])
 }
 
-#[derive(Clone, Debug)]
-enum Change {
-    Put(u32),
-    Flags(u32),
-    Moved(u32, String),
-    Gone(u32, String),
-}
-
-/// A mailbox with a change log; the cursor is the log position. A cursor older than
-/// `forget_before` is refused, as an expired delta token is.
-#[derive(Default)]
-struct Mailbox {
-    msgs: BTreeMap<u32, Msg>,
-    log: Vec<Change>,
-    forget_before: usize,
-    /// Messages whose fetch fails (a corrupt item at the source).
-    broken: Vec<u32>,
-    /// Fail the whole run after this many fetches (a dropped connection).
-    fail_after: Option<usize>,
-    fetches: usize,
-    restored: Vec<Restored>,
-}
-
-/// A restored message: where it went, its bytes and its metadata.
-type Restored = (String, Vec<u8>, Vec<(String, String)>);
-
-struct MemSource(Mutex<Mailbox>);
-
-fn item_path(folder: &str, uid: u32) -> ItemPath {
-    ItemPath::parse(format!("{folder}/{uid}.eml").as_bytes()).unwrap()
-}
-
-fn info(m: &Msg) -> ItemInfo {
-    ItemInfo {
-        mtime_ns: 0,
-        fingerprint: 0,
-        meta: vec![("seen".into(), m.seen.to_string())],
+/// Opens every fake task on `src` with `secret` as the only credential it accepts.
+fn with_secret(src: &Arc<FakeSource>, secret: &str) -> FakeConnectors {
+    FakeConnectors {
+        secret: Some(secret.to_string()),
+        ..FakeConnectors::new(src)
     }
 }
 
-impl MemSource {
-    fn new() -> Self {
-        MemSource(Mutex::new(Mailbox::default()))
-    }
-    fn with<T>(&self, f: impl FnOnce(&mut Mailbox) -> T) -> T {
-        f(&mut self.0.lock().unwrap())
-    }
-    fn deliver(&self, uid: u32, folder: &str, body: &[u8]) {
-        self.with(|m| {
-            m.msgs.insert(
-                uid,
-                Msg {
-                    folder: folder.into(),
-                    body: body.to_vec(),
-                    seen: false,
-                },
-            );
-            m.log.push(Change::Put(uid));
-        })
-    }
-    fn fetch(&self, uid: u32) -> Result<Option<Msg>, Error> {
-        self.with(|m| {
-            m.fetches += 1;
-            if m.fail_after.is_some_and(|n| m.fetches > n) {
-                return Err(Error::source(
-                    SourceErrorKind::Unavailable,
-                    "the server closed the connection",
-                ));
-            }
-            if m.broken.contains(&uid) {
-                return Ok(None);
-            }
-            Ok(m.msgs.get(&uid).cloned())
-        })
-    }
-}
-
-#[async_trait]
-impl Connector for MemSource {
-    async fn accounts(&self) -> engine::Result<Vec<AccountInfo>> {
-        Ok(vec![AccountInfo {
-            id: AccountId::new("anna@example.com")?,
-            name: "Anna".into(),
-            services: vec![Service::Mail],
-        }])
-    }
-
-    async fn backup(
-        &self,
-        _account: &AccountInfo,
-        cursor: Option<&str>,
-        tree: &mut AccountTree,
-    ) -> engine::Result<Option<String>> {
-        let (log, forget) = self.with(|m| (m.log.clone(), m.forget_before));
-        let from = cursor.and_then(|c| c.parse::<usize>().ok());
-        match from {
-            Some(pos) if pos >= forget => {
-                for (i, ch) in log[pos..].iter().enumerate() {
-                    // Out of time with work left: pause, reporting how far this run got.
-                    if i > 0 && tree.time_is_up() {
-                        tree.pause();
-                        return Ok(Some((pos + i).to_string()));
-                    }
-                    match ch {
-                        Change::Put(uid) => {
-                            let Some(msg) = self.fetch(*uid)? else {
-                                continue;
-                            };
-                            tree.put_item(
-                                &item_path(&msg.folder, *uid),
-                                info(&msg),
-                                Bytes::from(msg.body.clone()),
-                            )
-                            .await?;
-                        }
-                        Change::Flags(uid) => {
-                            let msg = self.with(|m| m.msgs[uid].clone());
-                            let seen = msg.seen.to_string();
-                            tree.update_item(&item_path(&msg.folder, *uid), |e| {
-                                e.meta = vec![("seen".into(), seen)]
-                            })?;
-                        }
-                        Change::Moved(uid, from) => {
-                            let to = self.with(|m| m.msgs[uid].folder.clone());
-                            tree.rename(&item_path(from, *uid), &item_path(&to, *uid))
-                                .await?;
-                        }
-                        Change::Gone(uid, folder) => {
-                            tree.remove(&item_path(folder, *uid)).await?;
-                        }
-                    }
-                }
-            }
-            // First backup, or a cursor the source forgot: enumerate everything against the
-            // same tree; content already stored is not stored again.
-            _ => {
-                let all = self.with(|m| m.msgs.clone());
-                for f in tree.folder_paths() {
-                    for e in tree.items(&f).map(|e| e.name.clone()).collect::<Vec<_>>() {
-                        let uid: u32 = std::str::from_utf8(&e)
-                            .unwrap()
-                            .trim_end_matches(".eml")
-                            .parse()
-                            .unwrap();
-                        if all.get(&uid).is_none_or(|m| f.to_string() != m.folder) {
-                            tree.remove(&f.join(&e)?).await?;
-                        }
-                    }
-                }
-                for (uid, _) in all {
-                    let path = item_path(&self.with(|m| m.msgs[&uid].folder.clone()), uid);
-                    match self.fetch(uid)? {
-                        Some(msg) => {
-                            tree.put_item(&path, info(&msg), Bytes::from(msg.body.clone()))
-                                .await?
-                        }
-                        None => tree.record_error(&path, "the server could not read this message"),
-                    }
-                }
-            }
-        }
-        Ok(Some(log.len().to_string()))
-    }
-
-    async fn restore(
-        &self,
-        job: &SourceRestore,
-        content: &RestoreContent,
-    ) -> engine::Result<SourceRestoreReport> {
-        let mut report = SourceRestoreReport {
-            target: job.label.clone().unwrap_or_default(),
-            ..Default::default()
-        };
-        for (path, entry) in &job.items {
-            if entry.kind == vault::EntryKind::Dir {
-                report.folders += 1;
-                continue;
-            }
-            let body = content.read(entry).await?;
-            report.items += 1;
-            report.bytes += body.len() as u64;
-            let dest = format!("{}/{}", report.target, path);
-            self.with(|m| m.restored.push((dest, body, entry.meta.clone())));
-        }
-        Ok(report)
-    }
-}
-
-async fn setup(env: &Env) -> (engine::Engine, engine::TaskRecord) {
+/// Anna's mailbox, and a task over it that signs in with a credential.
+async fn setup(env: &TestEnv) -> (Engine, TaskRecord, Arc<FakeSource>, FakeConnectors) {
     let engine = env.engine("acme");
-    let task = engine
-        .add_task_with_secret(
-            TaskId::new("anna-mail").unwrap(),
-            SourceConfig::source("memory", serde_json::json!({"host": "mail.example.com"})),
-            Some("correct horse battery staple"),
-        )
-        .await
-        .unwrap();
-    (engine, task)
+    let src = FakeSource::new();
+    src.add_account(ANNA);
+    src.set_account_name(ANNA, "Anna");
+    let connectors = with_secret(&src, SECRET);
+    let task = fake_task(&engine, "anna-mail", &connectors).await;
+    (engine, task, src, connectors)
 }
 
-async fn backup(
-    engine: &engine::Engine,
-    task: &engine::TaskRecord,
-    src: &MemSource,
-) -> vault::SnapshotRecord {
-    let accounts = engine.refresh_accounts(task, src).await.unwrap();
-    engine
-        .backup_source(task, &accounts[0], src, &NoProgress)
-        .await
-        .unwrap()
+/// Backs up Anna's mailbox to the end.
+async fn backup(engine: &Engine, task: &TaskRecord, connectors: &FakeConnectors) -> SnapshotRecord {
+    let mut snaps = backup_all(engine, task, connectors).await;
+    assert_eq!(snaps.len(), 1, "one account");
+    snaps.remove(0)
+}
+
+fn anna() -> AccountId {
+    AccountId::new(ANNA).unwrap()
 }
 
 #[tokio::test]
 async fn incremental_backups_store_only_what_changed() {
-    let env = Env::new();
-    let (engine, task) = setup(&env).await;
-    let src = MemSource::new();
+    let env = TestEnv::new();
+    let (engine, task, src, connectors) = setup(&env).await;
     for uid in 1..=40u32 {
         let folder = if uid % 2 == 0 {
             "Inbox"
         } else {
             "Archive/2026"
         };
-        src.deliver(
+        src.put(
+            ANNA,
             uid,
-            folder,
-            format!("Subject: message {uid}\r\n\r\nbody {uid}\r\n").as_bytes(),
+            msg(
+                folder,
+                format!("Subject: message {uid}\r\n\r\nbody {uid}\r\n").as_bytes(),
+            ),
         );
     }
-    let s1 = backup(&engine, &task, &src).await;
+    let s1 = backup(&engine, &task, &connectors).await;
     assert_eq!(s1.stats.items, 40);
     assert_eq!(s1.stats.folders, 3, "Inbox, Archive and Archive/2026");
     assert_eq!(s1.cursor.as_deref(), Some("40"));
@@ -258,21 +81,21 @@ async fn incremental_backups_store_only_what_changed() {
 
     // Day 2: one new message, a read flag, a move, a deletion.
     env.advance(chrono::Duration::days(1));
-    src.deliver(41, "Inbox", b"Subject: new\r\n\r\nhello\r\n");
-    src.with(|m| {
-        m.msgs.get_mut(&2).unwrap().seen = true;
-        m.log.push(Change::Flags(2));
-        m.msgs.get_mut(&4).unwrap().folder = "Archive/2026".into();
-        m.log.push(Change::Moved(4, "Inbox".into()));
-        m.msgs.remove(&6);
-        m.log.push(Change::Gone(6, "Inbox".into()));
-    });
-    let fetches_before = src.with(|m| m.fetches);
-    let s2 = backup(&engine, &task, &src).await;
+    src.put(ANNA, 41, msg("Inbox", b"Subject: new\r\n\r\nhello\r\n"));
+    src.set_meta(ANNA, 2, &[("seen", "true")]);
+    src.move_item(ANNA, 4, "Archive/2026");
+    src.delete(ANNA, 6);
+    let fetches_before = src.fetched();
+    let s2 = backup(&engine, &task, &connectors).await;
     assert_eq!(
-        src.with(|m| m.fetches) - fetches_before,
+        src.fetched() - fetches_before,
         1,
         "only the new message is fetched"
+    );
+    assert_eq!(
+        src.backups().last(),
+        Some(&(anna(), Some("40".to_string()))),
+        "day 2 starts from day 1's cursor"
     );
     assert_eq!(s2.stats.items, 40);
     assert_eq!(s2.stats.items_read, 1);
@@ -308,27 +131,23 @@ async fn incremental_backups_store_only_what_changed() {
 
     // A quiet day: nothing changes, nothing is written but the snapshot record.
     env.advance(chrono::Duration::days(1));
-    let s3 = backup(&engine, &task, &src).await;
+    let s3 = backup(&engine, &task, &connectors).await;
     assert_eq!(s3.stats.new_blobs, 0);
     assert_eq!(s3.root, s2.root);
 }
 
 #[tokio::test]
 async fn a_forgotten_cursor_resyncs_without_storing_twice() {
-    let env = Env::new();
-    let (engine, task) = setup(&env).await;
-    let src = MemSource::new();
+    let env = TestEnv::new();
+    let (engine, task, src, connectors) = setup(&env).await;
     for uid in 1..=20u32 {
-        src.deliver(uid, "Inbox", format!("message {uid}").as_bytes());
+        src.put(ANNA, uid, msg("Inbox", format!("message {uid}").as_bytes()));
     }
-    let s1 = backup(&engine, &task, &src).await;
-    src.with(|m| {
-        m.msgs.remove(&3);
-        m.log.push(Change::Gone(3, "Inbox".into()));
-        m.forget_before = m.log.len();
-    });
+    let s1 = backup(&engine, &task, &connectors).await;
+    src.delete(ANNA, 3);
+    src.forget_cursors(ANNA);
     env.advance(chrono::Duration::days(1));
-    let s2 = backup(&engine, &task, &src).await;
+    let s2 = backup(&engine, &task, &connectors).await;
     assert_eq!(s2.stats.items, 19);
     assert_eq!(
         s2.stats.items_read, 19,
@@ -345,14 +164,13 @@ async fn a_forgotten_cursor_resyncs_without_storing_twice() {
 
 #[tokio::test]
 async fn item_errors_are_reported_and_run_errors_leave_nothing_visible() {
-    let env = Env::new();
-    let (engine, task) = setup(&env).await;
-    let src = MemSource::new();
+    let env = TestEnv::new();
+    let (engine, task, src, connectors) = setup(&env).await;
     for uid in 1..=10u32 {
-        src.deliver(uid, "Inbox", format!("message {uid}").as_bytes());
+        src.put(ANNA, uid, msg("Inbox", format!("message {uid}").as_bytes()));
     }
-    src.with(|m| m.broken = vec![7]);
-    let s1 = backup(&engine, &task, &src).await;
+    src.break_item(ANNA, 7, true);
+    let s1 = backup(&engine, &task, &connectors).await;
     assert_eq!(s1.stats.items, 9);
     assert_eq!(s1.error_count, 1);
     assert_eq!(s1.errors[0].path, "Inbox/7.eml");
@@ -360,32 +178,53 @@ async fn item_errors_are_reported_and_run_errors_leave_nothing_visible() {
     // The connection drops halfway through the next run: the run fails, no snapshot appears,
     // and the rerun completes from the same cursor.
     for uid in 11..=20u32 {
-        src.deliver(uid, "Inbox", format!("message {uid}").as_bytes());
+        src.put(ANNA, uid, msg("Inbox", format!("message {uid}").as_bytes()));
     }
-    src.with(|m| m.fail_after = Some(m.fetches + 5));
-    let accounts = engine.refresh_accounts(&task, &src).await.unwrap();
+    src.fail_after(Some(5));
+    let connector = engine.connector(&task, &connectors).await.unwrap();
+    let accounts = engine
+        .refresh_accounts(&task, connector.as_ref())
+        .await
+        .unwrap();
     let err = engine
-        .backup_source(&task, &accounts[0], &src, &NoProgress)
+        .backup(
+            &task,
+            &accounts[0].id,
+            connector.as_ref(),
+            &BackupOptions::default(),
+        )
         .await
         .unwrap_err();
     assert!(err.is_retryable(), "{err}");
     assert_eq!(engine.snapshots(&task).await.unwrap().len(), 1);
-    src.with(|m| m.fail_after = None);
-    let s2 = backup(&engine, &task, &src).await;
+    src.fail_after(None);
+    let s2 = backup(&engine, &task, &connectors).await;
     assert_eq!(s2.stats.items, 19);
     assert_eq!(s2.parent.as_ref(), Some(&s1.id));
+    let cursors: Vec<_> = src.backups().into_iter().map(|(_, c)| c).collect();
+    assert_eq!(
+        cursors,
+        [None, Some("10".to_string()), Some("10".to_string())],
+        "the rerun starts from the cursor the failed run started from"
+    );
 }
 
+/// The account tree's own rules, which no source can break: exercised by a connector
+/// that tries (the fake only puts well-formed mail, so it cannot ask for these).
 #[tokio::test]
 async fn the_tree_refuses_what_cannot_be() {
-    let env = Env::new();
-    let (engine, task) = setup(&env).await;
+    let env = TestEnv::new();
+    let (engine, task, _, _) = setup(&env).await;
 
     struct Odd;
     #[async_trait]
     impl Connector for Odd {
         async fn accounts(&self) -> engine::Result<Vec<AccountInfo>> {
-            MemSource::new().accounts().await
+            Ok(vec![AccountInfo {
+                id: anna(),
+                name: "Anna".into(),
+                services: vec![Service::Mail],
+            }])
         }
         async fn backup(
             &self,
@@ -442,8 +281,9 @@ async fn the_tree_refuses_what_cannot_be() {
     }
     let accounts = engine.refresh_accounts(&task, &Odd).await.unwrap();
     let s = engine
-        .backup_source(&task, &accounts[0], &Odd, &NoProgress)
+        .backup(&task, &accounts[0].id, &Odd, &BackupOptions::default())
         .await
+        .and_then(BackupEnd::into_snapshot)
         .unwrap();
     assert_eq!(s.stats.items, 2);
     assert_eq!(s.error_count, 1);
@@ -464,13 +304,12 @@ async fn the_tree_refuses_what_cannot_be() {
 
 #[tokio::test]
 async fn restores_hand_the_connector_a_labelled_selection() {
-    let env = Env::new();
-    let (engine, task) = setup(&env).await;
-    let src = MemSource::new();
-    src.deliver(1, "Inbox", b"one");
-    src.deliver(2, "Inbox/Sub", b"two");
-    src.deliver(3, "Sent", b"three");
-    let s = backup(&engine, &task, &src).await;
+    let env = TestEnv::new();
+    let (engine, task, src, connectors) = setup(&env).await;
+    src.put(ANNA, 1, msg("Inbox", b"one"));
+    src.put(ANNA, 2, msg("Inbox/Sub", b"two"));
+    src.put(ANNA, 3, msg("Sent", b"three"));
+    let s = backup(&engine, &task, &connectors).await;
 
     let opts = RestoreOptions {
         include: vec![
@@ -480,7 +319,7 @@ async fn restores_hand_the_connector_a_labelled_selection() {
         ..Default::default()
     };
     let report = engine
-        .restore_to_source(&task, &s, None, &opts, &src)
+        .restore(&task, &s, &Destination::default(), &opts, &connectors)
         .await
         .unwrap();
     assert!(
@@ -489,15 +328,18 @@ async fn restores_hand_the_connector_a_labelled_selection() {
         report.target
     );
     assert_eq!((report.items, report.folders, report.bytes), (2, 3, 8));
-    let restored = src.with(|m| m.restored.clone());
+    let restored = src.restored();
     let paths: Vec<_> = restored
         .iter()
-        .map(|r| r.0.split_once('/').unwrap().1.to_string())
+        .map(|r| r.path.split_once('/').unwrap().1.to_string())
         .collect();
     assert_eq!(paths, ["Inbox/Sub/2.eml", "Sent/3.eml"]);
-    assert_eq!(restored[0].1, b"two");
+    assert!(restored
+        .iter()
+        .all(|r| r.account == anna() && r.path.starts_with(&report.target)));
+    assert_eq!(restored[0].body, b"two");
     assert_eq!(
-        restored[0].2,
+        restored[0].meta,
         vec![("seen".to_string(), "false".to_string())]
     );
 
@@ -506,16 +348,17 @@ async fn restores_hand_the_connector_a_labelled_selection() {
         ..Default::default()
     };
     let err = engine
-        .restore_to_source(&task, &s, None, &missing, &src)
+        .restore(&task, &s, &Destination::default(), &missing, &connectors)
         .await
         .unwrap_err();
     assert!(matches!(err, Error::NotFound(_)), "{err}");
+    assert_eq!(src.restored().len(), 2, "nothing more was restored");
 }
 
 #[tokio::test]
 async fn credentials_are_sealed_and_replaceable() {
-    let env = Env::new();
-    let (engine, task) = setup(&env).await;
+    let env = TestEnv::new();
+    let (engine, task, src, connectors) = setup(&env).await;
     let raw = serde_json::to_string(&task).unwrap();
     assert!(
         !raw.contains("battery"),
@@ -523,82 +366,106 @@ async fn credentials_are_sealed_and_replaceable() {
     );
     let db = std::fs::read(env.dir.path().join("catalog.db")).unwrap();
     assert!(!db.windows(7).any(|w| w == b"battery"));
+    // The connector is opened with the credential unsealed, exactly.
+    engine.connector(&task, &connectors).await.unwrap();
+    assert_eq!(src.credentials().last(), Some(&Some(SECRET.to_string())));
+
+    let new_secret = Zeroizing::new("new secret".to_string());
+    // A credential the source refuses is not stored.
+    let err = engine
+        .replace_secret("anna-mail", &new_secret, &connectors)
+        .await
+        .unwrap_err();
     assert_eq!(
-        engine.task_secret(&task).await.unwrap().unwrap().as_str(),
-        "correct horse battery staple"
+        err.kind(),
+        ErrorKind::Source(SourceErrorKind::Auth),
+        "{err}"
     );
+    assert_eq!(engine.task("anna-mail").await.unwrap(), task);
+    let renewed = with_secret(&src, "new secret");
     let task = engine
-        .replace_secret("anna-mail", "new secret")
+        .replace_secret("anna-mail", &new_secret, &renewed)
         .await
         .unwrap();
     let stored = engine.task("anna-mail").await.unwrap();
     assert_eq!(stored, task);
+    engine.connector(&stored, &renewed).await.unwrap();
     assert_eq!(
-        engine.task_secret(&stored).await.unwrap().unwrap().as_str(),
-        "new secret"
+        src.credentials().last(),
+        Some(&Some("new secret".to_string()))
+    );
+    let err = engine.connector(&stored, &connectors).await.err().unwrap();
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Source(SourceErrorKind::Auth),
+        "{err}"
     );
 
     // A sealed credential moved to another task does not open.
-    let other = engine
-        .add_task(
-            TaskId::new("other").unwrap(),
-            SourceConfig::source("memory", serde_json::json!({})),
-        )
-        .await
-        .unwrap();
-    assert!(engine.task_secret(&other).await.unwrap().is_none());
+    let open = FakeConnectors::new(&src);
+    let other = fake_task(&engine, "other", &open).await;
+    engine.connector(&other, &open).await.unwrap();
+    assert_eq!(src.credentials().last(), Some(&None), "other has none");
     let mut moved = other.clone();
     moved.source = stored.source.clone();
-    assert!(engine.task_secret(&moved).await.is_err());
+    let opened = src.credentials().len();
+    assert!(engine.connector(&moved, &open).await.is_err());
+    assert_eq!(src.credentials().len(), opened, "nothing was unsealed");
 
-    // A files task has none.
+    // A folder task has none.
     let files = env.folder("files");
     let err = engine
-        .add_task_with_secret(
-            TaskId::new("f").unwrap(),
-            SourceConfig::Files { path: files },
-            Some("x"),
+        .add_task(
+            NewTask {
+                name: TaskId::new("f").unwrap(),
+                source: folder::FolderSettings::new(&files).unwrap().to_source(),
+                secret: Some(Zeroizing::new("x".to_string())),
+                backup_hour: None,
+            },
+            &connectors::BuiltIn,
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::Invalid(_)));
-    assert!(engine.replace_secret("nope", "x").await.is_err());
+    assert!(matches!(err, Error::Invalid(_)), "{err}");
+    assert!(engine
+        .replace_secret("nope", &Zeroizing::new("x".to_string()), &renewed)
+        .await
+        .is_err());
 }
 
 #[tokio::test]
 async fn a_run_out_of_time_pauses_and_the_next_run_goes_on() {
-    let env = Env::new();
-    let (engine, task) = setup(&env).await;
-    let src = MemSource::new();
-    src.deliver(1, "Inbox", b"first");
-    let s1 = backup(&engine, &task, &src).await;
+    let env = TestEnv::new();
+    let (engine, task, src, connectors) = setup(&env).await;
+    src.put(ANNA, 1, msg("Inbox", b"first"));
+    let s1 = backup(&engine, &task, &connectors).await;
     for uid in 2..=5u32 {
-        src.deliver(uid, "Inbox", format!("message {uid}").as_bytes());
+        src.put(ANNA, uid, msg("Inbox", format!("message {uid}").as_bytes()));
     }
     env.advance(chrono::Duration::hours(1));
     let started = env.now() + chrono::Duration::minutes(15);
+    let connector = engine.connector(&task, &connectors).await.unwrap();
     let account = engine
-        .refresh_accounts(&task, &src)
+        .refresh_accounts(&task, connector.as_ref())
         .await
         .unwrap()
-        .remove(0);
+        .remove(0)
+        .id;
     // Every run's time is already up: each applies one change, then pauses.
+    let out_of_time = || BackupOptions {
+        deadline: Some(std::time::Instant::now()),
+        ..BackupOptions::default()
+    };
     let mut runs = 0;
     let snap = loop {
         runs += 1;
         env.advance(chrono::Duration::minutes(15));
         let end = engine
-            .backup_source_until(
-                &task,
-                &account,
-                &src,
-                &NoProgress,
-                Some(std::time::Instant::now()),
-            )
+            .backup(&task, &account, connector.as_ref(), &out_of_time())
             .await
             .unwrap();
         match end {
-            engine::BackupEnd::Paused {
+            BackupEnd::Paused {
                 items_this_run,
                 pauses,
             } => {
@@ -606,7 +473,7 @@ async fn a_run_out_of_time_pauses_and_the_next_run_goes_on() {
                 // Nothing of a paused run is visible.
                 assert_eq!(engine.snapshots(&task).await.unwrap().len(), 1);
             }
-            engine::BackupEnd::Committed(s) => break *s,
+            BackupEnd::Committed(s) => break *s,
         }
     };
     assert_eq!(runs, 4);
@@ -617,29 +484,23 @@ async fn a_run_out_of_time_pauses_and_the_next_run_goes_on() {
         "the snapshot carries the first run's start"
     );
     assert_eq!(snap.cursor.as_deref(), Some("5"));
-    assert_eq!(src.with(|m| m.fetches), 1 + 4, "each message fetched once");
+    assert_eq!(src.fetched(), 1 + 4, "each message fetched once");
     let changes = engine.diff(&task, &s1, &snap).await.unwrap();
     assert_eq!(changes.len(), 4);
 
     // A checkpoint left behind by a run whose account was then backed up another way is
     // stale and ignored.
-    src.deliver(6, "Inbox", b"six");
-    src.deliver(7, "Inbox", b"seven");
+    src.put(ANNA, 6, msg("Inbox", b"six"));
+    src.put(ANNA, 7, msg("Inbox", b"seven"));
     let end = engine
-        .backup_source_until(
-            &task,
-            &account,
-            &src,
-            &NoProgress,
-            Some(std::time::Instant::now()),
-        )
+        .backup(&task, &account, connector.as_ref(), &out_of_time())
         .await
         .unwrap();
-    assert!(matches!(end, engine::BackupEnd::Paused { .. }));
-    let full = backup(&engine, &task, &src).await;
+    assert!(matches!(end, BackupEnd::Paused { .. }));
+    let full = backup(&engine, &task, &connectors).await;
     assert_eq!(full.stats.items, 7);
-    src.deliver(8, "Inbox", b"eight");
-    let next = backup(&engine, &task, &src).await;
+    src.put(ANNA, 8, msg("Inbox", b"eight"));
+    let next = backup(&engine, &task, &connectors).await;
     assert_eq!(next.stats.items, 8);
     assert_eq!(next.parent.as_ref(), Some(&full.id));
 }

@@ -4,7 +4,7 @@ use lambda_runtime::Error;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cloud::init_logging();
-    let cloud = cloud::Cloud::from_env().await?;
+    lambda_wiring::init_logging();
+    let cloud = lambda_wiring::Cloud::from_env().await?;
     lambda_http::run(api::router(cloud.api())).await
 }

@@ -5,14 +5,16 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cloud::init_logging();
-    let cloud = cloud::Cloud::from_env().await?;
+    lambda_wiring::init_logging();
+    let cloud = lambda_wiring::Cloud::from_env().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
         let ctx = cloud.jobs(
             &event.context.request_id,
-            Some(cloud::deadline_of(&event.context)),
+            Some(lambda_wiring::deadline_of(&event.context)),
         );
-        async move { Ok::<SqsBatchResponse, Error>(cloud::handle_sqs(&ctx, event.payload).await) }
+        async move {
+            Ok::<SqsBatchResponse, Error>(lambda_wiring::handle_sqs(&ctx, event.payload).await)
+        }
     }))
     .await
 }

@@ -4,8 +4,8 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    cloud::init_logging();
-    let cloud = cloud::Cloud::from_env().await?;
+    lambda_wiring::init_logging();
+    let cloud = lambda_wiring::Cloud::from_env().await?;
     lambda_runtime::run(service_fn(|event: LambdaEvent<serde_json::Value>| {
         let ctx = cloud.jobs(&event.context.request_id, None);
         async move {

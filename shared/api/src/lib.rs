@@ -8,7 +8,6 @@
 
 pub mod auth;
 mod routes;
-mod search;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -88,20 +87,25 @@ impl From<AuthError> for ApiError {
 
 impl From<engine::Error> for ApiError {
     fn from(e: engine::Error) -> Self {
-        use engine::Error as E;
-        match &e {
-            E::NotFound(m) => ApiError::not_found(m.clone()),
-            E::Invalid(m) => ApiError::bad_request(m.clone()),
-            _ if e.is_retryable() => ApiError {
+        use engine::ErrorKind as K;
+        match e.kind() {
+            K::NotFound => ApiError::not_found(e.to_string()),
+            K::Invalid => ApiError::bad_request(e.to_string()),
+            K::Source(engine::SourceErrorKind::Auth) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "source_auth", e.to_string())
+            }
+            K::StorageUnavailable
+            | K::Source(
+                engine::SourceErrorKind::Throttled | engine::SourceErrorKind::Unavailable,
+            ) => ApiError {
                 retry_after: Some(5),
                 ..ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
-                    "storage is busy; try again in a few seconds",
+                    "storage or the source is busy; try again in a few seconds",
                 )
             },
-            E::Vault(vault::Error::NotFound(m)) => ApiError::not_found(m.clone()),
-            E::Vault(vault::Error::Damaged { .. }) => {
+            K::Damaged => {
                 tracing::error!(error = %e, "damaged data met by the API");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -109,7 +113,8 @@ impl From<engine::Error> for ApiError {
                     "stored data failed its integrity check; run a verify and contact support",
                 )
             }
-            _ => {
+            K::Source(_) => ApiError::new(StatusCode::BAD_GATEWAY, "source", e.to_string()),
+            K::Io | K::Storage => {
                 tracing::error!(error = %e, "request failed");
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

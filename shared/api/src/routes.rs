@@ -1,7 +1,6 @@
 //! The routes. Each handler authenticates first, then works through an engine scoped to
 //! the token's tenant.
 
-use crate::search::{search, SearchQuery};
 use crate::{ApiError, AppState};
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -9,15 +8,14 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use domain::{
-    escape, AccountId, BackupJob, Conflict, ExportJob, ItemPath, JobEnvelope, JobKind, RestoreJob,
+    AccountId, BackupJob, ExportJob, ItemPath, JobEnvelope, JobKind, OnConflict, RestoreJob,
     TaskId, TenantId,
 };
-use engine::{Engine, SourceConfig, TaskRecord};
-use serde::{Deserialize, Serialize};
+use engine::{Engine, EntryView, SearchQuery, SnapshotView, SourceConfig, TaskRecord, TaskView};
+use serde::Deserialize;
 use serde_json::{json, Value};
-use vault::{Entry, EntryKind, SnapshotRecord};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -64,18 +62,7 @@ async fn openapi() -> Response {
 }
 
 fn task_json(t: &TaskRecord) -> Value {
-    // Settings only: the sealed credential never leaves the catalog.
-    let settings = match &t.source {
-        SourceConfig::Files { path } => json!({"path": path}),
-        SourceConfig::Source { settings, .. } => settings.clone(),
-    };
-    json!({
-        "name": t.name,
-        "kind": t.source.kind(),
-        "settings": settings,
-        "created_at": t.created_at,
-        "backup_hour_utc": t.backup_hour,
-    })
+    serde_json::to_value(TaskView::from(t)).expect("views serialise")
 }
 
 async fn list_tasks(Tenant(e): Tenant) -> ApiResult<Json<Value>> {
@@ -106,41 +93,22 @@ async fn add_task(
     let new: NewTask = serde_json::from_slice(&body)
         .map_err(|err| ApiError::bad_request(format!("the task is not valid JSON: {err}")))?;
     let name = TaskId::new(&new.name)?;
-    if new.source == "files" {
-        return Err(ApiError::bad_request(
-            "a local folder is added on its own machine with `lifeboat task add`; the API adds connector sources",
-        ));
-    }
     if !new.settings.is_object() {
         return Err(ApiError::bad_request("settings must be a JSON object"));
     }
-    if let Some(h) = new.backup_hour_utc {
-        if h > 23 {
-            return Err(ApiError::bad_request(
-                "backup_hour_utc must be an hour from 0 to 23",
-            ));
-        }
-    }
-    let source = SourceConfig::source(&new.source, new.settings);
-    // Opening the connector checks the source and its settings without a request.
-    let probe = TaskRecord {
-        name: name.clone(),
-        source: source.clone(),
-        wrapped_key: Vec::new(),
-        created_at: e.ports().clock.now(),
-        backup_hour: engine::DEFAULT_BACKUP_HOUR,
-        deleting: false,
-    };
-    let secret = new.secret.map(zeroize::Zeroizing::new);
-    if let Err(err) = st.connectors.open(&probe, secret.clone()) {
-        return Err(ApiError::bad_request(err.to_string()));
-    }
-    let mut task = e
-        .add_task_with_secret(name, source, secret.as_deref().map(String::as_str))
+    // The connector checks the source and its settings (it signs in) before the task is
+    // kept; only connectors that reach their source over the network are offered here.
+    let task = e
+        .add_task(
+            engine::NewTask {
+                name,
+                source: SourceConfig::new(&new.source, new.settings),
+                secret: new.secret.map(zeroize::Zeroizing::new),
+                backup_hour: new.backup_hour_utc,
+            },
+            st.connectors.as_ref(),
+        )
         .await?;
-    if let Some(h) = new.backup_hour_utc {
-        task = e.set_backup_hour(task.name.as_str(), h).await?;
-    }
     let queued =
         match jobs::queue_today(e.ports(), st.backups.as_ref(), e.tenant(), &task.name).await {
             Ok(n) => n > 0,
@@ -207,16 +175,7 @@ async fn backup_now(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let t = e.task(&task).await?;
     let account = match body.and_then(|b| b.0.account) {
-        Some(a) => {
-            let a = AccountId::new(&a)?;
-            if !e.accounts(&t).await?.contains(&a) {
-                return Err(ApiError::not_found(format!(
-                    "task {} has no account {a}",
-                    t.name
-                )));
-            }
-            Some(a)
-        }
+        Some(a) => Some(e.account(&t, &AccountId::new(&a)?).await?.id),
         None => None,
     };
     // The same jobs a scheduled day queues: one per account (a whole task's accounts as
@@ -247,22 +206,6 @@ async fn backup_now(
     ))
 }
 
-/// A snapshot as the API shows it: no cursor (a source's delta link is not the
-/// customer's business) and no storage references.
-fn snapshot_json(s: &SnapshotRecord) -> Value {
-    json!({
-        "id": s.id,
-        "account": s.account,
-        "taken_at": s.taken_at,
-        "parent": s.parent,
-        "items": s.stats.items,
-        "folders": s.stats.folders,
-        "bytes": s.stats.bytes,
-        "error_count": s.error_count,
-        "errors": s.errors,
-    })
-}
-
 #[derive(Deserialize)]
 struct DateRange {
     /// First day (UTC, `YYYY-MM-DD`), inclusive.
@@ -276,46 +219,21 @@ fn in_range(t: DateTime<Utc>, r: &DateRange) -> bool {
     r.from.is_none_or(|f| d >= f) && r.to.is_none_or(|to| d <= to)
 }
 
-async fn account_of(e: &Engine, t: &TaskRecord, account: &str) -> ApiResult<AccountId> {
-    let a = AccountId::new(account)?;
-    if !e.accounts(t).await?.contains(&a) {
-        return Err(ApiError::not_found(format!(
-            "task {} has no account {a}",
-            t.name
-        )));
-    }
-    Ok(a)
-}
-
 async fn list_snapshots(
     Tenant(e): Tenant,
     Path((task, account)): Path<(String, String)>,
     Query(range): Query<DateRange>,
 ) -> ApiResult<Json<Value>> {
     let t = e.task(&task).await?;
-    let a = account_of(&e, &t, &account).await?;
-    let vault = e.vault(&t).await?;
-    let snaps: Vec<Value> = vault
-        .snapshots(&a)
-        .await
-        .map_err(engine::Error::from)?
+    let a = AccountId::new(&account)?;
+    let snaps: Vec<SnapshotView> = e
+        .account_snapshots(&t, &a)
+        .await?
         .iter()
         .filter(|s| in_range(s.taken_at, &range))
-        .map(snapshot_json)
+        .map(SnapshotView::from)
         .collect();
     Ok(Json(json!({ "snapshots": snaps })))
-}
-
-pub(crate) fn entry_json(path: &ItemPath, e: &Entry) -> Value {
-    let mtime = DateTime::<Utc>::from_timestamp_nanos(e.mtime_ns);
-    json!({
-        "name": escape(&e.name),
-        "path": path.to_string(),
-        "kind": match e.kind { EntryKind::File => "item", EntryKind::Dir => "folder", EntryKind::Symlink => "link" },
-        "size": e.size,
-        "modified": mtime,
-        "meta": e.meta.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect::<serde_json::Map<String, Value>>(),
-    })
 }
 
 #[derive(Deserialize)]
@@ -336,17 +254,10 @@ async fn browse(
     Query(q): Query<BrowseQuery>,
 ) -> ApiResult<Json<Value>> {
     let t = e.task(&task).await?;
-    let a = account_of(&e, &t, &account).await?;
+    let a = e.account(&t, &AccountId::new(&account)?).await?.id;
     let snap = e.resolve_snapshot(&t, &snapshot, Some(&a)).await?;
     let path = parse_path(q.path.as_deref())?;
-    let entries = e.list(&t, &snap, &path).await?;
-    let items: Vec<Value> = entries
-        .iter()
-        .map(|en| {
-            let p = path.join(&en.name).unwrap_or_else(|_| path.clone());
-            entry_json(&p, en)
-        })
-        .collect();
+    let items: Vec<EntryView> = e.browse(&t, &snap, &path).await?;
     Ok(Json(json!({
         "snapshot": snap.id,
         "path": path.to_string(),
@@ -360,7 +271,9 @@ async fn search_items(
     Query(q): Query<SearchQuery>,
 ) -> ApiResult<Json<Value>> {
     let t = e.task(&task).await?;
-    Ok(Json(search(&e, &t, &q).await?))
+    Ok(Json(
+        serde_json::to_value(e.search(&t, &q).await?).expect("views serialise"),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -374,7 +287,7 @@ struct RestoreRequest {
     #[serde(default)]
     in_place: bool,
     #[serde(default)]
-    on_conflict: Conflict,
+    on_conflict: OnConflict,
     /// Only the items these metadata select (sender, subject, days), within `include`.
     #[serde(default)]
     filter: domain::ItemFilter,
@@ -387,17 +300,20 @@ async fn restore(
     Json(r): Json<RestoreRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let t = e.task(&task).await?;
-    if matches!(t.source, SourceConfig::Files { .. }) {
+    // A restore writes through the task's connector where the job runs: only through
+    // those this API offers (a local folder's task is restored on its own machine).
+    if !st.connectors.offers(t.source.kind()) {
         return Err(ApiError::bad_request(format!(
-            "task {} reads a local folder; restore it with `lifeboat restore` on that machine, or export it",
-            t.name
+            "task {} uses the {} connector, which this API does not restore into; restore it with `lifeboat restore` on its own machine, or export it",
+            t.name,
+            t.source.kind()
         )));
     }
-    let a = account_of(&e, &t, &r.account).await?;
+    let a = e.account(&t, &AccountId::new(&r.account)?).await?.id;
     let snap = e.resolve_snapshot(&t, &r.snapshot, Some(&a)).await?;
     let include = check_includes(&e, &t, &snap, &r.include).await?;
     let to_account = match &r.to_account {
-        Some(x) => Some(AccountId::new(x)?),
+        Some(x) => Some(e.account(&t, &AccountId::new(x)?).await?.id),
         None => None,
     };
     let job = JobKind::Restore(RestoreJob {
@@ -423,30 +339,15 @@ async fn restore(
 async fn check_includes(
     e: &Engine,
     t: &TaskRecord,
-    snap: &SnapshotRecord,
+    snap: &engine::SnapshotRecord,
     include: &[String],
 ) -> ApiResult<Vec<ItemPath>> {
-    let mut out = Vec::new();
-    for p in include {
-        let path = parse_path(Some(p))?;
-        if !path.is_root() {
-            let parent = path.parent().unwrap_or_else(ItemPath::root);
-            let name = path.file_name().unwrap_or_default();
-            let found = e
-                .list(t, snap, &parent)
-                .await?
-                .iter()
-                .any(|x| x.name == name);
-            if !found {
-                return Err(ApiError::not_found(format!(
-                    "{path} is not in snapshot {}",
-                    snap.id
-                )));
-            }
-        }
-        out.push(path);
-    }
-    Ok(out)
+    let paths = include
+        .iter()
+        .map(|p| parse_path(Some(p)))
+        .collect::<ApiResult<Vec<_>>>()?;
+    e.check_selection(t, snap, &paths).await?;
+    Ok(paths)
 }
 
 #[derive(Deserialize)]
@@ -467,7 +368,7 @@ async fn export(
     Json(r): Json<ExportRequest>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let t = e.task(&task).await?;
-    let a = account_of(&e, &t, &r.account).await?;
+    let a = e.account(&t, &AccountId::new(&r.account)?).await?.id;
     let snap = e.resolve_snapshot(&t, &r.snapshot, Some(&a)).await?;
     let include = check_includes(&e, &t, &snap, &r.include).await?;
     let job = JobKind::Export(ExportJob {
@@ -556,62 +457,8 @@ struct UsageQuery {
     month: Option<String>,
 }
 
-#[derive(Serialize)]
-struct UsageAccount {
-    task: TaskId,
-    kind: String,
-    account: AccountId,
-}
-
 /// Billing: the accounts protected in a month (those with at least one snapshot in it).
 async fn usage(Tenant(e): Tenant, Query(q): Query<UsageQuery>) -> ApiResult<Json<Value>> {
-    let now = e.ports().clock.now();
-    let (year, month) = match &q.month {
-        Some(m) => {
-            let d = NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d")
-                .map_err(|_| ApiError::bad_request(format!("month {m} is not YYYY-MM")))?;
-            (d.year(), d.month())
-        }
-        None => (now.year(), now.month()),
-    };
-    let prefix = format!("{year:04}{month:02}");
-    let tasks = e.tasks().await?;
-    let mut accounts = Vec::new();
-    for t in &tasks {
-        for a in e.accounts(t).await? {
-            let pk = vault::snapshot::snapshots_pk(e.tenant(), &t.name, &a);
-            let page = e
-                .ports()
-                .catalog
-                .query(&pk, &prefix, None, 1, false)
-                .await
-                .map_err(engine::Error::from)?;
-            if !page.records.is_empty() {
-                accounts.push(UsageAccount {
-                    task: t.name.clone(),
-                    kind: t.source.kind().to_string(),
-                    account: a,
-                });
-            }
-        }
-    }
-    let since = tasks.iter().map(|t| t.created_at).min();
-    let trial_ends = since.map(|s| s + chrono::Duration::days(14));
-    let month_end = Utc
-        .with_ymd_and_hms(year + (month / 12) as i32, month % 12 + 1, 1, 0, 0, 0)
-        .single()
-        .unwrap_or(now);
-    // A month that ends inside the trial is free.
-    let billable = if trial_ends.is_some_and(|t| month_end <= t) {
-        0
-    } else {
-        accounts.len()
-    };
-    Ok(Json(json!({
-        "month": format!("{year:04}-{month:02}"),
-        "protected_accounts": accounts.len(),
-        "billable_accounts": billable,
-        "trial_ends_at": trial_ends,
-        "accounts": accounts,
-    })))
+    let usage = e.usage(q.month.as_deref()).await?;
+    Ok(Json(serde_json::to_value(usage).expect("views serialise")))
 }

@@ -1,192 +1,135 @@
 //! The API over real HTTP: authentication, every route, jobs run by the same runner the
 //! Lambda functions use, and tenant isolation (another tenant's ids are 404, never data).
+//! It runs on the one test environment ([`TestEnv`]) and the one fake connector
+//! ([`FakeSource`]), which is also the only connector the API may add tasks of, as the
+//! network connectors are in production.
 
-use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
-use domain::{AccountId, ItemPath, Service, TaskId, TenantId};
-use embedded::{FileKeyService, FsObjectStore, MemQueue, SqliteCatalog};
-use engine::{
-    AccountInfo, AccountTree, Connector, Connectors, Engine, ItemInfo, Ports, RestoreContent,
-    SourceConfig, SourceRestore, SourceRestoreReport, TaskRecord,
-};
-use ports::FixedClock;
+use domain::{TaskId, TenantId};
+use embedded::MemQueue;
+use engine::{Connectors, NewTask, SourceErrorKind};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
+use testkit::env::{backup_all, fake_task, TestEnv};
+use testkit::fake::{fake_source, FakeConnectors, FakeItem, FakeSource, FAKE};
 use zeroize::Zeroizing;
 
-/// A one-mailbox source with two messages; records restores.
-#[derive(Default)]
-struct Mail {
-    restored: Mutex<Vec<String>>,
-}
+/// acme's mailbox.
+const ANNA: &str = "anna@acme.example";
 
-#[async_trait]
-impl Connector for Mail {
-    async fn accounts(&self) -> engine::Result<Vec<AccountInfo>> {
-        Ok(vec![AccountInfo {
-            id: AccountId::new("anna@acme.example").unwrap(),
-            name: "Anna".into(),
-            services: vec![Service::Mail],
-        }])
-    }
-    async fn backup(
-        &self,
-        _: &AccountInfo,
-        _: Option<&str>,
-        tree: &mut AccountTree,
-    ) -> engine::Result<Option<String>> {
-        let day = |d: u32| Utc.with_ymd_and_hms(2026, 11, d, 9, 0, 0).unwrap();
-        for (path, from, subject, when, body) in [
-            (
-                "Inbox/1.eml",
-                "bob@globex.example",
-                "Quarterly invoice",
-                day(3),
-                "invoice",
-            ),
-            (
-                "Inbox/Projects/2.eml",
-                "carol@acme.example",
-                "Lunch?",
-                day(20),
-                "lunch",
-            ),
-        ] {
-            tree.put_item(
-                &ItemPath::parse(path.as_bytes()).unwrap(),
-                ItemInfo {
-                    mtime_ns: when.timestamp_nanos_opt().unwrap(),
-                    fingerprint: 1,
-                    meta: vec![
-                        ("from".into(), from.into()),
-                        ("subject".into(), subject.into()),
-                    ],
-                },
-                body.as_bytes().to_vec().into(),
-            )
-            .await?;
-        }
-        Ok(None)
-    }
-    async fn restore(
-        &self,
-        job: &SourceRestore,
-        _: &RestoreContent,
-    ) -> engine::Result<SourceRestoreReport> {
-        let mut r = SourceRestoreReport::default();
-        for (p, e) in &job.items {
-            if e.kind == vault::EntryKind::File {
-                self.restored.lock().unwrap().push(p.to_string());
-                r.items += 1;
-            }
-        }
-        Ok(r)
-    }
-}
+/// The folder a restore into the source writes into: named after the job's creation time,
+/// the test's first moment.
+const RESTORE_LABEL: &str = "Lifeboat Restore 2026-11-25 02-00-00 UTC";
 
-struct One(Arc<Mail>);
-impl Connectors for One {
-    fn open(
-        &self,
-        _: &TaskRecord,
-        _: Option<Zeroizing<String>>,
-    ) -> engine::Result<Arc<dyn Connector>> {
-        Ok(self.0.clone())
-    }
+/// acme's source: one mailbox, shown as "Anna", with two messages.
+fn acme_source() -> Arc<FakeSource> {
+    let source = FakeSource::new();
+    source.set_account_name(ANNA, "Anna");
+    let day = |d: u32| {
+        Utc.with_ymd_and_hms(2026, 11, d, 9, 0, 0)
+            .unwrap()
+            .timestamp_nanos_opt()
+            .unwrap()
+    };
+    source.put(
+        ANNA,
+        1,
+        FakeItem::new("Inbox", b"invoice")
+            .with_meta(&[
+                ("from", "bob@globex.example"),
+                ("subject", "Quarterly invoice"),
+            ])
+            .at(day(3)),
+    );
+    source.put(
+        ANNA,
+        2,
+        FakeItem::new("Inbox/Projects", b"lunch")
+            .with_meta(&[("from", "carol@acme.example"), ("subject", "Lunch?")])
+            .at(day(20)),
+    );
+    source
 }
 
 struct Server {
-    _dir: tempfile::TempDir,
+    env: TestEnv,
     base: String,
     auth: Arc<api::Hs256>,
     worker: jobs::Context,
-    mail: Arc<Mail>,
+    /// acme's source, which the worker and the API open.
+    source: Arc<FakeSource>,
     http: reqwest::Client,
 }
 
 impl Server {
+    /// The API, offering the fake connector for new tasks.
     async fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(FixedClock::new(
-            Utc.with_ymd_and_hms(2026, 11, 25, 2, 0, 0).unwrap(),
-        ));
-        let ports = Ports {
-            store: Arc::new(FsObjectStore::new(dir.path().join("objects")).unwrap()),
-            catalog: Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap()),
-            keys: Arc::new(FileKeyService::open(dir.path().join("master.key")).unwrap()),
-            clock: clock.clone(),
-        };
+        Server::start_offering(None).await
+    }
+
+    /// The API, offering `offered` for new tasks (the fake connector when `None`). The
+    /// worker opens acme's source.
+    async fn start_offering(offered: Option<Arc<dyn Connectors>>) -> Server {
+        let env = TestEnv::new();
         let queue = Arc::new(MemQueue::new(3));
         let auth = Arc::new(api::Hs256::new(&[7u8; 32]));
-        let mail = Arc::new(Mail::default());
+        let source = acme_source();
+        let fake = FakeConnectors::new(&source);
         let worker = jobs::Context::new(
-            ports.clone(),
+            env.ports.clone(),
             queue.clone(),
-            Arc::new(One(mail.clone())),
+            Arc::new(fake.clone()),
             "test-worker",
         );
 
-        // acme: a files task and a mail task, each backed up; globex: one files task.
-        let acme = Engine::new(ports.clone(), TenantId::new("acme").unwrap());
-        let folder = dir.path().join("docs");
-        std::fs::create_dir_all(folder.join("reports")).unwrap();
-        std::fs::write(folder.join("reports/q3.pdf"), b"%PDF q3").unwrap();
-        acme.add_task(
-            TaskId::new("docs").unwrap(),
-            SourceConfig::Files { path: folder },
-        )
-        .await
-        .unwrap();
-        acme.add_task_with_secret(
-            TaskId::new("mail").unwrap(),
-            SourceConfig::source("test", json!({"host": "mail.acme.example"})),
-            Some("s3cret-password"),
-        )
-        .await
-        .unwrap();
-        let globex = Engine::new(ports.clone(), TenantId::new("globex").unwrap());
-        let gfolder = dir.path().join("gdocs");
-        std::fs::create_dir_all(&gfolder).unwrap();
-        std::fs::write(gfolder.join("secret-plans.txt"), b"globex only").unwrap();
-        globex
+        // acme: two tasks of its source, the mail task with a credential, each backed up;
+        // globex: one task of a source of its own, backed up.
+        let acme = env.engine("acme");
+        let docs = fake_task(&acme, "docs", &fake).await;
+        let mail = acme
             .add_task(
-                TaskId::new("share").unwrap(),
-                SourceConfig::Files { path: gfolder },
+                NewTask {
+                    name: TaskId::new("mail").unwrap(),
+                    source: fake_source(),
+                    secret: Some(Zeroizing::new("s3cret-password".into())),
+                    backup_hour: None,
+                },
+                &fake,
             )
             .await
             .unwrap();
-        for (e, t) in [(&acme, "docs"), (&acme, "mail"), (&globex, "share")] {
-            let t = e.task(t).await.unwrap();
-            for a in e
-                .current_accounts(&t, worker.connectors.as_ref())
-                .await
-                .unwrap()
-            {
-                e.backup_any(&t, &a, worker.connectors.as_ref(), &engine::NoProgress)
-                    .await
-                    .unwrap();
-            }
-        }
+        let gsource = FakeSource::new();
+        gsource.put(
+            "gus@globex.example",
+            1,
+            FakeItem::new("Plans", b"globex only"),
+        );
+        let gfake = FakeConnectors::new(&gsource);
+        let globex = env.engine("globex");
+        let share = fake_task(&globex, "share", &gfake).await;
+        backup_all(&acme, &docs, &fake).await;
+        backup_all(&acme, &mail, &fake).await;
+        backup_all(&globex, &share, &gfake).await;
 
         let state = api::AppState {
-            ports: ports.clone(),
+            ports: env.ports.clone(),
             backups: queue.clone(),
             transfers: queue.clone(),
             auth: auth.clone(),
             link_ttl: Duration::from_secs(3600),
-            connectors: worker.connectors.clone(),
+            connectors: offered.unwrap_or_else(|| Arc::new(fake.clone())),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         tokio::spawn(api::serve(listener, state));
         Server {
-            _dir: dir,
+            env,
             base,
             auth,
             worker,
-            mail,
+            source,
             http: reqwest::Client::new(),
         }
     }
@@ -226,6 +169,28 @@ impl Server {
         let (s, v) = self.call(Some(tenant), "GET", path, None).await;
         assert_eq!(s, StatusCode::OK, "{path}: {v}");
         v
+    }
+
+    /// The paths the restores so far wrote into acme's source, from the `from`-th on.
+    fn restored_from(&self, from: usize) -> Vec<String> {
+        self.source.restored()[from..]
+            .iter()
+            .map(|r| {
+                assert_eq!(r.account.as_str(), ANNA);
+                r.path.clone()
+            })
+            .collect()
+    }
+
+    /// The names of a tenant's tasks.
+    async fn task_names(&self, tenant: &str) -> Vec<String> {
+        let v = self.get(tenant, "/v1/tasks").await;
+        v["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
     }
 }
 
@@ -283,6 +248,7 @@ async fn browse_search_backup_restore_export_and_bill() {
         .map(|t| t["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["docs", "mail"]);
+    assert_eq!(tasks["tasks"][1]["kind"], FAKE);
     assert!(
         !tasks.to_string().contains("s3cret"),
         "no credential in listings"
@@ -293,7 +259,7 @@ async fn browse_search_backup_restore_export_and_bill() {
     );
 
     let accts = s.get("acme", "/v1/tasks/mail/accounts").await;
-    assert_eq!(accts["accounts"][0]["id"], "anna@acme.example");
+    assert_eq!(accts["accounts"][0]["id"], ANNA);
     assert_eq!(accts["accounts"][0]["name"], "Anna");
 
     let snaps = s
@@ -376,8 +342,8 @@ async fn browse_search_backup_restore_export_and_bill() {
         ["Inbox/Projects/2.eml"]
     );
     assert_eq!(
-        hits(&s.get("acme", "/v1/tasks/docs/search?name=q3").await),
-        ["reports/q3.pdf"]
+        hits(&s.get("acme", "/v1/tasks/docs/search?name=2.eml").await),
+        ["Inbox/Projects/2.eml"]
     );
     assert_eq!(
         hits(
@@ -394,7 +360,7 @@ async fn browse_search_backup_restore_export_and_bill() {
             Some("acme"),
             "POST",
             "/v1/tasks/docs/backups",
-            Some(json!({"account": "folder"})),
+            Some(json!({"account": ANNA})),
         )
         .await;
     assert_eq!(st, StatusCode::ACCEPTED);
@@ -411,7 +377,10 @@ async fn browse_search_backup_restore_export_and_bill() {
         .await
         .unwrap();
     let docs = s
-        .get("acme", "/v1/tasks/docs/accounts/folder/snapshots")
+        .get(
+            "acme",
+            "/v1/tasks/docs/accounts/anna@acme.example/snapshots",
+        )
         .await;
     assert_eq!(docs["snapshots"].as_array().unwrap().len(), 2);
     let accts = s.get("acme", "/v1/tasks/docs/accounts").await;
@@ -419,23 +388,37 @@ async fn browse_search_backup_restore_export_and_bill() {
 
     // A restore job, and its status.
     let (st, job) = s
-        .call(Some("acme"), "POST", "/v1/tasks/mail/restores", Some(json!({"account": "anna@acme.example", "snapshot": "latest", "include": ["Inbox/Projects"]})))
+        .call(
+            Some("acme"),
+            "POST",
+            "/v1/tasks/mail/restores",
+            Some(json!({"account": ANNA, "snapshot": "latest", "include": ["Inbox/Projects"]})),
+        )
         .await;
     assert_eq!(st, StatusCode::ACCEPTED, "{job}");
     assert_eq!(job["state"], "queued");
     let (st, v) = s
-        .call(Some("acme"), "POST", "/v1/tasks/mail/restores", Some(json!({"account": "anna@acme.example", "snapshot": "latest", "include": ["Inbox/Typo"]})))
-        .await;
-    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
-    let (st, _) = s
         .call(
             Some("acme"),
             "POST",
-            "/v1/tasks/docs/restores",
-            Some(json!({"account": "folder", "snapshot": "latest"})),
+            "/v1/tasks/mail/restores",
+            Some(json!({"account": ANNA, "snapshot": "latest", "include": ["Inbox/Typo"]})),
         )
         .await;
-    assert_eq!(st, StatusCode::BAD_REQUEST, "a files task restores locally");
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
+    // The destination rules are checked when the restore is asked for: another account
+    // must be one of the task's.
+    let (st, v) = s
+        .call(
+            Some("acme"),
+            "POST",
+            "/v1/tasks/mail/restores",
+            Some(
+                json!({"account": ANNA, "snapshot": "latest", "to_account": "nobody@acme.example"}),
+            ),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "{v}");
     jobs::drain(&s.worker, Duration::from_secs(60))
         .await
         .unwrap();
@@ -444,16 +427,19 @@ async fn browse_search_backup_restore_export_and_bill() {
         .await;
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(done["report"]["items"], 1);
-    assert_eq!(*s.mail.restored.lock().unwrap(), ["Inbox/Projects/2.eml"]);
+    assert_eq!(
+        s.restored_from(0),
+        [format!("{RESTORE_LABEL}/Inbox/Projects/2.eml")]
+    );
 
     // A restore of the whole mailbox narrowed by sender and days: one message comes back.
-    s.mail.restored.lock().unwrap().clear();
+    let before = s.source.restored().len();
     let (st, job) = s
         .call(
             Some("acme"),
             "POST",
             "/v1/tasks/mail/restores",
-            Some(json!({"account": "anna@acme.example", "snapshot": "latest",
+            Some(json!({"account": ANNA, "snapshot": "latest",
                 "filter": {"sender": "GLOBEX", "since": "2026-11-01", "until": "2026-11-05"}})),
         )
         .await;
@@ -463,7 +449,7 @@ async fn browse_search_backup_restore_export_and_bill() {
             Some("acme"),
             "POST",
             "/v1/tasks/mail/restores",
-            Some(json!({"account": "anna@acme.example", "snapshot": "latest",
+            Some(json!({"account": ANNA, "snapshot": "latest",
                 "filter": {"since": "the third"}})),
         )
         .await;
@@ -479,7 +465,10 @@ async fn browse_search_backup_restore_export_and_bill() {
         .await;
     assert_eq!(done["state"], "done", "{done}");
     assert_eq!(done["report"]["items"], 1);
-    assert_eq!(*s.mail.restored.lock().unwrap(), ["Inbox/1.eml"]);
+    assert_eq!(
+        s.restored_from(before),
+        [format!("{RESTORE_LABEL}/Inbox/1.eml")]
+    );
 
     // An export job and its download.
     let (st, job) = s
@@ -487,7 +476,7 @@ async fn browse_search_backup_restore_export_and_bill() {
             Some("acme"),
             "POST",
             "/v1/tasks/docs/exports",
-            Some(json!({"account": "folder", "snapshot": "latest"})),
+            Some(json!({"account": ANNA, "snapshot": "latest"})),
         )
         .await;
     assert_eq!(st, StatusCode::ACCEPTED);
@@ -551,7 +540,10 @@ async fn another_tenants_ids_are_not_found() {
     let s = Server::start().await;
     // acme's ids, to be tried by globex.
     let snaps = s
-        .get("acme", "/v1/tasks/docs/accounts/folder/snapshots")
+        .get(
+            "acme",
+            "/v1/tasks/docs/accounts/anna@acme.example/snapshots",
+        )
         .await;
     let snap = snaps["snapshots"][0]["id"].as_str().unwrap().to_string();
     let (_, export) = s
@@ -559,7 +551,7 @@ async fn another_tenants_ids_are_not_found() {
             Some("acme"),
             "POST",
             "/v1/tasks/docs/exports",
-            Some(json!({"account": "folder", "snapshot": "latest"})),
+            Some(json!({"account": ANNA, "snapshot": "latest"})),
         )
         .await;
     jobs::drain(&s.worker, Duration::from_secs(60))
@@ -578,24 +570,24 @@ async fn another_tenants_ids_are_not_found() {
         ("POST", "/v1/tasks/docs/backups".into(), None),
         (
             "GET",
-            "/v1/tasks/docs/accounts/folder/snapshots".into(),
+            "/v1/tasks/docs/accounts/anna@acme.example/snapshots".into(),
             None,
         ),
         (
             "GET",
-            format!("/v1/tasks/docs/accounts/folder/snapshots/{snap}/items"),
+            format!("/v1/tasks/docs/accounts/anna@acme.example/snapshots/{snap}/items"),
             None,
         ),
-        ("GET", "/v1/tasks/docs/search?name=q3".into(), None),
+        ("GET", "/v1/tasks/docs/search?name=2.eml".into(), None),
         (
             "POST",
             "/v1/tasks/mail/restores".into(),
-            Some(json!({"account": "anna@acme.example", "snapshot": "latest"})),
+            Some(json!({"account": ANNA, "snapshot": "latest"})),
         ),
         (
             "POST",
             "/v1/tasks/docs/exports".into(),
-            Some(json!({"account": "folder", "snapshot": snap})),
+            Some(json!({"account": ANNA, "snapshot": snap})),
         ),
         ("GET", format!("/v1/jobs/{job}"), None),
         ("GET", format!("/v1/jobs/{job}/download"), None),
@@ -605,7 +597,7 @@ async fn another_tenants_ids_are_not_found() {
         assert_eq!(st, StatusCode::NOT_FOUND, "{method} {path}: {v}");
         let text = v.to_string();
         assert!(
-            !text.contains("q3") && !text.contains("anna"),
+            !text.contains("2.eml") && !text.contains("anna"),
             "{method} {path} leaked: {text}"
         );
         // The same call by acme works, so the 404 is isolation, not a broken probe.
@@ -615,6 +607,9 @@ async fn another_tenants_ids_are_not_found() {
     // globex's own view holds nothing of acme's.
     let tasks = s.get("globex", "/v1/tasks").await;
     assert_eq!(tasks["tasks"].as_array().unwrap().len(), 1);
+    let accts = s.get("globex", "/v1/tasks/share/accounts").await;
+    assert_eq!(accts["accounts"].as_array().unwrap().len(), 1);
+    assert_eq!(accts["accounts"][0]["id"], "gus@globex.example");
     let usage = s.get("globex", "/v1/billing/usage").await;
     assert_eq!(usage["protected_accounts"], 1);
 }
@@ -628,7 +623,7 @@ async fn every_documented_route_exists() {
     for (path, ops) in paths {
         let concrete = path
             .replace("{task}", "docs")
-            .replace("{account}", "folder")
+            .replace("{account}", ANNA)
             .replace("{snapshot}", "latest")
             .replace("{job}", "nojob");
         for method in ops
@@ -658,12 +653,14 @@ async fn every_documented_route_exists() {
     assert_eq!(v["error"]["code"], "not_found");
 }
 
-/// A task added through the API has its first backup queued at once, as today's: the
-/// worker backs it up without waiting for the schedule, and the day's tick does not queue
-/// it again. Bad requests are refused with one line and store nothing.
+/// A task added through the API signs in to its source first (the connector's check),
+/// and has its first backup queued at once, as today's: the worker backs it up without
+/// waiting for the schedule, and the day's tick does not queue it again. Bad requests and
+/// refused credentials are refused with one line and store nothing.
 #[tokio::test]
 async fn adding_a_task_queues_its_first_backup_at_once() {
     let s = Server::start().await;
+    let checks = s.source.checks();
     let (st, v) = s
         .call(
             Some("acme"),
@@ -671,7 +668,7 @@ async fn adding_a_task_queues_its_first_backup_at_once() {
             "/v1/tasks",
             Some(json!({
                 "name": "newmail",
-                "source": "test",
+                "source": FAKE,
                 "settings": {"host": "mail.acme.example"},
                 "secret": "n3w-password",
                 "backup_hour_utc": 1
@@ -683,6 +680,7 @@ async fn adding_a_task_queues_its_first_backup_at_once() {
     assert_eq!(v["backup_hour_utc"], 1);
     assert_eq!(v["first_backup_queued"], true);
     assert!(!v.to_string().contains("n3w-password"));
+    assert_eq!(s.source.checks(), checks + 1, "the source was signed in to");
     let report = jobs::drain(&s.worker, Duration::from_secs(60))
         .await
         .unwrap();
@@ -706,28 +704,46 @@ async fn adding_a_task_queues_its_first_backup_at_once() {
     let tick = jobs::tick(&s.worker).await.unwrap();
     assert_eq!((tick.queued, tick.already), (3, 1), "{tick:?}");
 
+    // A credential the source refuses: the task is not kept.
+    s.source
+        .refuse(SourceErrorKind::Auth, "the mail server refused the login");
+    let (st, v) = s
+        .call(
+            Some("acme"),
+            "POST",
+            "/v1/tasks",
+            Some(json!({"name": "refused", "source": FAKE, "settings": {}, "secret": "typo"})),
+        )
+        .await;
+    s.source.accept();
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["error"]["code"], "source_auth", "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or("");
+    assert!(msg.contains("refused the login"), "{msg}");
+    assert!(!msg.contains("typo"), "{msg}");
+
     for (body, why) in [
         (
-            json!({"name": "newmail", "source": "test", "settings": {}}),
+            json!({"name": "newmail", "source": FAKE, "settings": {}}),
             "already exists",
         ),
         (
-            json!({"name": "f", "source": "files", "settings": {"path": "/"}}),
-            "lifeboat task add",
+            json!({"name": "f", "source": "folder", "settings": {"path": "/"}}),
+            "folder connector",
         ),
         (
-            json!({"name": "x", "source": "test", "settings": []}),
+            json!({"name": "x", "source": FAKE, "settings": []}),
             "JSON object",
         ),
         (
-            json!({"name": "x", "source": "test", "settings": {}, "backup_hour_utc": 24}),
+            json!({"name": "x", "source": FAKE, "settings": {}, "backup_hour_utc": 24}),
             "0 to 23",
         ),
         (
-            json!({"name": "x", "source": "test", "colour": "red"}),
+            json!({"name": "x", "source": FAKE, "colour": "red"}),
             "not valid JSON",
         ),
-        (json!({"name": "Bad Name!", "source": "test"}), ""),
+        (json!({"name": "Bad Name!", "source": FAKE}), ""),
     ] {
         let (st, v) = s
             .call(Some("acme"), "POST", "/v1/tasks", Some(body.clone()))
@@ -737,14 +753,48 @@ async fn adding_a_task_queues_its_first_backup_at_once() {
         assert!(msg.contains(why), "{body}: {msg}");
         assert!(!msg.contains('\n'));
     }
-    let v = s.get("acme", "/v1/tasks").await;
-    let names: Vec<&str> = v["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert!(!names.contains(&"x") && !names.contains(&"f"), "{names:?}");
+    let names = s.task_names("acme").await;
+    assert_eq!(names, ["docs", "mail", "newmail"]);
     let (st, _) = s.call(None, "POST", "/v1/tasks", Some(json!({}))).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
+}
+
+/// With the connectors production offers the API (`connectors::OverNetwork`), a local
+/// folder cannot be added through it, under either of its names: a tenant must not make
+/// the server back up (and so read) the server's own files. The same folder is a valid
+/// task where all connectors are offered, as on the command line (`connectors::BuiltIn`).
+#[tokio::test]
+async fn a_folder_task_cannot_be_added_through_the_api() {
+    let s = Server::start_offering(Some(Arc::new(connectors::OverNetwork))).await;
+    let dir = s.env.folder("server-files");
+    std::fs::write(dir.join("passwd"), b"root:x:0:0").unwrap();
+    let folder = folder::FolderSettings::new(&dir).unwrap().to_source();
+    for source in [folder::CONNECTOR, "files"] {
+        let (st, v) = s
+            .call(
+                Some("acme"),
+                "POST",
+                "/v1/tasks",
+                Some(json!({"name": "f", "source": source, "settings": folder.settings})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{source}: {v}");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        assert!(msg.contains("not offered here"), "{source}: {msg}");
+    }
+    // The command line adds it.
+    s.env
+        .engine("acme")
+        .add_task(
+            NewTask {
+                name: TaskId::new("local").unwrap(),
+                source: folder,
+                secret: None,
+                backup_hour: None,
+            },
+            &connectors::BuiltIn,
+        )
+        .await
+        .unwrap();
+    assert_eq!(s.task_names("acme").await, ["docs", "local", "mail"]);
 }

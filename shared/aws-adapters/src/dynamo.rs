@@ -8,15 +8,9 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem};
-use ports::{
-    Catalog, Condition, Error, ErrorKind, Page, Record, Result, TxOp, MAX_RECORD_BYTES,
-    MAX_TRANSACTION_ITEMS,
-};
-use std::collections::{HashMap, HashSet};
-
-/// DynamoDB's limits on key attribute values (bytes of UTF-8).
-const MAX_PK_BYTES: usize = 2048;
-const MAX_SK_BYTES: usize = 1024;
+use ports::catalog_limits::{check_keys, check_query, check_record, check_transaction};
+use ports::{Catalog, Condition, Error, ErrorKind, Page, Record, Result, TxOp};
+use std::collections::HashMap;
 
 const PK: &str = "pk";
 const SK: &str = "sk";
@@ -93,40 +87,6 @@ fn item(r: Record) -> Item {
     it.insert(VER.to_string(), AttributeValue::N(r.version.to_string()));
     it.insert(VAL.to_string(), AttributeValue::B(Blob::new(r.value)));
     it
-}
-
-/// Checks what DynamoDB would refuse, before sending: an empty or too long key, an item over
-/// the size limit.
-fn check_keys(pk: &str, sk: &str) -> Result<()> {
-    if pk.is_empty() || sk.is_empty() {
-        return Err(invalid("catalog keys must not be empty"));
-    }
-    if pk.len() > MAX_PK_BYTES {
-        return Err(invalid(format!(
-            "partition key of {} bytes is over DynamoDB's {MAX_PK_BYTES}",
-            pk.len()
-        )));
-    }
-    if sk.len() > MAX_SK_BYTES {
-        return Err(invalid(format!(
-            "sort key of {} bytes is over DynamoDB's {MAX_SK_BYTES}",
-            sk.len()
-        )));
-    }
-    Ok(())
-}
-
-fn check_record(r: &Record) -> Result<()> {
-    check_keys(&r.pk, &r.sk)?;
-    if r.size() > MAX_RECORD_BYTES {
-        return Err(invalid(format!(
-            "record {}/{} is {} bytes, over the {MAX_RECORD_BYTES}-byte item limit",
-            r.pk,
-            r.sk,
-            r.size()
-        )));
-    }
-    Ok(())
 }
 
 impl DynamoCatalog {
@@ -275,12 +235,7 @@ impl Catalog for DynamoCatalog {
         limit: usize,
         descending: bool,
     ) -> Result<Page> {
-        if pk.is_empty() || pk.len() > MAX_PK_BYTES {
-            return Err(invalid("query needs a partition key of 1 to 2048 bytes"));
-        }
-        if limit == 0 {
-            return Err(invalid("query limit must be at least 1"));
-        }
+        check_query(pk, limit)?;
         let mut names = HashMap::from([("#pk".to_string(), PK.to_string())]);
         let mut values = HashMap::from([(":pk".to_string(), AttributeValue::S(pk.to_string()))]);
         // DynamoDB refuses an empty string in a key condition: no prefix, no sort key
@@ -325,25 +280,7 @@ impl Catalog for DynamoCatalog {
     }
 
     async fn transact(&self, ops: Vec<TxOp>) -> Result<()> {
-        if ops.is_empty() || ops.len() > MAX_TRANSACTION_ITEMS {
-            return Err(invalid(format!(
-                "a transaction holds 1 to {MAX_TRANSACTION_ITEMS} operations, not {}",
-                ops.len()
-            )));
-        }
-        let mut seen = HashSet::new();
-        for op in &ops {
-            let (pk, sk) = op.keys();
-            check_keys(pk, sk)?;
-            if let TxOp::Put(r, _) = op {
-                check_record(r)?;
-            }
-            if !seen.insert((pk.to_string(), sk.to_string())) {
-                return Err(invalid(format!(
-                    "a transaction touches record {pk}/{sk} twice"
-                )));
-            }
-        }
+        check_transaction(&ops)?;
         let mut items = Vec::with_capacity(ops.len());
         for op in ops {
             let item = match op {
@@ -479,23 +416,5 @@ mod tests {
         assert_eq!(kind(&["TransactionConflict"]), Some(ErrorKind::Unavailable));
         assert_eq!(kind(&["ValidationError"]), Some(ErrorKind::InvalidInput));
         assert_eq!(kind(&[]), None);
-    }
-
-    #[test]
-    fn records_are_checked_before_sending() {
-        let ok = Record::new("p", "s", vec![0; 1000]);
-        assert!(check_record(&ok).is_ok());
-        for bad in [
-            Record::new("", "s", vec![]),
-            Record::new("p", "", vec![]),
-            Record::new("p".repeat(MAX_PK_BYTES + 1), "s", vec![]),
-            Record::new("p", "s".repeat(MAX_SK_BYTES + 1), vec![]),
-            Record::new("p", "s", vec![0; MAX_RECORD_BYTES]),
-        ] {
-            assert_eq!(
-                check_record(&bad).unwrap_err().kind(),
-                ErrorKind::InvalidInput
-            );
-        }
     }
 }

@@ -238,8 +238,9 @@ async fn a_wrong_context_or_a_destroyed_tenant_key_is_refused() {
     let dk = keys.generate_data_key(&ctx).await.unwrap();
 
     // The tenant key record is in the tenant's partition, wrapped (not the plaintext).
+    let tk = ports::catalog_keys::tenant_key(&t);
     let rec = catalog
-        .get(&format!("t#{t}"), "tenant-key")
+        .get(&tk.pk, &tk.sk)
         .await
         .unwrap()
         .expect("a tenant key record");
@@ -261,11 +262,7 @@ async fn a_wrong_context_or_a_destroyed_tenant_key_is_refused() {
     );
 
     keys.destroy_tenant_keys(&t).await.unwrap();
-    assert!(catalog
-        .get(&format!("t#{t}"), "tenant-key")
-        .await
-        .unwrap()
-        .is_none());
+    assert!(catalog.get(&tk.pk, &tk.sk).await.unwrap().is_none());
     let err = other.decrypt_data_key(&dk.wrapped, &ctx).await;
     // `other` still holds the key in its cache: an instance lives for one invocation, and
     // the next one starts without it.
@@ -525,14 +522,14 @@ async fn expiring_records_carry_the_tables_time_to_live_attribute() {
     setup::create_table(&sdk, c.table()).await.unwrap();
 
     c.put_expiring(
-        Record::new("schedrun#2026-11-25", "02#03", Vec::new()),
+        Record::new("expiring-test", "marker", Vec::new()),
         Condition::Absent,
         1_795_000_000,
     )
     .await
     .unwrap();
     c.put(
-        Record::new("t#acme", "task#x", b"{}".to_vec()),
+        Record::new("plain-test", "x", b"{}".to_vec()),
         Condition::None,
     )
     .await
@@ -544,7 +541,7 @@ async fn expiring_records_carry_the_tables_time_to_live_attribute() {
             .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(sk.into()))
             .send()
     };
-    let item = get("schedrun#2026-11-25", "02#03").await.unwrap();
+    let item = get("expiring-test", "marker").await.unwrap();
     let item = item.item().unwrap();
     assert_eq!(
         item.get(aws_adapters::CATALOG_TTL_ATTRIBUTE)
@@ -552,21 +549,17 @@ async fn expiring_records_carry_the_tables_time_to_live_attribute() {
             .map(String::as_str),
         Some("1795000000")
     );
-    let plain = get("t#acme", "task#x").await.unwrap();
+    let plain = get("plain-test", "x").await.unwrap();
     assert!(!plain
         .item()
         .unwrap()
         .contains_key(aws_adapters::CATALOG_TTL_ATTRIBUTE));
     // An expiring record reads back like any other, and its condition holds.
-    let rec = c
-        .get("schedrun#2026-11-25", "02#03")
-        .await
-        .unwrap()
-        .unwrap();
+    let rec = c.get("expiring-test", "marker").await.unwrap().unwrap();
     assert_eq!(rec.version, 1);
     assert_kind(
         c.put_expiring(
-            Record::new("schedrun#2026-11-25", "02#03", Vec::new()),
+            Record::new("expiring-test", "marker", Vec::new()),
             Condition::Absent,
             1,
         )

@@ -22,14 +22,34 @@ pub struct BackupJob {
     pub continuation: u32,
 }
 
-/// What an in-place restore does with an item that is already there.
+/// What an in-place restore does with an item that is already there. The one name for
+/// it in every layer: the command line's `--on-conflict`, the API's `on_conflict`, restore
+/// jobs and every connector.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Conflict {
+pub enum OnConflict {
+    /// Leave the existing item alone.
     #[default]
     Skip,
+    /// Restore beside it, as `name (Lifeboat Restore <timestamp>).ext`.
     Copy,
+    /// Overwrite it (written to a temporary name first, then renamed over).
     Replace,
+}
+
+impl std::str::FromStr for OnConflict {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "skip" => Ok(OnConflict::Skip),
+            "copy" => Ok(OnConflict::Copy),
+            "replace" => Ok(OnConflict::Replace),
+            other => Err(format!(
+                "{other} is not a conflict rule; give skip, copy or replace"
+            )),
+        }
+    }
 }
 
 /// Restore items of one snapshot into the source, into a new labelled folder unless
@@ -45,7 +65,7 @@ pub struct RestoreJob {
     pub to_account: Option<AccountId>,
     pub in_place: bool,
     #[serde(default)]
-    pub on_conflict: Conflict,
+    pub on_conflict: OnConflict,
     /// Only the items these metadata select (within `include`).
     #[serde(default, skip_serializing_if = "crate::ItemFilter::is_empty")]
     pub filter: crate::ItemFilter,

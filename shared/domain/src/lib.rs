@@ -11,7 +11,7 @@ mod path;
 
 pub use filter::ItemFilter;
 pub use ids::{AccountId, IdError, SnapshotId, TaskId, TenantId};
-pub use jobs::{BackupJob, Conflict, ExportJob, JobEnvelope, JobKind, RestoreJob, JOB_VERSION};
+pub use jobs::{BackupJob, ExportJob, JobEnvelope, JobKind, OnConflict, RestoreJob, JOB_VERSION};
 pub use path::{escape, unescape};
 pub use path::{ItemPath, PathError};
 

@@ -3,21 +3,13 @@
 
 use crate::blocking;
 use async_trait::async_trait;
-use ports::{
-    Catalog, Condition, Error, ErrorKind, Page, Record, Result, TxOp, MAX_RECORD_BYTES,
-    MAX_TRANSACTION_ITEMS,
-};
+use ports::catalog_limits::{check_keys, check_query, check_record, check_transaction};
+use ports::{Catalog, Condition, Error, ErrorKind, Page, Record, Result, TxOp};
 use rusqlite::types::Value;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// DynamoDB's limits on key attributes, kept here so that no key that works locally is
-/// refused on AWS.
-const MAX_PK_BYTES: usize = 2048;
-const MAX_SK_BYTES: usize = 1024;
 
 /// How long a write waits for another process's write lock before giving up with
 /// `Unavailable` (the CLI may run two processes on one catalog).
@@ -168,14 +160,7 @@ impl Catalog for SqliteCatalog {
         limit: usize,
         descending: bool,
     ) -> Result<Page> {
-        check_pk(pk)?;
-        if limit == 0 {
-            // DynamoDB refuses `Limit: 0`.
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                "query limit must be at least 1",
-            ));
-        }
+        check_query(pk, limit)?;
         let (pk, prefix, after) = (
             pk.to_string(),
             sk_prefix.to_string(),
@@ -350,69 +335,6 @@ fn condition_failed(what: &str, cond: Condition) -> Error {
         ErrorKind::ConditionFailed,
         format!("{what}: condition {cond:?} does not hold"),
     )
-}
-
-fn invalid(msg: String) -> Error {
-    Error::new(ErrorKind::InvalidInput, msg)
-}
-
-fn check_pk(pk: &str) -> Result<()> {
-    if pk.is_empty() || pk.len() > MAX_PK_BYTES {
-        return Err(invalid(format!(
-            "partition key must be 1 to {MAX_PK_BYTES} bytes, is {}",
-            pk.len()
-        )));
-    }
-    Ok(())
-}
-
-/// DynamoDB refuses empty and overlong key attributes; so does this catalog.
-fn check_keys(pk: &str, sk: &str) -> Result<()> {
-    check_pk(pk)?;
-    if sk.is_empty() || sk.len() > MAX_SK_BYTES {
-        return Err(invalid(format!(
-            "sort key of partition {pk} must be 1 to {MAX_SK_BYTES} bytes, is {}",
-            sk.len()
-        )));
-    }
-    Ok(())
-}
-
-fn check_record(r: &Record) -> Result<()> {
-    check_keys(&r.pk, &r.sk)?;
-    if r.size() > MAX_RECORD_BYTES {
-        return Err(invalid(format!(
-            "record {}/{} is {} bytes, over the {MAX_RECORD_BYTES}-byte limit",
-            r.pk,
-            r.sk,
-            r.size()
-        )));
-    }
-    Ok(())
-}
-
-/// Everything DynamoDB would refuse before looking at a condition.
-fn check_transaction(ops: &[TxOp]) -> Result<()> {
-    if ops.is_empty() || ops.len() > MAX_TRANSACTION_ITEMS {
-        return Err(invalid(format!(
-            "a transaction holds 1 to {MAX_TRANSACTION_ITEMS} operations, not {}",
-            ops.len()
-        )));
-    }
-    let mut seen = HashSet::with_capacity(ops.len());
-    for op in ops {
-        match op {
-            TxOp::Put(r, _) => check_record(r)?,
-            TxOp::Delete { pk, sk, .. } | TxOp::Check { pk, sk, .. } => check_keys(pk, sk)?,
-        }
-        let (pk, sk) = op.keys();
-        if !seen.insert((pk, sk)) {
-            return Err(invalid(format!(
-                "transaction has two operations on record {pk}/{sk}"
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Maps a SQLite error on `what` (a record's keys, a file name): locks held past the busy

@@ -17,7 +17,7 @@ pub enum Error {
     /// source and what to do, never a credential.
     #[error("{message}")]
     Source {
-        kind: crate::source::SourceErrorKind,
+        kind: crate::SourceErrorKind,
         message: String,
     },
     /// A local file or folder could not be read or written.
@@ -27,6 +27,47 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What an error means to whoever must act on it, without naming the layer it came from:
+/// the API turns it into a status, the command line into an exit status, jobs into an
+/// event's `reason`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A task, account, snapshot or path that does not exist.
+    NotFound,
+    /// A request that cannot be carried out as asked.
+    Invalid,
+    /// The source refused or failed.
+    Source(crate::SourceErrorKind),
+    /// A local file or folder could not be read or written.
+    Io,
+    /// Storage is busy or unreachable; a retry can help.
+    StorageUnavailable,
+    /// Stored data failed its integrity checks: never returned, to be verified.
+    Damaged,
+    /// Any other storage failure.
+    Storage,
+}
+
+impl ErrorKind {
+    /// The kind as events and logs name it.
+    pub fn reason(self) -> &'static str {
+        use crate::SourceErrorKind as S;
+        match self {
+            ErrorKind::Source(S::Auth) => "source_auth",
+            ErrorKind::Source(S::Throttled) => "source_throttled",
+            ErrorKind::Source(S::Unavailable) => "source_unavailable",
+            ErrorKind::Source(S::NotFound) => "source_not_found",
+            ErrorKind::Source(S::Protocol) => "source_protocol",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Invalid => "invalid",
+            ErrorKind::Io => "io",
+            ErrorKind::StorageUnavailable => "storage_unavailable",
+            ErrorKind::Damaged => "storage_damaged",
+            ErrorKind::Storage => "storage",
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -39,14 +80,26 @@ impl Error {
         }
     }
 
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::NotFound(_) | Error::Vault(vault::Error::NotFound(_)) => ErrorKind::NotFound,
+            Error::Invalid(_) => ErrorKind::Invalid,
+            Error::Source { kind, .. } => ErrorKind::Source(*kind),
+            Error::Io { .. } => ErrorKind::Io,
+            e if e.is_retryable() => ErrorKind::StorageUnavailable,
+            Error::Vault(_) => ErrorKind::Damaged,
+            Error::Port(p) if p.kind() == ports::ErrorKind::Integrity => ErrorKind::Damaged,
+            Error::Port(_) => ErrorKind::Storage,
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Vault(e) => e.is_retryable(),
             Error::Port(e) => e.is_retryable(),
             Error::Source { kind, .. } => matches!(
                 kind,
-                crate::source::SourceErrorKind::Throttled
-                    | crate::source::SourceErrorKind::Unavailable
+                crate::SourceErrorKind::Throttled | crate::SourceErrorKind::Unavailable
             ),
             _ => false,
         }
@@ -55,7 +108,7 @@ impl Error {
 
 impl Error {
     /// A source error of `kind`.
-    pub fn source(kind: crate::source::SourceErrorKind, message: impl Into<String>) -> Self {
+    pub fn source(kind: crate::SourceErrorKind, message: impl Into<String>) -> Self {
         Error::Source {
             kind,
             message: message.into(),

@@ -1,29 +1,47 @@
-//! Lifeboat's use cases, written once over the ports: add a task, back up its accounts,
-//! list and browse snapshots, restore, export, diff, verify, delete a tenant. The CLI, the
-//! local server and the Lambda functions all call these; none of them re-implements one.
+//! Lifeboat's use cases, written once over the ports, one module each: tasks (add, check,
+//! replace a credential, schedule), accounts, backup, snapshots and browsing, diff, search,
+//! restore (with its destination rules), export, verify, usage, deleting a tenant. The
+//! command line, the HTTP API and the Lambda functions are thin adapters over these:
+//! they parse input, call one use case and render its [`view`]; none re-implements one,
+//! and none reads the vault or builds a catalog key itself.
 //!
 //! **Architecture invariant:** depends on `domain`, `ports` and `vault` only — never on an
-//! adapter crate, so the same code runs embedded and on AWS.
+//! adapter crate or a connector, so the same code runs embedded and on AWS, whatever the
+//! source.
 
-mod browse;
+mod account_tree;
+mod accounts;
+mod backup;
+pub mod connector;
+mod delete;
+mod diff;
 mod error;
-pub mod export;
-pub mod files;
+mod export;
 mod restore;
-pub mod source;
+mod search;
+mod snapshots;
 mod tasks;
+mod usage;
+mod verify;
+pub mod view;
 
-pub use browse::{Change, ChangeKind};
-pub use error::{Error, Result};
-pub use restore::{OnConflict, RestoreOptions, RestoreReport};
-pub use source::{
-    AccountInfo, AccountTree, BackupEnd, Connector, Connectors, ItemInfo, RestoreContent,
-    SourceErrorKind, SourceRestore, SourceRestoreReport,
+pub use account_tree::AccountTree;
+pub use backup::BackupOptions;
+pub use connector::{
+    AccountInfo, BackupEnd, Connector, Connectors, ItemInfo, RestoreContent, SourceErrorKind,
+    SourceRestore, SourceRestoreReport,
 };
-pub use tasks::{
-    schedule_pk, schedule_sk, SourceConfig, TaskRecord, DEFAULT_BACKUP_HOUR, FILES_ACCOUNT,
-    SCHEDULE_SHARDS,
-};
+pub use diff::{Change, ChangeKind};
+pub use domain::OnConflict;
+pub use error::{Error, ErrorKind, Result};
+pub use export::{ExportFormat, ExportOptions, ExportReport};
+pub use restore::{Destination, RestoreOptions, RestoreReport};
+pub use search::{SearchHit, SearchQuery, SearchResults, MAX_RESULTS};
+pub use tasks::{NewTask, SourceConfig, TaskRecord, DEFAULT_BACKUP_HOUR, SCHEDULE_SHARDS};
+pub use usage::{Usage, UsageAccount, TRIAL_DAYS};
+/// What a connector stores and reads back; connectors build entries of the account tree.
+pub use vault::{Entry, EntryKind, SnapshotRecord, SnapshotStats, VerifyReport, SMALL_ITEM};
+pub use view::{EntryView, SnapshotView, TaskView};
 
 use domain::TenantId;
 use ports::{Catalog, Clock, KeyService, ObjectStore};

@@ -39,28 +39,6 @@ fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// Why something failed, as a word a subscriber can act on (the error's text stays in the
-/// account's state and the job record, which only the tenant reads).
-pub fn reason(e: &engine::Error) -> &'static str {
-    use engine::SourceErrorKind as S;
-    match e {
-        engine::Error::Source { kind, .. } => match kind {
-            S::Auth => "source_auth",
-            S::Throttled => "source_throttled",
-            S::Unavailable => "source_unavailable",
-            S::NotFound => "source_not_found",
-            S::Protocol => "source_protocol",
-        },
-        engine::Error::NotFound(_) => "not_found",
-        engine::Error::Invalid(_) => "invalid",
-        engine::Error::Io { .. } => "io",
-        engine::Error::Vault(v) if v.is_retryable() => "storage_unavailable",
-        engine::Error::Vault(_) => "storage_damaged",
-        engine::Error::Port(p) if p.is_retryable() => "storage_unavailable",
-        engine::Error::Port(_) => "storage",
-    }
-}
-
 /// Publishes one event when the context has a bus. A bus that fails is logged and
 /// otherwise ignored: the work it reports is done and recorded either way.
 pub(crate) async fn publish(ctx: &Context, detail_type: &str, detail: Value) {

@@ -14,12 +14,12 @@
 use crate::{send_jobs, Context};
 use chrono::{DateTime, Utc};
 use domain::{AccountId, BackupJob, JobEnvelope, JobKind, TaskId, TenantId};
-use engine::{BackupEnd, NoProgress, Result};
+use engine::{BackupEnd, BackupOptions, Result};
 
 /// A backup that has paused this many times is given up (and reported): at 15 minutes a
 /// run, two days of work on one account means something is wrong.
 pub const MAX_CONTINUATIONS: u32 = 200;
-use ports::{Condition, ErrorKind, Record};
+use ports::{catalog_keys, CatalogKey, Condition, ErrorKind, Record};
 use serde::{Deserialize, Serialize};
 
 /// The state of one account's backups.
@@ -79,10 +79,6 @@ impl Outcome {
     }
 }
 
-fn state_sk(task: &TaskId, account: &AccountId) -> String {
-    format!("state#{task}#{account}")
-}
-
 /// The backup state of an account, for status pages and reports.
 ///
 /// # Errors
@@ -93,10 +89,8 @@ pub async fn account_state(
     task: &TaskId,
     account: &AccountId,
 ) -> Result<Option<AccountState>> {
-    let rec = ports
-        .catalog
-        .get(&format!("t#{tenant}"), &state_sk(task, account))
-        .await?;
+    let key = catalog_keys::state(tenant, task, account);
+    let rec = ports.catalog.get(&key.pk, &key.sk).await?;
     Ok(rec.and_then(|r| serde_json::from_slice(&r.value).ok()))
 }
 
@@ -104,8 +98,7 @@ pub async fn account_state(
 /// `None` when someone else wrote first.
 async fn put_state(
     ctx: &Context,
-    tenant: &TenantId,
-    sk: &str,
+    key: &CatalogKey,
     state: &AccountState,
     version: u64,
 ) -> Result<Option<u64>> {
@@ -117,7 +110,7 @@ async fn put_state(
     };
     let rec = Record {
         version: version + 1,
-        ..Record::new(format!("t#{tenant}"), sk, value)
+        ..Record::new(key.pk.clone(), key.sk.clone(), value)
     };
     match ctx.ports.catalog.put(rec, cond).await {
         Ok(()) => Ok(Some(version + 1)),
@@ -131,16 +124,15 @@ async fn put_state(
 /// its snapshots stay, and a listing that finds it again rewrites the record without it.
 pub const REMOVED_FIELD: &str = "removed_at";
 
-/// Marks an account the source no longer lists (once; a files task's folder never is).
+/// Marks an account the source no longer lists (once).
 async fn mark_removed(
     ctx: &Context,
     tenant: &TenantId,
     task: &engine::TaskRecord,
     account: &AccountId,
 ) -> Result<()> {
-    let pk = format!("t#{tenant}");
-    let sk = format!("account#{}#{account}", task.name);
-    let Some(rec) = ctx.ports.catalog.get(&pk, &sk).await? else {
+    let key = catalog_keys::account(tenant, &task.name, account);
+    let Some(rec) = ctx.ports.catalog.get(&key.pk, &key.sk).await? else {
         return Ok(());
     };
     let Ok(serde_json::Value::Object(mut info)) = serde_json::from_slice(&rec.value) else {
@@ -156,7 +148,7 @@ async fn mark_removed(
     let value = serde_json::to_vec(&info).expect("account records serialise");
     let next = Record {
         version: rec.version + 1,
-        ..Record::new(pk, sk, value)
+        ..Record::new(key.pk, key.sk, value)
     };
     match ctx
         .ports
@@ -186,21 +178,37 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
     let Some(account) = &job.account else {
         let known: std::collections::HashSet<AccountId> =
             engine.accounts(&task).await?.into_iter().collect();
-        let accounts = engine
-            .current_accounts(&task, ctx.connectors.as_ref())
-            .await?;
+        let connector = engine.connector(&task, ctx.connectors.as_ref()).await?;
+        let accounts: Vec<AccountId> = engine
+            .refresh_accounts(&task, connector.as_ref())
+            .await?
+            .into_iter()
+            .map(|a| a.id)
+            .collect();
         let found: std::collections::HashSet<&AccountId> = accounts.iter().collect();
         for gone in known.iter().filter(|a| !found.contains(a)) {
             mark_removed(ctx, &job.tenant, &task, gone).await?;
         }
-        // A redelivery after the accounts were recorded but before their jobs were sent
-        // finds them known: they are backed up from the next day's tick on.
-        let jobs: Vec<JobEnvelope> = accounts
-            .iter()
-            .filter(|a| !known.contains(*a))
+        // New accounts are queued; so are known ones that no backup has ever started (no
+        // state record): a redelivery after the accounts were recorded but before their
+        // jobs were sent (a write that took effect but answered an error) must not leave
+        // a new task's accounts without their first backup. The daily tick has queued the
+        // others. A duplicate job finds its day done or its account leased.
+        let mut queue = Vec::new();
+        for a in &accounts {
+            let new = !known.contains(a)
+                || account_state(&ctx.ports, &job.tenant, &task.name, a)
+                    .await?
+                    .is_none();
+            if new {
+                queue.push(a.clone());
+            }
+        }
+        let jobs: Vec<JobEnvelope> = queue
+            .into_iter()
             .map(|a| {
                 JobEnvelope::new(JobKind::Backup(BackupJob {
-                    account: Some(a.clone()),
+                    account: Some(a),
                     ..job.clone()
                 }))
             })
@@ -212,13 +220,9 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
     };
 
     // Take the account's lease.
-    let sk = state_sk(&task.name, account);
+    let sk = catalog_keys::state(&job.tenant, &task.name, account);
     let now = ctx.ports.clock.now();
-    let existing = ctx
-        .ports
-        .catalog
-        .get(&format!("t#{}", job.tenant), &sk)
-        .await?;
+    let existing = ctx.ports.catalog.get(&sk.pk, &sk.sk).await?;
     let (mut state, version) = match &existing {
         Some(r) => (
             serde_json::from_slice::<AccountState>(&r.value).unwrap_or_default(),
@@ -252,19 +256,19 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
         }
         (None, _) => None,
     };
-    let Some(version) = put_state(ctx, &job.tenant, &sk, &state, version).await? else {
+    let Some(version) = put_state(ctx, &sk, &state, version).await? else {
         return Ok(Outcome::Busy);
     };
     // An earlier attempt at this day may have committed its snapshot and died before
     // recording it: then the day is done.
     if let Some(at) = earlier_attempt {
-        let latest = engine.vault(&task).await?.latest(account).await?;
+        let latest = engine.latest_snapshot(&task, account).await?;
         if latest.is_some_and(|s| s.taken_at >= at) {
             state.day_done = job.scheduled_for.clone();
             state.lease_owner = None;
             state.lease_until = None;
             state.lease_day = None;
-            put_state(ctx, &job.tenant, &sk, &state, version).await?;
+            put_state(ctx, &sk, &state, version).await?;
             return Ok(Outcome::AlreadyDone);
         }
     }
@@ -275,15 +279,18 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
             "the backup of account {account} paused {MAX_CONTINUATIONS} times without finishing; it was stopped"
         )))
     } else {
-        engine
-            .backup_any_until(
-                &task,
-                account,
-                ctx.connectors.as_ref(),
-                &NoProgress,
-                deadline,
-            )
-            .await
+        let opts = BackupOptions {
+            deadline,
+            ..BackupOptions::default()
+        };
+        match engine.connector(&task, ctx.connectors.as_ref()).await {
+            Ok(connector) => {
+                engine
+                    .backup(&task, account, connector.as_ref(), &opts)
+                    .await
+            }
+            Err(e) => Err(e),
+        }
     };
     // Paused: queue the continuation before letting go of the account, so that a crash
     // in between leaves the (re-delivered) original job to go on from the checkpoint.
@@ -300,7 +307,7 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
         state.lease_owner = None;
         state.lease_until = None;
         state.lease_day = None;
-        put_state(ctx, &job.tenant, &sk, &state, version).await?;
+        put_state(ctx, &sk, &state, version).await?;
         return Ok(Outcome::Paused {
             items: *items_this_run,
             pauses: *pauses,
@@ -343,16 +350,13 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
         Err(e) => {
             state.last_error = Some(e.to_string());
             state.failures += 1;
-            detail["reason"] = serde_json::json!(crate::events::reason(e));
+            detail["reason"] = serde_json::json!(e.kind().reason());
             detail["retryable"] = serde_json::json!(e.is_retryable());
             detail["failures"] = serde_json::json!(state.failures);
             Err(())
         }
     };
-    if put_state(ctx, &job.tenant, &sk, &state, version)
-        .await?
-        .is_none()
-    {
+    if put_state(ctx, &sk, &state, version).await?.is_none() {
         // The lease expired during the run and another worker took it: its record stands.
         tracing::warn!(tenant = %job.tenant, task = %task.name, "account lease was taken over during the backup");
     }

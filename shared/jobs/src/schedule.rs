@@ -15,8 +15,8 @@
 use crate::{send_jobs, Context};
 use chrono::{DateTime, Timelike, Utc};
 use domain::{AccountId, BackupJob, JobEnvelope, JobKind, TaskId, TenantId};
-use engine::{schedule_pk, SourceConfig, TaskRecord, SCHEDULE_SHARDS};
-use ports::{Catalog, CatalogExt, Condition, ErrorKind, Queue, Record};
+use engine::{TaskRecord, SCHEDULE_SHARDS};
+use ports::{catalog_keys, Catalog, CatalogExt, Condition, ErrorKind, Queue, Record};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
@@ -64,8 +64,8 @@ pub async fn backup_jobs(
     task: &TaskId,
     day: Option<&str>,
 ) -> ports::Result<Option<Vec<JobEnvelope>>> {
-    let pk = format!("t#{tenant}");
-    let Some(rec) = ports.catalog.get(&pk, &format!("task#{task}")).await? else {
+    let key = catalog_keys::task(tenant, task);
+    let Some(rec) = ports.catalog.get(&key.pk, &key.sk).await? else {
         return Ok(None);
     };
     let Ok(record) = serde_json::from_slice::<TaskRecord>(&rec.value) else {
@@ -75,14 +75,14 @@ pub async fn backup_jobs(
     if record.deleting {
         return Ok(None);
     }
-    let prefix = format!("account#{task}#");
+    let range = catalog_keys::accounts(tenant, task);
     let accounts: Vec<AccountId> = ports
         .catalog
-        .query_all(&pk, &prefix)
+        .query_all(&range.pk, &range.prefix)
         .await?
         .iter()
         .filter(|r| !removed(&r.value))
-        .filter_map(|r| AccountId::new(&r.sk[prefix.len()..]).ok())
+        .filter_map(|r| AccountId::new(range.rest(&r.sk)?).ok())
         .collect();
     let job = |account: Option<AccountId>| {
         JobEnvelope::new(JobKind::Backup(BackupJob {
@@ -93,11 +93,10 @@ pub async fn backup_jobs(
             continuation: 0,
         }))
     };
-    let lists = !matches!(record.source, SourceConfig::Files { .. }) || accounts.is_empty();
+    // Every day also asks the source for its accounts: a mailbox or site created since
+    // is backed up from its first day.
     let mut jobs: Vec<JobEnvelope> = accounts.into_iter().map(|a| job(Some(a))).collect();
-    if lists {
-        jobs.push(job(None));
-    }
+    jobs.push(job(None));
     Ok(Some(jobs))
 }
 
@@ -105,10 +104,6 @@ pub async fn backup_jobs(
 fn removed(value: &[u8]) -> bool {
     serde_json::from_slice::<serde_json::Value>(value)
         .is_ok_and(|v| v.get(crate::fetch::REMOVED_FIELD).is_some())
-}
-
-fn run_sk(task: &TaskId) -> String {
-    format!("run#{task}")
 }
 
 enum Claim {
@@ -128,8 +123,8 @@ async fn claim(
     day: &str,
     now: DateTime<Utc>,
 ) -> ports::Result<Claim> {
-    let pk = format!("t#{tenant}");
-    let existing = catalog.get(&pk, &run_sk(task)).await?;
+    let key = catalog_keys::run(tenant, task);
+    let existing = catalog.get(&key.pk, &key.sk).await?;
     let (cond, version) = match &existing {
         None => (Condition::Absent, 1),
         Some(rec) => {
@@ -154,7 +149,7 @@ async fn claim(
     .expect("run records serialise");
     let rec = Record {
         version,
-        ..Record::new(pk, run_sk(task), value)
+        ..Record::new(key.pk, key.sk, value)
     };
     match catalog.put(rec, cond).await {
         Ok(()) => Ok(Claim::Mine(version)),
@@ -177,9 +172,10 @@ async fn mark_sent(
         at: now,
     })
     .expect("run records serialise");
+    let key = catalog_keys::run(tenant, task);
     let rec = Record {
         version: version + 1,
-        ..Record::new(format!("t#{tenant}"), run_sk(task), value)
+        ..Record::new(key.pk, key.sk, value)
     };
     match catalog.put(rec, Condition::Version(version)).await {
         // Another tick re-claimed a stale claim meanwhile: its record stands.
@@ -225,10 +221,10 @@ pub async fn tick(ctx: &Context) -> ports::Result<TickReport> {
     let now = ctx.ports.clock.now();
     let day = now.format("%Y-%m-%d").to_string();
     let catalog = &ctx.ports.catalog;
-    let done_pk = format!("schedrun#{day}");
+    let done_range = catalog_keys::schedule_done(&day);
     let mut report = TickReport::default();
     // Without the done markers a tick only does more work, so it goes on.
-    let done: HashSet<String> = match catalog.query_all(&done_pk, "").await {
+    let done: HashSet<String> = match catalog.query_all(&done_range.pk, &done_range.prefix).await {
         Ok(recs) => recs.into_iter().map(|r| r.sk).collect(),
         Err(e) => {
             tracing::warn!(error = %e, "schedule markers unreadable; checking every shard");
@@ -237,15 +233,16 @@ pub async fn tick(ctx: &Context) -> ports::Result<TickReport> {
     };
     for hour in 0..=now.hour() as u8 {
         for shard in 0..SCHEDULE_SHARDS {
-            let marker = format!("{hour:02}#{shard:02}");
-            if done.contains(&marker) {
+            let marker = catalog_keys::schedule_done_shard(&day, hour, shard);
+            if done.contains(&marker.sk) {
                 report.shards_done += 1;
                 continue;
             }
             let failed_before = report.failed;
             let mut pending = false;
             let mut batch = Batch::default();
-            let entries = match catalog.query_all(&schedule_pk(hour, shard), "").await {
+            let range = catalog_keys::schedule_shard(hour, shard);
+            let entries = match catalog.query_all(&range.pk, &range.prefix).await {
                 Ok(v) => v,
                 Err(e) => {
                     // This shard waits for the next tick; the others go on.
@@ -255,11 +252,7 @@ pub async fn tick(ctx: &Context) -> ports::Result<TickReport> {
                 }
             };
             for rec in entries {
-                let parsed = rec
-                    .sk
-                    .split_once('#')
-                    .and_then(|(t, k)| Some((TenantId::new(t).ok()?, TaskId::new(k).ok()?)));
-                let Some((tenant, task)) = parsed else {
+                let Some((tenant, task)) = catalog_keys::parse_schedule(&rec.sk) else {
                     tracing::warn!(sk = %rec.sk, "unreadable schedule entry skipped");
                     continue;
                 };
@@ -307,7 +300,7 @@ pub async fn tick(ctx: &Context) -> ports::Result<TickReport> {
                 let expires = now + chrono::Duration::days(MARKER_DAYS);
                 let _ = catalog
                     .put_expiring(
-                        Record::new(done_pk.clone(), marker, Vec::new()),
+                        Record::new(marker.pk, marker.sk, Vec::new()),
                         Condition::None,
                         expires.timestamp().max(0) as u64,
                     )

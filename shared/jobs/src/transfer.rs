@@ -10,11 +10,12 @@ use crate::fetch::Outcome;
 use crate::Context;
 use chrono::{DateTime, Utc};
 use domain::{
-    AccountId, Conflict, ExportJob, JobEnvelope, JobKind, RestoreJob, SnapshotId, TaskId, TenantId,
+    AccountId, ExportJob, JobEnvelope, JobKind, RestoreJob, SnapshotId, TaskId, TenantId,
 };
-use engine::Ports;
-use engine::{Error, NoProgress, OnConflict, RestoreOptions, Result, SourceConfig};
-use ports::{Condition, ErrorKind, ObjectKey, Queue, Record};
+use engine::{
+    Destination, Error, ExportFormat, ExportOptions, NoProgress, Ports, RestoreOptions, Result,
+};
+use ports::{catalog_keys, Condition, ErrorKind, ObjectKey, Queue, Record};
 use serde::{Deserialize, Serialize};
 
 /// The object kind under which finished exports are kept for download.
@@ -53,10 +54,6 @@ pub struct JobRecord {
     pub export_bytes: Option<u64>,
 }
 
-fn job_sk(id: &str) -> String {
-    format!("job#{id}")
-}
-
 /// A new job id: sortable by time, unguessable.
 pub fn new_job_id(now: DateTime<Utc>) -> String {
     format!("{}-{:016x}", now.format("%Y%m%dt%H%M%S"), rand_u64())
@@ -81,19 +78,14 @@ fn rand_u64() -> u64 {
 /// # Errors
 /// A catalog failure.
 pub async fn job(ports: &engine::Ports, tenant: &TenantId, id: &str) -> Result<Option<JobRecord>> {
-    let rec = ports
-        .catalog
-        .get(&format!("t#{tenant}"), &job_sk(id))
-        .await?;
+    let key = catalog_keys::job(tenant, id);
+    let rec = ports.catalog.get(&key.pk, &key.sk).await?;
     Ok(rec.and_then(|r| serde_json::from_slice(&r.value).ok()))
 }
 
 async fn load(ctx: &Context, tenant: &TenantId, id: &str) -> Result<Option<(JobRecord, u64)>> {
-    let rec = ctx
-        .ports
-        .catalog
-        .get(&format!("t#{tenant}"), &job_sk(id))
-        .await?;
+    let key = catalog_keys::job(tenant, id);
+    let rec = ctx.ports.catalog.get(&key.pk, &key.sk).await?;
     Ok(rec.and_then(|r| {
         serde_json::from_slice::<JobRecord>(&r.value)
             .ok()
@@ -102,6 +94,7 @@ async fn load(ctx: &Context, tenant: &TenantId, id: &str) -> Result<Option<(JobR
 }
 
 async fn save(ports: &Ports, tenant: &TenantId, job: &JobRecord, version: u64) -> Result<bool> {
+    let key = catalog_keys::job(tenant, &job.id);
     let value = serde_json::to_vec(job).expect("job records serialise");
     let cond = if version == 0 {
         Condition::Absent
@@ -110,7 +103,7 @@ async fn save(ports: &Ports, tenant: &TenantId, job: &JobRecord, version: u64) -
     };
     let rec = Record {
         version: version + 1,
-        ..Record::new(format!("t#{tenant}"), job_sk(&job.id), value)
+        ..Record::new(key.pk, key.sk, value)
     };
     match ports.catalog.put(rec, cond).await {
         Ok(()) => Ok(true),
@@ -258,7 +251,7 @@ async fn announce<T>(
         }
         Err(e) if e.is_retryable() => {}
         Err(e) => {
-            detail["reason"] = serde_json::json!(crate::events::reason(e));
+            detail["reason"] = serde_json::json!(e.kind().reason());
             crate::events::publish(ctx, failed, detail).await;
         }
     }
@@ -287,36 +280,23 @@ pub async fn run_restore(ctx: &Context, job: &RestoreJob) -> Result<Outcome> {
     let result = async {
         let engine = ctx.engine(&job.tenant);
         let task = engine.task(job.task.as_str()).await?;
-        if matches!(task.source, SourceConfig::Files { .. }) {
-            return Err(Error::Invalid(format!(
-                "task {} reads a local folder; restore it with `lifeboat restore` on that machine",
-                task.name
-            )));
-        }
         let snap = engine
             .resolve_snapshot(&task, job.snapshot.as_str(), Some(&job.account))
             .await?;
-        let connector = engine.connector(&task, ctx.connectors.as_ref()).await?;
         let opts = RestoreOptions {
             include: job.include.clone(),
             in_place: job.in_place,
-            on_conflict: match job.on_conflict {
-                Conflict::Skip => OnConflict::Skip,
-                Conflict::Copy => OnConflict::Copy,
-                Conflict::Replace => OnConflict::Replace,
-            },
+            on_conflict: job.on_conflict,
             label: String::new(),
             at: Some(created),
             filter: job.filter.clone(),
         };
+        let to = Destination {
+            task: None,
+            account: job.to_account.clone(),
+        };
         engine
-            .restore_to_source(
-                &task,
-                &snap,
-                job.to_account.clone(),
-                &opts,
-                connector.as_ref(),
-            )
+            .restore(&task, &snap, &to, &opts, ctx.connectors.as_ref())
             .await
     }
     .await;
@@ -370,8 +350,13 @@ pub async fn run_export(ctx: &Context, job: &ExportJob) -> Result<Outcome> {
             .map_err(|e| Error::io("cannot create a temporary folder", e))?;
         let zip = dir.join("export.zip");
         let outcome = async {
+            let opts = ExportOptions {
+                format: ExportFormat::Zip,
+                include: job.include.clone(),
+                filter: job.filter.clone(),
+            };
             let report = engine
-                .export_zip_selected(&task, &snap, &zip, &job.include, &job.filter, &NoProgress)
+                .export(&task, &snap, &zip, &opts, &NoProgress)
                 .await?;
             let file =
                 std::fs::File::open(&zip).map_err(|e| Error::io("cannot read the export", e))?;
@@ -415,7 +400,7 @@ pub async fn run_export(ctx: &Context, job: &ExportJob) -> Result<Outcome> {
             crate::events::EXPORT_FAILED,
         ),
         |r, d| {
-            d["files"] = serde_json::json!(r.files);
+            d["items"] = serde_json::json!(r.items);
             d["folders"] = serde_json::json!(r.folders);
             d["bytes"] = serde_json::json!(bytes);
         },

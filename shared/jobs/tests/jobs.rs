@@ -1,120 +1,83 @@
-//! The scheduler, fetcher and runner on the embedded adapters: daily claims, fan-out per
-//! account, leases, duplicates, failures and poison messages.
+//! The scheduler, fetcher and runner on the one test environment ([`TestEnv`]) and the
+//! one fake connector ([`FakeSource`]): daily claims, fan-out per account, leases,
+//! duplicates, failures and poison messages, restores and exports.
 
-use async_trait::async_trait;
-use chrono::{DateTime, TimeZone, Utc};
-use domain::{AccountId, BackupJob, JobEnvelope, JobKind, TaskId, TenantId};
-use embedded::{FileKeyService, FsObjectStore, MemQueue, SqliteCatalog};
-use engine::{
-    AccountInfo, AccountTree, Connector, Connectors, Engine, Ports, RestoreContent, SourceConfig,
-    SourceErrorKind, SourceRestore, SourceRestoreReport, TaskRecord,
-};
+use chrono::{DateTime, Utc};
+use domain::{AccountId, BackupJob, ItemPath, JobEnvelope, JobKind, TaskId, TenantId};
+use embedded::MemQueue;
+use engine::{Engine, NoProgress, Ports, SourceErrorKind, TaskRecord};
 use jobs::{drain, Context, Outcome};
-use ports::{Clock, FixedClock, Queue};
+use ports::{catalog_keys, Clock, Queue};
 use std::sync::Arc;
 use std::time::Duration;
-use tempfile::TempDir;
-use zeroize::Zeroizing;
+use testkit::env::{fake_task, t0, TestEnv};
+use testkit::fake::{FakeConnectors, FakeItem, FakeSource};
 
-struct Env {
-    dir: TempDir,
-    clock: Arc<FixedClock>,
-    queue: Arc<MemQueue>,
-    ports: Ports,
-}
-
+/// `h:m` on the day every test starts (the day of [`t0`]).
 fn at(h: u32, m: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 25, h, m, 0).unwrap()
+    t0().date_naive()
+        .and_hms_opt(h, m, 0)
+        .expect("a valid time")
+        .and_utc()
 }
 
-impl Env {
-    fn new(max_receives: u32) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let clock = Arc::new(FixedClock::new(at(0, 5)));
-        let ports = Ports {
-            store: Arc::new(FsObjectStore::new(dir.path().join("objects")).unwrap()),
-            catalog: Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap()),
-            keys: Arc::new(FileKeyService::open(dir.path().join("master.key")).unwrap()),
-            clock: clock.clone(),
-        };
-        Env {
-            dir,
-            clock,
-            queue: Arc::new(MemQueue::new(max_receives)),
-            ports,
-        }
-    }
-
-    fn ctx(&self, worker: &str) -> Context {
-        Context::new(
-            self.ports.clone(),
-            self.queue.clone(),
-            Arc::new(Refusing),
-            worker,
-        )
-    }
-
-    fn engine(&self, tenant: &str) -> Engine {
-        Engine::new(self.ports.clone(), TenantId::new(tenant).unwrap())
-    }
-
-    async fn files_task(&self, tenant: &str, name: &str, hour: u8) -> TaskRecord {
-        let folder = self.dir.path().join(format!("{tenant}-{name}"));
-        std::fs::create_dir_all(&folder).unwrap();
-        std::fs::write(folder.join("notes.txt"), format!("{tenant} {name}")).unwrap();
-        let e = self.engine(tenant);
-        e.add_task(
-            TaskId::new(name).unwrap(),
-            SourceConfig::Files { path: folder },
-        )
-        .await
-        .unwrap();
-        e.set_backup_hour(name, hour).await.unwrap()
-    }
-
-    async fn snapshots(&self, tenant: &str, task: &str) -> usize {
-        let e = self.engine(tenant);
-        let t = e.task(task).await.unwrap();
-        e.snapshots(&t).await.unwrap().len()
-    }
+/// The test environment at 00:05 of its first day, and a job queue that sets a message
+/// aside in its dead-letter queue after `max_receives` deliveries.
+fn setup(max_receives: u32) -> (TestEnv, Arc<MemQueue>) {
+    let env = TestEnv::new();
+    env.clock.set(at(0, 5));
+    (env, Arc::new(MemQueue::new(max_receives)))
 }
 
-/// A connector whose source refuses our credentials.
-struct Refusing;
-
-#[async_trait]
-impl Connector for Refusing {
-    async fn accounts(&self) -> engine::Result<Vec<AccountInfo>> {
-        Err(engine::Error::source(
-            SourceErrorKind::Auth,
-            "the mail server refused the login; replace the task's credential",
-        ))
-    }
-    async fn backup(
-        &self,
-        _: &AccountInfo,
-        _: Option<&str>,
-        _: &mut AccountTree,
-    ) -> engine::Result<Option<String>> {
-        unreachable!("no account is ever listed")
-    }
-    async fn restore(
-        &self,
-        _: &SourceRestore,
-        _: &RestoreContent,
-    ) -> engine::Result<SourceRestoreReport> {
-        unreachable!()
-    }
+/// What `worker` runs jobs with: the environment's ports, the queue, the fake connectors.
+fn ctx(env: &TestEnv, queue: &Arc<MemQueue>, connectors: &FakeConnectors, worker: &str) -> Context {
+    Context::new(
+        env.ports.clone(),
+        queue.clone(),
+        Arc::new(connectors.clone()),
+        worker,
+    )
 }
 
-impl Connectors for Refusing {
-    fn open(
-        &self,
-        _: &TaskRecord,
-        _: Option<Zeroizing<String>>,
-    ) -> engine::Result<Arc<dyn Connector>> {
-        Ok(Arc::new(Refusing))
-    }
+/// The mailbox of the one-account sources.
+const ANNA: &str = "anna@example.com";
+
+/// The one message of [`one_mailbox`].
+const HELLO: &[u8] = b"hello";
+
+/// A source with one mailbox ([`ANNA`]) holding one message, and connectors opening it.
+fn one_mailbox() -> (Arc<FakeSource>, FakeConnectors) {
+    let source = FakeSource::new();
+    source.put(ANNA, 1, FakeItem::new("Inbox", HELLO));
+    let connectors = FakeConnectors::new(&source);
+    (source, connectors)
+}
+
+/// A fake task of `tenant` backed up daily at `hour` (UTC).
+async fn task_at(
+    env: &TestEnv,
+    tenant: &str,
+    name: &str,
+    hour: u8,
+    connectors: &FakeConnectors,
+) -> TaskRecord {
+    let e = env.engine(tenant);
+    fake_task(&e, name, connectors).await;
+    e.set_backup_hour(name, hour).await.unwrap()
+}
+
+/// Lists a task's accounts, as its first listing job does, so that the catalog knows
+/// them (adding a task records none).
+async fn list_accounts(e: &Engine, task: &TaskRecord, connectors: &FakeConnectors) {
+    let connector = e.connector(task, connectors).await.unwrap();
+    e.refresh_accounts(task, connector.as_ref()).await.unwrap();
+}
+
+/// How many snapshots a task has, over all its accounts.
+async fn snapshots(env: &TestEnv, tenant: &str, task: &str) -> usize {
+    let e = env.engine(tenant);
+    let t = e.task(task).await.unwrap();
+    e.snapshots(&t).await.unwrap().len()
 }
 
 fn job(tenant: &str, task: &str, account: Option<&str>, day: Option<&str>) -> String {
@@ -132,35 +95,38 @@ const SHORT: Duration = Duration::from_secs(60);
 
 #[tokio::test]
 async fn each_task_is_backed_up_once_a_day_at_its_hour() {
-    let env = Env::new(5);
-    env.files_task("acme", "docs", 2).await;
-    env.files_task("acme", "late", 5).await;
-    env.files_task("globex", "share", 2).await;
-    let ctx = env.ctx("worker-1");
+    let (env, queue) = setup(5);
+    let (_source, connectors) = one_mailbox();
+    task_at(&env, "acme", "docs", 2, &connectors).await;
+    task_at(&env, "acme", "late", 5, &connectors).await;
+    task_at(&env, "globex", "share", 2, &connectors).await;
+    let ctx = ctx(&env, &queue, &connectors, "worker-1");
 
     // 00:05: nothing is due yet.
     let r = jobs::tick(&ctx).await.unwrap();
     assert_eq!((r.queued, r.already, r.failed), (0, 0, 0));
-    assert!(env.queue.is_empty());
+    assert!(queue.is_empty());
 
     // 02:15: the two 02:00 tasks; a second, overlapping tick queues nothing more.
     env.clock.set(at(2, 15));
-    let other = env.ctx("scheduler-2");
+    let other = self::ctx(&env, &queue, &connectors, "scheduler-2");
     let (a, b) = tokio::join!(jobs::tick(&ctx), jobs::tick(&other));
     assert_eq!(a.unwrap().queued + b.unwrap().queued, 2);
-    assert_eq!(env.queue.len(), 2);
+    assert_eq!(queue.len(), 2);
     let report = drain(&ctx, SHORT).await.unwrap();
     let outcomes: Vec<_> = report
         .handled
         .iter()
         .map(|h| h.outcome.clone().unwrap())
         .collect();
-    // A files task's one account is known from the start: the tick queues its job
-    // directly, with nothing to list.
-    assert!(
-        !outcomes
+    // A task's accounts are not known before its first listing: the tick queues one
+    // listing job per task, which finds the one mailbox and queues its backup.
+    assert_eq!(
+        outcomes
             .iter()
-            .any(|o| matches!(o, Outcome::Expanded { .. })),
+            .filter(|o| matches!(o, Outcome::Expanded { accounts: 1 }))
+            .count(),
+        2,
         "{outcomes:?}"
     );
     assert_eq!(
@@ -168,11 +134,13 @@ async fn each_task_is_backed_up_once_a_day_at_its_hour() {
             .iter()
             .filter(|o| matches!(o, Outcome::BackedUp { items: 1, .. }))
             .count(),
-        2
+        2,
+        "{outcomes:?}"
     );
-    assert_eq!(env.snapshots("acme", "docs").await, 1);
-    assert_eq!(env.snapshots("globex", "share").await, 1);
-    assert_eq!(env.snapshots("acme", "late").await, 0);
+    assert_eq!(outcomes.len(), 4, "{outcomes:?}");
+    assert_eq!(snapshots(&env, "acme", "docs").await, 1);
+    assert_eq!(snapshots(&env, "globex", "share").await, 1);
+    assert_eq!(snapshots(&env, "acme", "late").await, 0);
 
     // Later ticks the same day skip the finished hour shards entirely.
     env.clock.set(at(2, 30));
@@ -184,23 +152,26 @@ async fn each_task_is_backed_up_once_a_day_at_its_hour() {
     env.clock.set(at(5, 0));
     assert_eq!(jobs::tick(&ctx).await.unwrap().queued, 1);
     drain(&ctx, SHORT).await.unwrap();
-    assert_eq!(env.snapshots("acme", "late").await, 1);
+    assert_eq!(snapshots(&env, "acme", "late").await, 1);
 
-    // The next day, everything again.
+    // The next day, everything again: each task's known account, and a listing job each.
     env.clock.set(at(5, 0) + chrono::Duration::days(1));
-    assert_eq!(jobs::tick(&ctx).await.unwrap().queued, 3);
+    let r = jobs::tick(&ctx).await.unwrap();
+    assert_eq!((r.queued, r.jobs), (3, 6), "{r:?}");
     drain(&ctx, SHORT).await.unwrap();
-    assert_eq!(env.snapshots("acme", "docs").await, 2);
-    assert_eq!(env.snapshots("acme", "late").await, 2);
+    assert_eq!(snapshots(&env, "acme", "docs").await, 2);
+    assert_eq!(snapshots(&env, "acme", "late").await, 2);
 }
 
 #[tokio::test]
 async fn duplicate_deliveries_do_not_make_duplicate_snapshots() {
-    let env = Env::new(5);
-    env.files_task("acme", "docs", 2).await;
-    let ctx = env.ctx("worker-1");
-    let daily = job("acme", "docs", Some("folder"), Some("2026-11-25"));
-    env.queue
+    let (env, queue) = setup(5);
+    let (_source, connectors) = one_mailbox();
+    let task = task_at(&env, "acme", "docs", 2, &connectors).await;
+    list_accounts(&env.engine("acme"), &task, &connectors).await;
+    let ctx = ctx(&env, &queue, &connectors, "worker-1");
+    let daily = job("acme", "docs", Some(ANNA), Some("2026-11-25"));
+    queue
         .send_batch(&[daily.clone(), daily.clone(), daily])
         .await
         .unwrap();
@@ -212,20 +183,20 @@ async fn duplicate_deliveries_do_not_make_duplicate_snapshots() {
         .collect();
     assert!(matches!(outcomes[0], Outcome::BackedUp { .. }));
     assert_eq!(outcomes[1..], [Outcome::AlreadyDone, Outcome::AlreadyDone]);
-    assert_eq!(env.snapshots("acme", "docs").await, 1);
+    assert_eq!(snapshots(&env, "acme", "docs").await, 1);
 
     // An on-demand backup is not a duplicate of the daily one.
-    env.queue
-        .send_batch(&[job("acme", "docs", Some("folder"), None)])
+    queue
+        .send_batch(&[job("acme", "docs", Some(ANNA), None)])
         .await
         .unwrap();
     drain(&ctx, SHORT).await.unwrap();
-    assert_eq!(env.snapshots("acme", "docs").await, 2);
+    assert_eq!(snapshots(&env, "acme", "docs").await, 2);
     let state = jobs::account_state(
         &env.ports,
         &TenantId::new("acme").unwrap(),
         &TaskId::new("docs").unwrap(),
-        &AccountId::new("folder").unwrap(),
+        &AccountId::new(ANNA).unwrap(),
     )
     .await
     .unwrap()
@@ -236,37 +207,36 @@ async fn duplicate_deliveries_do_not_make_duplicate_snapshots() {
 
 #[tokio::test]
 async fn a_dead_workers_lease_expires_and_the_redelivery_takes_over() {
-    let env = Env::new(5);
-    env.files_task("acme", "docs", 2).await;
+    let (env, queue) = setup(5);
+    let (_source, connectors) = one_mailbox();
+    let task = task_at(&env, "acme", "docs", 2, &connectors).await;
+    list_accounts(&env.engine("acme"), &task, &connectors).await;
     let daily = BackupJob {
         tenant: TenantId::new("acme").unwrap(),
         task: TaskId::new("docs").unwrap(),
-        account: Some(AccountId::new("folder").unwrap()),
+        account: Some(AccountId::new(ANNA).unwrap()),
         scheduled_for: Some("2026-11-25".into()),
         continuation: 0,
     };
     // Worker 1 takes the lease and dies before finishing: simulate by writing its lease.
-    let dead = env.ctx("worker-dead");
-    let catalog = &env.ports.catalog;
+    let dead = ctx(&env, &queue, &connectors, "worker-dead");
     let state = jobs::AccountState {
         lease_owner: Some("worker-dead".into()),
         lease_until: Some(env.clock.now() + dead.lease),
         lease_day: Some("2026-11-25".into()),
         ..Default::default()
     };
-    catalog
+    let key = catalog_keys::state(&daily.tenant, &daily.task, daily.account.as_ref().unwrap());
+    env.ports
+        .catalog
         .put(
-            ports::Record::new(
-                "t#acme",
-                "state#docs#folder",
-                serde_json::to_vec(&state).unwrap(),
-            ),
+            ports::Record::new(key.pk, key.sk, serde_json::to_vec(&state).unwrap()),
             ports::Condition::Absent,
         )
         .await
         .unwrap();
 
-    let live = env.ctx("worker-2");
+    let live = ctx(&env, &queue, &connectors, "worker-2");
     // The same day's job while the lease is live waits (the holder may be dead), and so
     // does an on-demand job.
     assert_eq!(
@@ -281,7 +251,7 @@ async fn a_dead_workers_lease_expires_and_the_redelivery_takes_over() {
         jobs::fetch::run_backup(&live, &on_demand).await.unwrap(),
         Outcome::Busy
     );
-    assert_eq!(env.snapshots("acme", "docs").await, 0);
+    assert_eq!(snapshots(&env, "acme", "docs").await, 0);
 
     // After the lease expires, the redelivered job takes over.
     env.clock.advance(dead.lease + chrono::Duration::seconds(1));
@@ -293,22 +263,26 @@ async fn a_dead_workers_lease_expires_and_the_redelivery_takes_over() {
         jobs::fetch::run_backup(&live, &daily).await.unwrap(),
         Outcome::AlreadyDone
     );
-    assert_eq!(env.snapshots("acme", "docs").await, 1);
+    assert_eq!(snapshots(&env, "acme", "docs").await, 1);
 }
 
 #[tokio::test]
 async fn failures_are_recorded_and_poison_ends_in_the_dead_letter_queue() {
-    let env = Env::new(3);
-    let e = env.engine("acme");
-    e.add_task_with_secret(
-        TaskId::new("mail").unwrap(),
-        SourceConfig::source("imap", serde_json::json!({"host": "mail.example.com"})),
-        Some("wrong password"),
-    )
-    .await
-    .unwrap();
-    let ctx = env.ctx("worker-1");
-    env.queue
+    let (env, queue) = setup(3);
+    let (source, connectors) = one_mailbox();
+    // The task's credential signed in when the task was added (adding checks it); since,
+    // the mail server refuses it.
+    let connectors = FakeConnectors {
+        secret: Some("wrong password".into()),
+        ..connectors
+    };
+    fake_task(&env.engine("acme"), "mail", &connectors).await;
+    source.refuse(
+        SourceErrorKind::Auth,
+        "the mail server refused the login; replace the task's credential",
+    );
+    let ctx = ctx(&env, &queue, &connectors, "worker-1");
+    queue
         .send_batch(&[
             job("acme", "mail", None, Some("2026-11-25")),
             "{\"v\":1,\"kind\":\"self-destruct\"}".to_string(),
@@ -346,10 +320,11 @@ async fn failures_are_recorded_and_poison_ends_in_the_dead_letter_queue() {
 
 #[tokio::test]
 async fn the_schedule_follows_the_task() {
-    let env = Env::new(5);
-    env.files_task("acme", "docs", 2).await;
+    let (env, queue) = setup(5);
+    let (_source, connectors) = one_mailbox();
+    task_at(&env, "acme", "docs", 2, &connectors).await;
     let e = env.engine("acme");
-    let ctx = env.ctx("w");
+    let ctx = ctx(&env, &queue, &connectors, "w");
     assert!(e.set_backup_hour("docs", 24).await.is_err());
     e.set_backup_hour("docs", 7).await.unwrap();
     env.clock.set(at(6, 59));
@@ -358,14 +333,18 @@ async fn the_schedule_follows_the_task() {
     assert_eq!(jobs::tick(&ctx).await.unwrap().queued, 1);
 
     // A stale claim (the tick died before queueing) is taken again after a while.
-    let env = Env::new(5);
-    env.files_task("acme", "docs", 0).await;
-    let ctx = env.ctx("w");
+    let (env, queue) = setup(5);
+    task_at(&env, "acme", "docs", 0, &connectors).await;
+    let ctx = self::ctx(&env, &queue, &connectors, "w");
     let claim = serde_json::json!({"day": "2026-11-25", "sent": false, "at": at(0, 5)});
+    let key = catalog_keys::run(
+        &TenantId::new("acme").unwrap(),
+        &TaskId::new("docs").unwrap(),
+    );
     env.ports
         .catalog
         .put(
-            ports::Record::new("t#acme", "run#docs", serde_json::to_vec(&claim).unwrap()),
+            ports::Record::new(key.pk, key.sk, serde_json::to_vec(&claim).unwrap()),
             ports::Condition::Absent,
         )
         .await
@@ -382,117 +361,46 @@ async fn the_schedule_follows_the_task() {
     assert_eq!((r.queued, r.already), (0, 0));
 }
 
-/// A one-account source that backs up two messages and records what it is asked to restore.
-#[derive(Default)]
-struct Recording {
-    restored: std::sync::Mutex<Vec<(String, Option<String>, usize)>>,
-    fail_restores: std::sync::atomic::AtomicU32,
-}
-
-#[async_trait]
-impl Connector for Recording {
-    async fn accounts(&self) -> engine::Result<Vec<AccountInfo>> {
-        Ok(vec![AccountInfo {
-            id: AccountId::new("anna@example.com").unwrap(),
-            name: "Anna".into(),
-            services: vec![domain::Service::Mail],
-        }])
-    }
-    async fn backup(
-        &self,
-        _: &AccountInfo,
-        _: Option<&str>,
-        tree: &mut AccountTree,
-    ) -> engine::Result<Option<String>> {
-        for (p, body) in [("Inbox/1.eml", "one"), ("Inbox/Sub/2.eml", "two")] {
-            tree.put_item(
-                &domain::ItemPath::parse(p.as_bytes()).unwrap(),
-                engine::ItemInfo::default(),
-                bytes::Bytes::from(body),
-            )
-            .await?;
-        }
-        Ok(Some("c1".into()))
-    }
-    async fn restore(
-        &self,
-        job: &SourceRestore,
-        content: &RestoreContent,
-    ) -> engine::Result<SourceRestoreReport> {
-        use std::sync::atomic::Ordering;
-        if self.fail_restores.load(Ordering::SeqCst) > 0 {
-            self.fail_restores.fetch_sub(1, Ordering::SeqCst);
-            return Err(engine::Error::source(
-                SourceErrorKind::Throttled,
-                "the server asked us to slow down",
-            ));
-        }
-        let mut report = SourceRestoreReport::default();
-        for (path, e) in &job.items {
-            if e.kind == vault::EntryKind::File {
-                let n = content.read(e).await?.len();
-                self.restored
-                    .lock()
-                    .unwrap()
-                    .push((path.to_string(), job.label.clone(), n));
-                report.items += 1;
-            }
-        }
-        Ok(report)
-    }
-}
-
-struct Shared(Arc<Recording>);
-impl Connectors for Shared {
-    fn open(
-        &self,
-        _: &TaskRecord,
-        _: Option<Zeroizing<String>>,
-    ) -> engine::Result<Arc<dyn Connector>> {
-        Ok(self.0.clone())
-    }
-}
-
 #[tokio::test]
 async fn restore_and_export_jobs_run_once_and_report() {
     use jobs::transfer::{new_job_id, submit};
-    let env = Env::new(5);
-    let rec = Arc::new(Recording::default());
-    let mut ctx = env.ctx("worker-1");
-    ctx.connectors = Arc::new(Shared(rec.clone()));
+    let (env, queue) = setup(5);
+    // One mailbox with two messages, one of them in a subfolder.
+    let source = FakeSource::new();
+    source.put(ANNA, 1, FakeItem::new("Inbox", b"one"));
+    source.put(ANNA, 2, FakeItem::new("Inbox/Sub", b"two"));
+    let connectors = FakeConnectors::new(&source);
+    let mut ctx = ctx(&env, &queue, &connectors, "worker-1");
     let bus = Arc::new(embedded::MemEventBus::new());
     ctx.events = Some(bus.clone());
     let e = env.engine("acme");
-    let task = e
-        .add_task(
-            TaskId::new("mail").unwrap(),
-            SourceConfig::source("recording", serde_json::json!({})),
-        )
-        .await
-        .unwrap();
-    env.queue
+    let task = fake_task(&e, "mail", &connectors).await;
+    queue
         .send_batch(&[job("acme", "mail", None, None)])
         .await
         .unwrap();
     drain(&ctx, SHORT).await.unwrap();
     let snap = e.snapshots(&task).await.unwrap().pop().unwrap();
     let tenant = TenantId::new("acme").unwrap();
-    let account = AccountId::new("anna@example.com").unwrap();
+    let account = AccountId::new(ANNA).unwrap();
 
     // A restore that is throttled once: the job goes back to queued, is redelivered, and
     // finishes into one labelled folder named after the job's creation time.
-    rec.fail_restores
-        .store(1, std::sync::atomic::Ordering::SeqCst);
+    source.refuse_next(
+        1,
+        SourceErrorKind::Throttled,
+        "the server asked us to slow down",
+    );
     let rjob = domain::RestoreJob {
         job: new_job_id(env.clock.now()),
         tenant: tenant.clone(),
         task: task.name.clone(),
         account: account.clone(),
         snapshot: snap.id.clone(),
-        include: vec![domain::ItemPath::parse(b"Inbox/Sub").unwrap()],
+        include: vec![ItemPath::parse(b"Inbox/Sub").unwrap()],
         to_account: None,
         in_place: false,
-        on_conflict: domain::Conflict::Skip,
+        on_conflict: domain::OnConflict::Skip,
         filter: Default::default(),
     };
     let created = submit(
@@ -518,13 +426,14 @@ async fn restore_and_export_jobs_run_once_and_report() {
             errors: 0
         })
     );
-    let restored = rec.restored.lock().unwrap().clone();
+    let restored = source.restored();
     assert_eq!(restored.len(), 1);
-    assert_eq!(restored[0].0, "Inbox/Sub/2.eml");
+    assert_eq!(restored[0].account, account);
     assert_eq!(
-        restored[0].1.as_deref(),
-        Some("Lifeboat Restore 2026-11-25 00-05-00 UTC")
+        restored[0].path,
+        "Lifeboat Restore 2026-11-25 00-05-00 UTC/Inbox/Sub/2.eml"
     );
+    assert_eq!(restored[0].body, b"two");
     let done = jobs::transfer::job(&env.ports, &tenant, &rjob.job)
         .await
         .unwrap()
@@ -536,7 +445,7 @@ async fn restore_and_export_jobs_run_once_and_report() {
         jobs::transfer::run_restore(&ctx, &rjob).await.unwrap(),
         Outcome::AlreadyDone
     );
-    assert_eq!(rec.restored.lock().unwrap().len(), 1);
+    assert_eq!(source.restored().len(), 1);
 
     // An export stores its zip for download.
     let xjob = domain::ExportJob {
@@ -571,9 +480,9 @@ async fn restore_and_export_jobs_run_once_and_report() {
     let mut names: Vec<_> = z.file_names().map(str::to_string).collect();
     names.sort();
     assert!(names.contains(&"Inbox/Sub/2.eml".to_string()), "{names:?}");
-    let mut two = String::new();
-    std::io::Read::read_to_string(&mut z.by_name("Inbox/1.eml").unwrap(), &mut two).unwrap();
-    assert_eq!(two, "one");
+    let mut one = String::new();
+    std::io::Read::read_to_string(&mut z.by_name("Inbox/1.eml").unwrap(), &mut one).unwrap();
+    assert_eq!(one, "one");
 
     // A restore of a snapshot that does not exist fails for good, with why.
     let bad = domain::RestoreJob {
@@ -626,70 +535,20 @@ async fn restore_and_export_jobs_run_once_and_report() {
     assert!((0..4).all(|i| detail(i)["account_ref"] == r.as_str()));
 }
 
-/// A source with three pages of mail that pauses between pages when time is up.
-struct Paged;
-
-#[async_trait]
-impl Connector for Paged {
-    async fn accounts(&self) -> engine::Result<Vec<AccountInfo>> {
-        Recording::default().accounts().await
-    }
-    async fn backup(
-        &self,
-        _: &AccountInfo,
-        cursor: Option<&str>,
-        tree: &mut AccountTree,
-    ) -> engine::Result<Option<String>> {
-        let done: u32 = cursor.map(|c| c.parse().unwrap()).unwrap_or(0);
-        for page in done..3 {
-            if page > done && tree.time_is_up() {
-                tree.pause();
-                return Ok(Some(page.to_string()));
-            }
-            let path = domain::ItemPath::parse(format!("Inbox/{page}.eml").as_bytes()).unwrap();
-            tree.put_item(
-                &path,
-                engine::ItemInfo::default(),
-                bytes::Bytes::from(format!("page {page}")),
-            )
-            .await?;
-        }
-        Ok(Some("3".into()))
-    }
-    async fn restore(
-        &self,
-        _: &SourceRestore,
-        _: &RestoreContent,
-    ) -> engine::Result<SourceRestoreReport> {
-        unreachable!()
-    }
-}
-
-struct PagedOnly;
-impl Connectors for PagedOnly {
-    fn open(
-        &self,
-        _: &TaskRecord,
-        _: Option<Zeroizing<String>>,
-    ) -> engine::Result<Arc<dyn Connector>> {
-        Ok(Arc::new(Paged))
-    }
-}
-
 #[tokio::test]
 async fn a_long_backup_continues_across_runs_and_commits_once() {
-    let env = Env::new(5);
-    let mut ctx = env.ctx("lambda-1");
-    ctx.connectors = Arc::new(PagedOnly);
+    let (env, queue) = setup(5);
+    let source = FakeSource::new();
+    source.add_account(ANNA);
+    let connectors = FakeConnectors::new(&source);
+    let mut ctx = ctx(&env, &queue, &connectors, "lambda-1");
+    // Every run's time is up at once.
     ctx.budget = Some(Duration::ZERO);
-    env.engine("acme")
-        .add_task(
-            TaskId::new("mail").unwrap(),
-            SourceConfig::source("paged", serde_json::json!({})),
-        )
-        .await
-        .unwrap();
-    env.queue
+    fake_task(&env.engine("acme"), "mail", &connectors).await;
+
+    // Day 1: the listing finds the mailbox, still empty; its first backup (a full
+    // enumeration, which the fake source does in one go) commits at once.
+    queue
         .send_batch(&[job("acme", "mail", None, Some("2026-11-25"))])
         .await
         .unwrap();
@@ -699,10 +558,41 @@ async fn a_long_backup_continues_across_runs_and_commits_once() {
         .iter()
         .map(|h| h.outcome.clone().unwrap())
         .collect();
+    assert_eq!(outcomes[0], Outcome::Expanded { accounts: 1 });
+    assert!(
+        matches!(
+            outcomes[1],
+            Outcome::BackedUp {
+                items: 0,
+                errors: 0,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes.len(), 2);
+
+    // Three messages arrive. Day 2's backup reads them as three changes since the cursor,
+    // pausing after each one as its time is up; each continuation goes on from the
+    // checkpoint, and the last commits one snapshot.
+    for uid in 1..=3 {
+        let body = format!("page {uid}");
+        source.put(ANNA, uid, FakeItem::new("Inbox", body.as_bytes()));
+    }
+    env.clock.set(at(0, 5) + chrono::Duration::days(1));
+    queue
+        .send_batch(&[job("acme", "mail", Some(ANNA), Some("2026-11-26"))])
+        .await
+        .unwrap();
+    let report = drain(&ctx, SHORT).await.unwrap();
+    let outcomes: Vec<_> = report
+        .handled
+        .iter()
+        .map(|h| h.outcome.clone().unwrap())
+        .collect();
     assert_eq!(
-        outcomes[..3],
+        outcomes[..2],
         [
-            Outcome::Expanded { accounts: 1 },
             Outcome::Paused {
                 items: 1,
                 pauses: 1
@@ -715,7 +605,7 @@ async fn a_long_backup_continues_across_runs_and_commits_once() {
     );
     assert!(
         matches!(
-            outcomes[3],
+            outcomes[2],
             Outcome::BackedUp {
                 items: 3,
                 errors: 0,
@@ -724,24 +614,28 @@ async fn a_long_backup_continues_across_runs_and_commits_once() {
         ),
         "{outcomes:?}"
     );
-    assert_eq!(outcomes.len(), 4);
-    assert_eq!(env.snapshots("acme", "mail").await, 1);
+    assert_eq!(outcomes.len(), 3);
+    assert_eq!(
+        snapshots(&env, "acme", "mail").await,
+        2,
+        "day 1's and one of day 2"
+    );
     let state = jobs::account_state(
         &env.ports,
         &TenantId::new("acme").unwrap(),
         &TaskId::new("mail").unwrap(),
-        &AccountId::new("anna@example.com").unwrap(),
+        &AccountId::new(ANNA).unwrap(),
     )
     .await
     .unwrap()
     .unwrap();
-    assert_eq!(state.day_done.as_deref(), Some("2026-11-25"));
+    assert_eq!(state.day_done.as_deref(), Some("2026-11-26"));
 
     // A continuation that keeps pausing forever is stopped and reported.
     let endless = BackupJob {
         tenant: TenantId::new("acme").unwrap(),
         task: TaskId::new("mail").unwrap(),
-        account: Some(AccountId::new("anna@example.com").unwrap()),
+        account: Some(AccountId::new(ANNA).unwrap()),
         scheduled_for: None,
         continuation: jobs::fetch::MAX_CONTINUATIONS,
     };
@@ -760,9 +654,14 @@ async fn storage_faults_are_retried_and_every_backup_completes_once() {
 
 async fn backups_under_faults(every: u64) {
     use testkit::faults::{FaultPlan, FaultyCatalog, FaultyKeys, FaultyStore};
-    let env = Env::new(10);
-    for name in ["alpha", "beta", "gamma", "delta"] {
-        env.files_task("acme", name, 1).await;
+    let (env, queue) = setup(10);
+    let (_source, connectors) = one_mailbox();
+    let names = ["alpha", "beta", "gamma", "delta"];
+    for name in names {
+        let task = task_at(&env, "acme", name, 1, &connectors).await;
+        // Listed once before (an earlier day's listing): the day's tick queues the known
+        // account's backup itself, beside the listing job.
+        list_accounts(&env.engine("acme"), &task, &connectors).await;
     }
     // Every `every`-th storage, catalog or key call fails (throttled or unavailable,
     // before or after taking effect), 12 times in all.
@@ -782,7 +681,7 @@ async fn backups_under_faults(every: u64) {
         }),
         clock: env.clock.clone(),
     };
-    let ctx = Context::new(faulty, env.queue.clone(), Arc::new(Refusing), "w");
+    let ctx = Context::new(faulty, queue.clone(), Arc::new(connectors.clone()), "w");
     env.clock.set(at(1, 0));
     // The schedule ticks every 15 minutes; the queue redelivers failed jobs.
     for tick in 0..8 {
@@ -797,86 +696,22 @@ async fn backups_under_faults(every: u64) {
         "every {every}: only {} faults were injected",
         plan.injected()
     );
-    assert!(env.queue.dead_letters().await.unwrap().is_empty());
-    for name in ["alpha", "beta", "gamma", "delta"] {
+    assert!(queue.dead_letters().await.unwrap().is_empty());
+    let inbox = ItemPath::parse(b"Inbox").unwrap();
+    for name in names {
         assert_eq!(
-            env.snapshots("acme", name).await,
+            snapshots(&env, "acme", name).await,
             1,
             "every {every}: task {name}"
         );
         let e = env.engine("acme");
         let t = e.task(name).await.unwrap();
         let snap = e.snapshots(&t).await.unwrap().pop().unwrap();
-        let files = e.list(&t, &snap, &domain::ItemPath::root()).await.unwrap();
-        assert_eq!(files.len(), 1);
-        assert_eq!(files[0].size, format!("acme {name}").len() as u64);
-        let v = e.vault(&t).await.unwrap();
-        let report = v
-            .verify(&[AccountId::new("folder").unwrap()], &|_| {})
-            .await
-            .unwrap();
+        let items = e.list(&t, &snap, &inbox).await.unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].size, HELLO.len() as u64);
+        let report = e.verify(&t, &NoProgress).await.unwrap();
         assert!(report.is_ok(), "every {every}: {name}: {:?}", report.damage);
-    }
-}
-
-/// A source with a changing list of mailboxes; the backup of `fail` is refused.
-struct Many {
-    accounts: std::sync::Mutex<Vec<String>>,
-    fail: Option<String>,
-}
-
-#[async_trait]
-impl Connector for Many {
-    async fn accounts(&self) -> engine::Result<Vec<AccountInfo>> {
-        Ok(self
-            .accounts
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|a| AccountInfo {
-                id: AccountId::new(a).unwrap(),
-                name: a.clone(),
-                services: vec![domain::Service::Mail],
-            })
-            .collect())
-    }
-    async fn backup(
-        &self,
-        a: &AccountInfo,
-        _: Option<&str>,
-        tree: &mut AccountTree,
-    ) -> engine::Result<Option<String>> {
-        if self.fail.as_deref() == Some(a.id.as_str()) {
-            return Err(engine::Error::source(
-                SourceErrorKind::Auth,
-                format!("the server refused the mailbox {}", a.id),
-            ));
-        }
-        tree.put_item(
-            &domain::ItemPath::parse(b"Inbox/1.eml").unwrap(),
-            engine::ItemInfo::default(),
-            bytes::Bytes::from(format!("hello {}", a.id)),
-        )
-        .await?;
-        Ok(Some("c".into()))
-    }
-    async fn restore(
-        &self,
-        _: &SourceRestore,
-        _: &RestoreContent,
-    ) -> engine::Result<SourceRestoreReport> {
-        unreachable!()
-    }
-}
-
-struct ManyOnly(Arc<Many>);
-impl Connectors for ManyOnly {
-    fn open(
-        &self,
-        _: &TaskRecord,
-        _: Option<Zeroizing<String>>,
-    ) -> engine::Result<Arc<dyn Connector>> {
-        Ok(self.0.clone())
     }
 }
 
@@ -890,22 +725,30 @@ fn mailboxes(n: usize) -> Vec<String> {
 /// announced on the event bus without naming the account.
 #[tokio::test]
 async fn the_tick_fans_out_per_account_and_announces_each_backup() {
-    let env = Env::new(5);
-    let source = Arc::new(Many {
-        accounts: std::sync::Mutex::new(mailboxes(12)),
-        fail: Some("user03@example.com".into()),
-    });
+    let (env, queue) = setup(5);
+    // A source with a changing list of mailboxes, one message each; it refuses to open one.
+    let source = FakeSource::new();
+    let put = |a: &str| {
+        source.put(
+            a,
+            1,
+            FakeItem::new("Inbox", format!("hello {a}").as_bytes()),
+        )
+    };
+    for a in mailboxes(12) {
+        put(&a);
+    }
+    source.refuse_account(
+        "user03@example.com",
+        SourceErrorKind::Auth,
+        "the server refused the mailbox user03@example.com",
+    );
+    let connectors = FakeConnectors::new(&source);
     let bus = Arc::new(embedded::MemEventBus::new());
-    let mut ctx = env.ctx("lambda-1");
-    ctx.connectors = Arc::new(ManyOnly(source.clone()));
+    let mut ctx = ctx(&env, &queue, &connectors, "lambda-1");
     ctx.events = Some(bus.clone());
     let e = env.engine("acme");
-    e.add_task(
-        TaskId::new("mail").unwrap(),
-        SourceConfig::source("many", serde_json::json!({})),
-    )
-    .await
-    .unwrap();
+    fake_task(&e, "mail", &connectors).await;
 
     // Day 1: no account is known yet, so one listing job, which fans out.
     env.clock.set(at(2, 5));
@@ -920,7 +763,7 @@ async fn the_tick_fans_out_per_account_and_announces_each_backup() {
             .count()
     };
     assert_eq!(backed(&outcomes), 11, "{outcomes:?}");
-    assert_eq!(env.snapshots("acme", "mail").await, 11);
+    assert_eq!(snapshots(&env, "acme", "mail").await, 11);
 
     // Events: one per account's backup (the refused one failed five times, then went to
     // the dead-letter queue); counts and an opaque account reference, never the address.
@@ -958,17 +801,13 @@ async fn the_tick_fans_out_per_account_and_announces_each_backup() {
 
     // Day 2: a new mailbox. The tick queues the twelve known accounts and one listing
     // job: thirteen jobs, sent ten at a time; the listing finds the one new mailbox.
-    source
-        .accounts
-        .lock()
-        .unwrap()
-        .push("new@example.com".into());
+    put("new@example.com");
     env.clock.set(at(2, 5) + chrono::Duration::days(1));
     let r = jobs::tick(&ctx).await.unwrap();
     assert_eq!((r.queued, r.jobs, r.failed), (1, 13, 0), "{r:?}");
-    assert_eq!(env.queue.len(), 13);
+    assert_eq!(queue.len(), 13);
     // A duplicate of the listing job, as SQS may deliver.
-    env.queue
+    queue
         .send_batch(&[job("acme", "mail", None, Some("2026-11-26"))])
         .await
         .unwrap();
@@ -982,24 +821,29 @@ async fn the_tick_fans_out_per_account_and_announces_each_backup() {
             _ => None,
         })
         .collect();
-    assert_eq!(expanded, [1, 0], "{outcomes:?}");
+    // The duplicate finds the new mailbox known but never backed up (its job is still
+    // queued), so it queues it again: a listing that recorded accounts and then failed
+    // must not leave them without their first backup. The second job finds the day done.
+    assert_eq!(expanded, [1, 1], "{outcomes:?}");
     assert_eq!(backed(&outcomes), 12, "{outcomes:?}");
-    let snaps = env.snapshots("acme", "mail").await;
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Some(Outcome::AlreadyDone))),
+        "{outcomes:?}"
+    );
+    let snaps = snapshots(&env, "acme", "mail").await;
     assert_eq!(snaps, 11 + 12);
 
     // Day 3: a mailbox is deleted at the source. It is still known, so queued; the day's
     // listing notes it gone, and from day 4 it is no longer queued (its snapshots stay).
-    source
-        .accounts
-        .lock()
-        .unwrap()
-        .retain(|a| a != "user05@example.com");
+    source.drop_account("user05@example.com");
     env.clock.set(at(2, 5) + chrono::Duration::days(2));
     assert_eq!(jobs::tick(&ctx).await.unwrap().jobs, 14);
     drain(&ctx, Duration::ZERO).await.unwrap();
     env.clock.set(at(2, 5) + chrono::Duration::days(3));
     assert_eq!(jobs::tick(&ctx).await.unwrap().jobs, 13);
-    let queued = env.queue.receive(10, SHORT).await.unwrap();
+    let queued = queue.receive(10, SHORT).await.unwrap();
     assert!(queued.iter().all(|m| !m.body.contains("user05")));
     let infos = e
         .account_infos(&e.task("mail").await.unwrap())
@@ -1008,22 +852,40 @@ async fn the_tick_fans_out_per_account_and_announces_each_backup() {
     assert_eq!(infos.len(), 13, "the account and its snapshots stay");
 }
 
-/// An on-demand backup of a whole task queues the same per-account jobs as the schedule.
+/// An on-demand backup of a whole task queues the same jobs as the schedule: one per
+/// known account, and one that lists the source's accounts.
 #[tokio::test]
 async fn backup_jobs_of_a_task_are_one_per_known_account() {
-    let env = Env::new(5);
+    let (env, _queue) = setup(5);
+    let (_source, connectors) = one_mailbox();
     let tenant = TenantId::new("acme").unwrap();
-    env.files_task("acme", "docs", 2).await;
-    let jobs = jobs::backup_jobs(&env.ports, &tenant, &TaskId::new("docs").unwrap(), None)
+    let docs = TaskId::new("docs").unwrap();
+    let task = task_at(&env, "acme", "docs", 2, &connectors).await;
+    let backup = |j: &JobEnvelope| match &j.job {
+        JobKind::Backup(b) => b.clone(),
+        other => panic!("a backup job, not {other:?}"),
+    };
+
+    // Before its first listing a task knows no account: its one job lists them.
+    let jobs = jobs::backup_jobs(&env.ports, &tenant, &docs, None)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(jobs.len(), 1);
-    let JobKind::Backup(b) = &jobs[0].job else {
-        panic!("a backup job")
-    };
-    assert_eq!(b.account.as_ref().map(|a| a.as_str()), Some("folder"));
+    assert_eq!(backup(&jobs[0]).account, None);
+    assert_eq!(backup(&jobs[0]).scheduled_for, None);
+
+    // Once listed: a job for the account, and the listing job.
+    list_accounts(&env.engine("acme"), &task, &connectors).await;
+    let jobs = jobs::backup_jobs(&env.ports, &tenant, &docs, None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(jobs.len(), 2);
+    let b = backup(&jobs[0]);
+    assert_eq!(b.account.as_ref().map(|a| a.as_str()), Some(ANNA));
     assert_eq!(b.scheduled_for, None);
+    assert_eq!(backup(&jobs[1]).account, None);
     // A task that does not exist has no jobs.
     assert!(
         jobs::backup_jobs(&env.ports, &tenant, &TaskId::new("gone").unwrap(), None)

@@ -2,10 +2,11 @@
 //! byte. Like the Microsoft 365 demo (the default, in `demo_m365`), it works on a fresh
 //! machine with nothing but this binary: no AWS account, no network.
 
-use crate::open_home;
+use crate::home::open_home;
 use anyhow::{bail, Context, Result};
+use connectors::BuiltIn;
 use domain::{ItemPath, TaskId};
-use engine::{NoProgress, RestoreOptions, SourceConfig};
+use engine::{BackupOptions, ExportOptions, NewTask, NoProgress, RestoreOptions};
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
@@ -160,17 +161,34 @@ async fn run_files(dir: PathBuf) -> Result<u8> {
     println!("1. sample folder: {} files and folders", day1.len());
 
     let eng = open_home(&home)?;
-    let name = TaskId::new("demo")?;
     let task = eng
         .add_task(
-            name.clone(),
-            SourceConfig::Files {
-                path: fs::canonicalize(&sample)?,
+            NewTask {
+                name: TaskId::new("demo")?,
+                source: folder::FolderSettings::new(&sample)?.to_source(),
+                secret: None,
+                backup_hour: None,
             },
+            &BuiltIn,
         )
         .await?;
-    let account = domain::AccountId::new("folder")?;
-    let s1 = eng.backup_account(&task, &account, &NoProgress).await?;
+    let connector = eng.connector(&task, &BuiltIn).await?;
+    let account = eng
+        .refresh_accounts(&task, connector.as_ref())
+        .await?
+        .remove(0)
+        .id;
+    let backup = || async {
+        eng.backup(
+            &task,
+            &account,
+            connector.as_ref(),
+            &BackupOptions::default(),
+        )
+        .await?
+        .into_snapshot()
+    };
+    let s1 = backup().await?;
     println!(
         "2. backup 1: snapshot {}: {} items, {} bytes, {} stored ({} blobs, the duplicate attachment stored once)",
         s1.id, s1.stats.items, s1.stats.bytes, s1.stats.stored_bytes, s1.stats.new_blobs
@@ -178,7 +196,7 @@ async fn run_files(dir: PathBuf) -> Result<u8> {
 
     mutate(&sample)?;
     let day2 = read_tree(&sample)?;
-    let s2 = eng.backup_account(&task, &account, &NoProgress).await?;
+    let s2 = backup().await?;
     println!(
         "3. changed 10 messages, added 5, deleted 3, grew an attachment; backup 2: snapshot {}: read {} of {} items, stored {} new bytes",
         s2.id, s2.stats.items_read, s2.stats.items, s2.stats.stored_bytes
@@ -225,15 +243,16 @@ async fn run_files(dir: PathBuf) -> Result<u8> {
     println!("6. restored a message deleted on day 2 from snapshot 1: byte-equal");
 
     let zip = dir.join("export.zip");
-    let ex = eng.export_zip(&task, &s2, &zip, &[], &NoProgress).await?;
+    let ex = eng
+        .export(&task, &s2, &zip, &ExportOptions::default(), &NoProgress)
+        .await?;
     println!(
         "7. exported snapshot 2 to {}: {} files",
         zip.display(),
-        ex.files
+        ex.items
     );
 
-    let vault = eng.vault(&task).await?;
-    let v = vault.verify(&[account], &|_| {}).await?;
+    let v = eng.verify(&task, &NoProgress).await?;
     if !v.is_ok() {
         bail!("verify found damage: {:?}", v.damage);
     }

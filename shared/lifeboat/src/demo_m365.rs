@@ -5,16 +5,19 @@
 //! It is the README's first command: it needs nothing but this binary (no AWS account, no
 //! tenant, no internet; the simulator listens on 127.0.0.1 only).
 
-use crate::open_home;
+use crate::home::open_home;
 use anyhow::{bail, ensure, Context, Result};
+use connectors::BuiltIn;
 use domain::{AccountId, ItemPath, TaskId};
-use engine::{AccountInfo, ChangeKind, Connector, Engine, NoProgress, RestoreOptions, TaskRecord};
+use engine::{
+    AccountInfo, BackupOptions, ChangeKind, Connector, Destination, Engine, EntryKind,
+    ExportOptions, NewTask, NoProgress, RestoreOptions, SnapshotRecord, TaskRecord,
+};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use vault::{EntryKind, SnapshotRecord};
 use zeroize::Zeroizing;
 
 /// Graph as the demo's own administrator sees it: a token of the simulated app, and GETs.
@@ -121,8 +124,9 @@ async fn backup_all(
     let mut out = BTreeMap::new();
     for a in accounts {
         let s = eng
-            .backup_source(task, a, connector, &NoProgress)
+            .backup(task, &a.id, connector, &BackupOptions::default())
             .await
+            .and_then(|end| end.into_snapshot())
             .with_context(|| format!("backup of {}", a.name))?;
         out.insert(a.id.clone(), s);
     }
@@ -175,12 +179,18 @@ pub async fn run(dir: PathBuf) -> Result<u8> {
     let mut settings = m365::M365Settings::new(&cfg.tenant_id, &cfg.client_id);
     settings.graph_url = sim.base_url.clone();
     settings.login_url = sim.base_url.clone();
-    let secret = Zeroizing::new(cfg.client_secret.clone());
-    let connector: Arc<dyn Connector> =
-        m365::open(&serde_json::to_value(&settings)?, Some(secret.clone()))?;
     let task = eng
-        .add_task_with_secret(TaskId::new("contoso")?, settings.to_source(), Some(&secret))
+        .add_task(
+            NewTask {
+                name: TaskId::new("contoso")?,
+                source: settings.to_source(),
+                secret: Some(Zeroizing::new(cfg.client_secret.clone())),
+                backup_hour: None,
+            },
+            &BuiltIn,
+        )
         .await?;
+    let connector: Arc<dyn Connector> = eng.connector(&task, &BuiltIn).await?;
     let accounts = eng.refresh_accounts(&task, connector.as_ref()).await?;
     let sites = accounts
         .iter()
@@ -265,7 +275,7 @@ pub async fn run(dir: PathBuf) -> Result<u8> {
         ..Default::default()
     };
     let r = eng
-        .restore_to_source(&task, s1, None, &opts, connector.as_ref())
+        .restore(&task, s1, &Destination::default(), &opts, &BuiltIn)
         .await?;
     ensure!(r.errors.is_empty(), "restore problems: {:?}", r.errors);
     let upn = &anna.upn;
@@ -325,12 +335,15 @@ pub async fn run(dir: PathBuf) -> Result<u8> {
         ..Default::default()
     };
     let r = eng
-        .restore_to_source(
+        .restore(
             &task,
             s2,
-            Some(AccountId::new(&other.upn)?),
+            &Destination {
+                task: None,
+                account: Some(AccountId::new(&other.upn)?),
+            },
             &opts,
-            connector.as_ref(),
+            &BuiltIn,
         )
         .await?;
     ensure!(r.errors.is_empty(), "restore problems: {:?}", r.errors);
@@ -365,7 +378,9 @@ pub async fn run(dir: PathBuf) -> Result<u8> {
     );
 
     let zip = dir.join("export.zip");
-    let ex = eng.export_zip(&task, s2, &zip, &[], &NoProgress).await?;
+    let ex = eng
+        .export(&task, s2, &zip, &ExportOptions::default(), &NoProgress)
+        .await?;
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     for p in files(&eng, &task, s2, &ItemPath::root()).await?.keys() {
         let ext = match p.rsplit_once('.') {
@@ -378,7 +393,7 @@ pub async fn run(dir: PathBuf) -> Result<u8> {
         "10. exported {}'s day-2 snapshot to {}: {} entries ({})",
         anna.upn,
         zip.display(),
-        ex.files,
+        ex.items,
         kinds
             .iter()
             .map(|(k, v)| format!("{v} {k}"))
@@ -386,9 +401,7 @@ pub async fn run(dir: PathBuf) -> Result<u8> {
             .join(", ")
     );
 
-    let vault = eng.vault(&task).await?;
-    let ids: Vec<AccountId> = accounts.iter().map(|a| a.id.clone()).collect();
-    let v = vault.verify(&ids, &|_| {}).await?;
+    let v = eng.verify(&task, &NoProgress).await?;
     if !v.is_ok() {
         bail!("verify found damage: {:?}", v.damage);
     }

@@ -3,6 +3,7 @@
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+#[derive(Clone)]
 pub struct Bar(ProgressBar);
 
 impl Bar {
@@ -14,10 +15,6 @@ impl Bar {
         );
         pb.set_prefix(label.to_string());
         Bar(pb)
-    }
-
-    pub fn inc(&self, n: u64) {
-        self.0.inc(n);
     }
 
     pub fn finish(&self) {

@@ -65,7 +65,7 @@ pub async fn serve(ports: Ports, home: &Path, listen: &str) -> Result<()> {
     let ctx = jobs::Context::new(
         ports.clone(),
         queue.clone(),
-        Arc::new(sources::BuiltIn),
+        Arc::new(connectors::BuiltIn),
         "local",
     );
     let state = api::AppState {
@@ -74,7 +74,7 @@ pub async fn serve(ports: Ports, home: &Path, listen: &str) -> Result<()> {
         transfers: queue,
         auth: Arc::new(api::Hs256::new(&key)),
         link_ttl: Duration::from_secs(24 * 3600),
-        connectors: Arc::new(sources::BuiltIn),
+        connectors: Arc::new(connectors::OverNetwork),
     };
     let listener = tokio::net::TcpListener::bind(listen)
         .await

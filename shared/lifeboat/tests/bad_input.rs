@@ -45,7 +45,7 @@ fn unreadable_items_are_reported_and_the_rest_is_backed_up() {
 
     // The first command as the backup user, so that it creates the home (and the master
     // key, which must be that user's and 0600).
-    lb.add_files_task("t", &src);
+    lb.add_folder_task("t", &src);
     let first = lb.backup_json("t", 0);
     assert_eq!(first["error_count"], 0);
 
@@ -182,9 +182,12 @@ fn odd_names_empty_items_and_links_round_trip_exactly() {
     write(&src.join("big-read-only.bin"), &random_bytes("ro", 9 << 20));
     chmod(&src.join("big-read-only.bin"), 0o440);
 
-    lb.add_files_task("odd", &src);
+    lb.add_folder_task("odd", &src);
     let snap = lb.backup_json("odd", 0);
     assert_eq!(snap["error_count"], 0, "{snap}");
+    // The folders below the root: d\xffir, folder, void, deep, deep/er, deep/er/still-empty.
+    assert_eq!(snap["stats"]["folders"], 6, "{snap}");
+    assert_eq!(snap["folders"], 6, "{snap}");
 
     // ls shows the names unambiguously.
     let ls = lb.ok(["ls", "odd", "latest"]);
@@ -206,9 +209,12 @@ fn odd_names_empty_items_and_links_round_trip_exactly() {
             .unwrap_or_else(|| panic!("{name} not in {json}"))
             .clone()
     };
-    assert_eq!(entry("caf\\xe9.txt")["kind"], "file");
+    assert_eq!(entry("caf\\xe9.txt")["kind"], "item");
+    assert_eq!(entry("caf\\xe9.txt")["path"], "caf\\xe9.txt");
     assert_eq!(entry("caf\\xe9.txt")["size"], 13);
     assert_eq!(entry("link")["kind"], "link");
+    assert_eq!(entry("link")["link"], "caf\\xe9.txt");
+    assert_eq!(entry("dangling")["link"], "does/not/exist");
     assert_eq!(entry("empty.bin")["size"], 0);
     assert_eq!(entry("void")["kind"], "folder");
 
@@ -289,7 +295,7 @@ fn a_file_of_several_gib_streams_in_bounded_memory() {
     }
     write(&src.join("small.txt"), b"beside the big one\n");
     let lb = Lifeboat::new(dir.path().join("home"));
-    lb.add_files_task("big", &src);
+    lb.add_folder_task("big", &src);
 
     let t = Instant::now();
     let snap = lb.backup_json("big", 0);

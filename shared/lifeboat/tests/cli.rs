@@ -37,7 +37,7 @@ impl Setup {
     /// The source with task `docs` added for it.
     fn with_task() -> Self {
         let s = Setup::new();
-        s.lb.add_files_task("docs", &s.src());
+        s.lb.add_folder_task("docs", &s.src());
         s
     }
 }
@@ -84,21 +84,33 @@ fn tasks_backups_snapshots_and_ls() {
         serde_json::json!([])
     );
 
-    let added = lb.add_files_task("docs", &s.src());
+    let added = lb.add_folder_task("docs", &s.src());
     let canonical = fs::canonicalize(s.src()).unwrap();
     assert!(
         added.stdout.contains("task docs added") && added.stdout.contains(ps(&canonical)),
         "{}",
         added.show()
     );
+    // One line a task: name, connector, its settings as JSON.
     let list = lb.ok(["task", "list"]);
     assert_eq!(
         list.lines(),
-        vec![format!("docs\tfiles\t{}", ps(&canonical))]
+        vec![format!(
+            "docs\tfolder\t{}",
+            serde_json::json!({ "path": ps(&canonical) })
+        )]
     );
     let list = lb.ok(["task", "list", "--json"]).json();
+    let list = list.as_array().expect("a JSON list");
+    assert_eq!(list.len(), 1);
     assert_eq!(list[0]["name"], "docs");
-    assert_eq!(list[0]["kind"], "files");
+    assert_eq!(list[0]["kind"], "folder");
+    assert_eq!(
+        list[0]["settings"],
+        serde_json::json!({ "path": ps(&canonical) })
+    );
+    assert!(list[0]["created_at"].is_string(), "{}", list[0]);
+    assert!(list[0]["backup_hour_utc"].is_u64(), "{}", list[0]);
 
     // A backup of every account, then one of the named account.
     let first = lb.ok(["backup", "docs"]);
@@ -117,6 +129,11 @@ fn tasks_backups_snapshots_and_ls() {
     assert_eq!(second["account"], "folder");
     assert_eq!(second["error_count"], 0);
     assert_eq!(second["stats"]["items"], 6);
+    // The folders below the root: sub and sub/deeper.
+    assert_eq!(second["stats"]["folders"], 2);
+    for count in ["items", "folders", "bytes"] {
+        assert_eq!(second[count], second["stats"][count], "{count}");
+    }
     assert_eq!(
         second["stats"]["items_read"], 0,
         "nothing changed: nothing read"
@@ -147,6 +164,9 @@ fn tasks_backups_snapshots_and_ls() {
             snap["stats"]["bytes"],
             6 + 8 + 14 + 6 + 200 * 1024 + 3 * 1024 * 1024 + 17
         );
+        assert_eq!(snap["bytes"], snap["stats"]["bytes"]);
+        assert_eq!(snap["items"], 6);
+        assert_eq!(snap["folders"], 2);
     }
 
     // ls: the root, a folder, a file, by `latest`, by id and by id prefix.
@@ -183,10 +203,14 @@ fn tasks_backups_snapshots_and_ls() {
     let sub = sub.as_array().expect("a JSON list");
     assert_eq!(sub.len(), 2);
     assert_eq!(sub[0]["name"], "b.txt");
-    assert_eq!(sub[0]["kind"], "file");
+    assert_eq!(sub[0]["path"], "sub/b.txt");
+    assert_eq!(sub[0]["kind"], "item");
     assert_eq!(sub[0]["size"], 6);
     assert!(sub[0]["modified"].is_string());
+    assert!(sub[0]["meta"].is_object(), "{}", sub[0]);
+    assert!(sub[0].get("link").is_none(), "only links have a target");
     assert_eq!(sub[1]["name"], "deeper");
+    assert_eq!(sub[1]["path"], "sub/deeper");
     assert_eq!(sub[1]["kind"], "folder");
 
     let root = lb.ok(["ls", "docs", "latest", "--json"]).json();
@@ -271,6 +295,141 @@ fn restore_makes_a_new_labelled_folder_every_time() {
     assert_eq!(names, [&b"a.txt"[..], b"sub", b"sub/b.txt"]);
     assert_eq!(fs::read(target.join("sub/b.txt")).unwrap(), b"bravo\n");
     assert_eq!(fs::read(target.join("a.txt")).unwrap(), b"alpha\n");
+}
+
+/// Without `--to`, a restore goes back into the source: for a folder task, into a new
+/// `Lifeboat Restore <time>` folder inside the backed-up folder itself (the folder's own
+/// files untouched), or with `--in-place` into the folder, existing files skipped unless
+/// told otherwise; `--to-task` names another folder task to restore into.
+#[test]
+fn restore_without_to_goes_back_into_the_folder() {
+    let s = Setup::with_task();
+    let lb = &s.lb;
+    lb.ok(["backup", "docs"]);
+    let id = lb.snapshot_ids("docs").remove(0);
+    let snapshot_tree = tree(&s.src());
+
+    // Into a new labelled folder inside the source, the rest of it untouched.
+    let r = lb.ok(["restore", "docs", "--snapshot", "latest"]);
+    let first = only_restore_folder(&s.src());
+    assert_restore_label(&first);
+    let bytes = 6 + 8 + 14 + 6 + 200 * 1024 + 3 * 1024 * 1024 + 17;
+    assert!(
+        r.stdout.contains(&id)
+            && r.stdout.contains(ps(&first))
+            && r.stdout.contains("of task docs")
+            && r.stdout
+                .contains(&format!(": 6 items, 2 folders, {bytes} bytes")),
+        "{}",
+        r.show()
+    );
+    assert_eq!(r.stderr, "", "{}", r.show());
+    assert_tree_is(&snapshot_tree, "the snapshot's source", &first);
+    let mut with_restore = tree(&s.src());
+    with_restore.retain(|k, _| !k.starts_with(RESTORE_PREFIX.as_bytes()));
+    assert_eq!(
+        with_restore, snapshot_tree,
+        "the source's own files are untouched"
+    );
+
+    // A second one, as JSON: another folder beside the first, which is left alone.
+    write(&first.join("marker"), b"mine");
+    std::thread::sleep(Duration::from_millis(1100));
+    let report = lb
+        .ok([
+            "restore",
+            "docs",
+            "--snapshot",
+            &id,
+            "--include",
+            "sub",
+            "--json",
+        ])
+        .json();
+    let both = restore_folders(&s.src());
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert_eq!(both[0], first);
+    assert_eq!(report["target"], ps(&both[1]), "{report}");
+    assert_eq!(report["items"], 2, "{report}");
+    assert_eq!(report["folders"], 2, "{report}");
+    assert_eq!(report["errors"], serde_json::json!([]));
+    let got = tree(&both[1]);
+    let names: Vec<&[u8]> = got.keys().map(Vec::as_slice).collect();
+    assert_eq!(
+        names,
+        [
+            &b"sub"[..],
+            b"sub/b.txt",
+            b"sub/deeper",
+            b"sub/deeper/c.bin"
+        ]
+    );
+    assert_eq!(fs::read(first.join("marker")).unwrap(), b"mine");
+    for p in &both {
+        fs::remove_dir_all(p).unwrap();
+    }
+
+    // In place, into the folder: what exists is skipped, what is missing comes back.
+    write(&s.src().join("a.txt"), b"edited here\n");
+    fs::remove_file(s.src().join("gone.txt")).unwrap();
+    fs::remove_dir_all(s.src().join("sub/deeper")).unwrap();
+    let r = lb.ok(["restore", "docs", "--snapshot", "latest", "--in-place"]);
+    assert!(r.stdout.contains("4 skipped"), "{}", r.show());
+    assert!(
+        restore_folders(&s.src()).is_empty(),
+        "no labelled folder in place"
+    );
+    assert_eq!(fs::read(s.src().join("a.txt")).unwrap(), b"edited here\n");
+    assert_eq!(
+        fs::read(s.src().join("gone.txt")).unwrap(),
+        b"to be removed\n"
+    );
+    assert_eq!(
+        fs::read(s.src().join("sub/deeper/c.bin")).unwrap(),
+        random_bytes("c.bin", 200 * 1024)
+    );
+    // Replace: the snapshot's version wins, and the folder is the snapshot's again.
+    lb.ok([
+        "restore",
+        "docs",
+        "--snapshot",
+        "latest",
+        "--in-place",
+        "--on-conflict",
+        "replace",
+    ]);
+    assert_eq!(tree(&s.src()), snapshot_tree);
+
+    // Into another folder task: a labelled folder inside that task's folder.
+    let other = s.path("other");
+    write(&other.join("theirs.txt"), b"theirs\n");
+    lb.add_folder_task("other", &other);
+    let e = lb.fail([
+        "restore",
+        "docs",
+        "--snapshot",
+        "latest",
+        "--to-task",
+        "other",
+    ]);
+    assert!(e.contains("other") && e.contains("back it up"), "{e}");
+    lb.ok(["backup", "other"]);
+    let r = lb.ok([
+        "restore",
+        "docs",
+        "--snapshot",
+        "latest",
+        "--to-task",
+        "other",
+    ]);
+    let there = only_restore_folder(&other);
+    assert!(r.stdout.contains("of task other"), "{}", r.show());
+    assert_tree_is(&snapshot_tree, "the snapshot's source", &there);
+    assert_eq!(fs::read(other.join("theirs.txt")).unwrap(), b"theirs\n");
+    assert!(
+        restore_folders(&s.src()).is_empty(),
+        "nothing in the source"
+    );
 }
 
 #[test]
@@ -567,24 +726,37 @@ fn bad_input_gives_one_clear_error_line() {
     );
 
     // Adding tasks: a missing folder, a file, a bad name, a taken name.
+    // (`files` is the old name of `folder`, and still accepted.)
     let missing = s.path("no-such-folder");
-    let e = lb.fail(["task", "add", "files", "x", ps(&missing)]);
-    assert!(e.contains(ps(&missing)), "names the folder: {e}");
-    let e = lb.fail(["task", "add", "files", "x", ps(&s.src().join("a.txt"))]);
-    assert!(e.contains("not a folder"), "{e}");
+    for add in ["folder", "files"] {
+        let e = lb.fail(["task", "add", add, "x", ps(&missing)]);
+        assert!(e.contains(ps(&missing)), "names the folder: {e}");
+        let e = lb.fail(["task", "add", add, "x", ps(&s.src().join("a.txt"))]);
+        assert!(e.contains("not a folder"), "{e}");
+    }
     for bad in ["a/b", "../up", "has space", ".hidden"] {
-        let e = lb.fail(["task", "add", "files", bad, ps(&s.src())]);
+        let e = lb.fail(["task", "add", "folder", bad, ps(&s.src())]);
         assert!(e.contains("task name") && e.contains(bad), "{e}");
     }
-    lb.add_files_task("docs", &s.src());
+    lb.add_folder_task("docs", &s.src());
     let e = lb.fail(["task", "add", "files", "docs", ps(&s.src())]);
     assert!(e.contains("docs") && e.contains("already exists"), "{e}");
-    lb.add_files_task("pics", &s.src());
+    let e = lb.fail(["task", "add", "folder", "docs", ps(&s.src())]);
+    assert!(e.contains("docs") && e.contains("already exists"), "{e}");
+    lb.add_task_as("files", "pics", &s.src());
     let tasks = lb.ok(["task", "list"]);
     assert_eq!(
         tasks.lines().len(),
         2,
         "only the good tasks:\n{}",
+        tasks.show()
+    );
+    assert!(
+        tasks
+            .lines()
+            .iter()
+            .all(|l| l.split('\t').nth(1) == Some("folder")),
+        "a task added as `files` is a folder task:\n{}",
         tasks.show()
     );
 
@@ -671,6 +843,19 @@ fn bad_input_gives_one_clear_error_line() {
     assert!(e.contains("folder"), "names the one account: {e}");
 
     // The snapshot list is unharmed by all of this.
+    assert_eq!(lb.snapshot_ids("docs").len(), 1);
+}
+
+/// `backup TASK --account A` backs up that one account, also as a task's first backup
+/// (the accounts are recorded by a task's first backup, not when the task is added).
+#[test]
+fn backup_of_one_account_works_as_the_first_backup() {
+    let s = Setup::with_task();
+    let lb = &s.lb;
+    let r = lb.ok(["backup", "docs", "--account", "folder", "--json"]);
+    let snap = r.json();
+    assert_eq!(snap[0]["account"], "folder", "{}", r.show());
+    assert_eq!(snap[0]["items"], 6, "{}", r.show());
     assert_eq!(lb.snapshot_ids("docs").len(), 1);
 }
 

@@ -172,7 +172,7 @@ fn backups_killed_at_any_point_leave_a_consistent_home() {
         t.elapsed()
     );
 
-    lb.add_files_task("t", &src);
+    lb.add_folder_task("t", &src);
     let t = Instant::now();
     let snap1 = lb.backup_json("t", 0);
     println!("backup 1: {:.1?}", t.elapsed());

@@ -5,8 +5,8 @@
 mod common;
 
 use common::{assert_error_line, assert_no_panic, ps, Lifeboat, Run};
-use imap_source::testing::{dovecot, seed};
-use imap_source::TlsMode;
+use imap::testing::{dovecot, seed};
+use imap::TlsMode;
 use std::io::Read;
 
 /// Runs `lifeboat ARGS` with `vars` set in its environment.
@@ -115,7 +115,19 @@ fn imap_task_from_the_command_line() {
         .stdout;
     assert!(ls.contains(".eml"), "{ls}");
 
-    // Restore into the other mailbox, and see it there.
+    // Restore into the other mailbox, and see it there. Its account is recorded by its
+    // first backup: before that, the restore is refused and says so.
+    let e = lb.fail([
+        "restore",
+        "mail",
+        "--snapshot",
+        "latest",
+        "--to-task",
+        "other",
+    ]);
+    assert!(e.contains("other") && e.contains("back it up"), "{e}");
+    let before = lb.backup_json("other", 0);
+    assert_eq!(before["stats"]["items"], 0, "{before}");
     let r = lb.ok([
         "restore",
         "mail",

@@ -186,19 +186,57 @@ async fn an_m365_task_is_added_backed_up_and_browsed() {
         "{all}"
     );
     assert!(all.contains(" files, 0 folders"), "{all}");
-    let mbox = lb.fail([
+    let messages = {
+        let f = std::fs::File::open(dir.path().join("all.zip")).unwrap();
+        let mut z = zip::ZipArchive::new(f).expect("a valid zip");
+        (0..z.len())
+            .filter(|&i| z.by_index(i).unwrap().name().ends_with(".eml"))
+            .count()
+    };
+    assert!(messages > 0);
+
+    // The mbox export is the engine's, for every mail source: Microsoft 365 mail too,
+    // narrowed the same way, one `From ` line a message.
+    let mbox = |range: &str, name: &str| {
+        let path = dir.path().join(name);
+        let out = lb.ok([
+            "export",
+            "org",
+            "--snapshot",
+            "latest",
+            "--account",
+            &user,
+            "--include",
+            "Mail",
+            range,
+            "2100-01-01",
+            "--mbox",
+            path.to_str().unwrap(),
+        ]);
+        (out.stdout, std::fs::read(&path).unwrap())
+    };
+    let (none, text) = mbox("--since", "none.mbox");
+    assert!(none.contains(": 0 messages, 0 bytes"), "{none}");
+    assert!(text.is_empty(), "an empty mbox: {} bytes", text.len());
+    let (all, text) = mbox("--until", "all.mbox");
+    assert!(all.contains(&format!(": {messages} messages, ")), "{all}");
+    assert!(text.starts_with(b"From "), "{all}");
+    let from_lines = text
+        .split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"From "))
+        .count();
+    assert_eq!(from_lines, messages, "one From line a message");
+    let e = lb.fail([
         "export",
         "org",
         "--snapshot",
         "latest",
         "--account",
         &user,
-        "--since",
-        "2026-01-01",
         "--mbox",
-        dir.path().join("x.mbox").to_str().unwrap(),
+        dir.path().join("all.mbox").to_str().unwrap(),
     ]);
-    assert!(mbox.contains("not an mbox"), "{mbox}");
+    assert!(e.contains("already exists"), "{e}");
 
     // A day that is not a date is a usage error naming the flag, and nothing is restored.
     let bad = lb.run([

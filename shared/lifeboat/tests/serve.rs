@@ -24,7 +24,7 @@ async fn serve_answers_with_tokens_and_runs_backups() {
     let lb = Lifeboat::new(dir.path().join("home"));
     let src = dir.path().join("src");
     write(&src.join("a.txt"), b"hello");
-    lb.add_files_task("docs", &src);
+    lb.add_folder_task("docs", &src);
 
     let mut child = lb
         .command(["serve", "--listen", "127.0.0.1:0"])
@@ -69,6 +69,12 @@ async fn serve_answers_with_tokens_and_runs_backups() {
         .await
         .unwrap();
     assert_eq!(v["tasks"][0]["name"], "docs");
+    // The same view of a task as `lifeboat task list --json`.
+    assert_eq!(
+        v["tasks"][0],
+        lb.ok(["task", "list", "--json"]).json()[0],
+        "{v}"
+    );
     let v: serde_json::Value = http
         .get(format!("{base}/v1/tasks"))
         .bearer_auth(&other)
@@ -93,19 +99,32 @@ async fn serve_answers_with_tokens_and_runs_backups() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    // The task's accounts are recorded by its first backup: until then, the account is
+    // not found.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let v: serde_json::Value = http
+        let r = http
             .get(format!("{base}/v1/tasks/docs/accounts/folder/snapshots"))
             .bearer_auth(&token)
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
-        if !v["snapshots"].as_array().unwrap().is_empty() {
-            assert_eq!(v["snapshots"][0]["items"], 1);
+        let status = r.status();
+        let v: serde_json::Value = r.json().await.unwrap();
+        if status == 404 {
+            assert!(v.to_string().contains("folder"), "{v}");
+            assert!(
+                Instant::now() < deadline,
+                "the queued backup never ran: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert_eq!(status, 200, "{v}");
+        let snaps = v["snapshots"].as_array().expect("a list of snapshots");
+        if !snaps.is_empty() {
+            assert_eq!(snaps[0]["items"], 1);
+            assert_eq!(snaps[0]["stats"]["items"], 1);
             break;
         }
         assert!(Instant::now() < deadline, "the queued backup never ran");

@@ -12,15 +12,28 @@
 //! [`names::Cursor`]) keeps every folder's delta link, so a daily backup asks only for what
 //! changed, and a run that is out of time pauses between pages with a cursor that goes on
 //! from there.
+//!
+//! The crate is split the way the service is: a module per category ([`mail`],
+//! [`contacts`], [`calendar`], [To Do](crate::todo), [`drive`] for OneDrive and document
+//! libraries, [`sites`] for SharePoint sites and lists), each with its own backup, restore
+//! and export format, so that a change to one category is made in one place; what the
+//! categories share has modules of its own: the Graph client ([`client`]), the Outlook
+//! pipeline that schedules a mailbox's requests ([`outlook`]), names and the cursor
+//! ([`names`]), one backup run's state ([`run`]), the restore job's ([`restore`]) and the
+//! export formats' common ground ([`formats`]).
 
+pub mod calendar;
 pub mod client;
+pub mod contacts;
 pub mod drive;
 pub mod formats;
+pub mod mail;
 pub mod names;
 pub mod outlook;
 pub mod restore;
 pub mod run;
 pub mod sites;
+pub mod todo;
 
 use async_trait::async_trait;
 use client::{Fail, Graph};
@@ -35,7 +48,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-/// The name of this source in a task's [`SourceConfig::Source`].
+/// The name of this connector in a task's [`SourceConfig`].
 pub const SOURCE: &str = "m365";
 
 /// A Microsoft 365 task's settings, stored with the task (the client secret is not here:
@@ -127,7 +140,7 @@ impl M365Settings {
 
     /// The settings as stored in a task.
     pub fn to_source(&self) -> SourceConfig {
-        SourceConfig::source(
+        SourceConfig::new(
             SOURCE,
             serde_json::to_value(self).expect("settings serialise"),
         )
@@ -150,21 +163,23 @@ pub fn open(
 pub struct Opener;
 
 impl engine::Connectors for Opener {
+    fn offers(&self, connector: &str) -> bool {
+        connector == SOURCE
+    }
+
     fn open(
         &self,
         task: &TaskRecord,
         secret: Option<Zeroizing<String>>,
     ) -> engine::Result<Arc<dyn Connector>> {
-        match &task.source {
-            SourceConfig::Source {
-                source, settings, ..
-            } if source == SOURCE => open(settings, secret),
-            other => Err(engine::Error::Invalid(format!(
+        if task.source.kind() != SOURCE {
+            return Err(engine::Error::Invalid(format!(
                 "task {} is a {} task, not Microsoft 365",
                 task.name,
-                other.kind()
-            ))),
+                task.source.kind()
+            )));
         }
+        open(&task.source.settings, secret)
     }
 }
 
@@ -282,10 +297,10 @@ impl M365Connector {
         let u = run.key.clone();
         let drive_url = format!("/users/{u}/drive?$select=id,name");
         let first: Vec<(String, bool)> = [
-            (Service::Mail, outlook::mail_root(&u), true),
-            (Service::Contacts, outlook::contacts_root(&u), true),
-            (Service::Calendar, outlook::calendars_root(&u), true),
-            (Service::Tasks, outlook::todo_root(&u), true),
+            (Service::Mail, mail::root(&u), true),
+            (Service::Contacts, contacts::root(&u), true),
+            (Service::Calendar, calendar::root(&u), true),
+            (Service::Tasks, todo::root(&u), true),
             (Service::Drive, drive_url.clone(), false),
         ]
         .into_iter()
@@ -301,7 +316,7 @@ impl M365Connector {
         {
             return Ok(Flow::Paused);
         }
-        if has(Service::Calendar) && outlook::calendars(run).await? == Flow::Paused {
+        if has(Service::Calendar) && calendar::backup::calendars(run).await? == Flow::Paused {
             return Ok(Flow::Paused);
         }
         if has(Service::Tasks) && outlook::backup(run, outlook::Kind::Tasks).await? == Flow::Paused

@@ -5,10 +5,10 @@
 use crate::client::{Fail, Graph};
 use crate::names::{self, Cursor, Track};
 use domain::ItemPath;
+use engine::EntryKind;
 use engine::{AccountTree, ItemInfo};
 use serde_json::Value;
 use std::collections::HashMap;
-use vault::EntryKind;
 
 /// How a service's work ended.
 #[derive(Debug, PartialEq, Eq)]

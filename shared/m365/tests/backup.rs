@@ -5,13 +5,21 @@
 mod common;
 
 use common::{num, p, small, start, walk};
-use engine::{ChangeKind, NoProgress};
+use engine::{BackupEnd, BackupOptions, ChangeKind, EntryKind, NoProgress};
 use serde_json::Value;
+use std::sync::Arc;
 
 #[tokio::test]
 async fn a_full_backup_then_a_day_of_changes() {
     let env = start(small()).await;
+    // Adding the task signed in but recorded no account: they are recorded at the first
+    // listing.
+    assert!(env.engine.accounts(&env.task).await.unwrap().is_empty());
     let accounts = env.accounts().await;
+    assert_eq!(
+        env.engine.accounts(&env.task).await.unwrap().len(),
+        accounts.len()
+    );
     assert!(
         accounts.iter().any(|a| a.id.as_str().starts_with("site+")),
         "sites are accounts"
@@ -59,10 +67,7 @@ async fn a_full_backup_then_a_day_of_changes() {
         .await
         .unwrap();
     assert_eq!(
-        stored
-            .iter()
-            .filter(|e| e.kind != vault::EntryKind::Dir)
-            .count(),
+        stored.iter().filter(|e| e.kind != EntryKind::Dir).count(),
         inbox.len()
     );
     for m in inbox.iter().take(3) {
@@ -226,22 +231,20 @@ async fn a_run_out_of_time_pauses_and_goes_on() {
     let snap = loop {
         runs += 1;
         assert!(runs < 200, "the backup does not finish");
+        let opts = BackupOptions {
+            progress: Arc::new(NoProgress),
+            deadline: Some(std::time::Instant::now()),
+        };
         match env
             .engine
-            .backup_source_until(
-                &env.task,
-                &user,
-                c.as_ref(),
-                &NoProgress,
-                Some(std::time::Instant::now()),
-            )
+            .backup(&env.task, &user.id, c.as_ref(), &opts)
             .await
             .unwrap()
         {
-            engine::BackupEnd::Paused { .. } => {
+            BackupEnd::Paused { .. } => {
                 assert!(env.engine.snapshots(&env.task).await.unwrap().is_empty());
             }
-            engine::BackupEnd::Committed(s) => break *s,
+            BackupEnd::Committed(s) => break *s,
         }
     };
     assert!(runs > 5, "every page was a run of its own ({runs})");

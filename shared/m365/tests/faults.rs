@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::{num, p, small, start, start_with, walk};
+use common::{add_task, num, p, small, start, walk};
 use serde_json::json;
+use zeroize::Zeroizing;
 
 fn one_user() -> graphsim::Config {
     graphsim::Config {
@@ -55,24 +56,51 @@ async fn an_expired_token_is_renewed_mid_run() {
     assert_eq!(s.error_count, 0);
 }
 
+/// Adding a task signs in (`Connector::check`), so a wrong secret is refused when the
+/// task is added (and when a credential is replaced), not at its first backup.
 #[tokio::test]
 async fn a_wrong_secret_is_an_auth_error_that_does_not_show_it() {
-    let env = start_with(one_user(), Some("not-the-right-secret-42")).await;
-    let c = env.connector().await;
-    let err = env
-        .engine
-        .refresh_accounts(&env.task, c.as_ref())
+    let env = start(one_user()).await;
+    let wrong = "not-the-right-secret-42";
+    let check = |err: engine::Error| {
+        match &err {
+            engine::Error::Source { kind, message } => {
+                assert_eq!(*kind, engine::SourceErrorKind::Auth, "{message}");
+                assert!(message.contains("client secret"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{err} {err:?}").contains(wrong));
+        assert!(!err.is_retryable());
+    };
+    let err = add_task(&env.engine, &env.sim, "wrong", Some(wrong), None)
         .await
         .unwrap_err();
-    match &err {
-        engine::Error::Source { kind, message } => {
-            assert_eq!(*kind, engine::SourceErrorKind::Auth, "{message}");
-            assert!(message.contains("client secret"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(!format!("{err} {err:?}").contains("not-the-right-secret-42"));
-    assert!(!err.is_retryable());
+    check(err);
+    assert_eq!(
+        env.engine.task("wrong").await.unwrap_err().kind(),
+        engine::ErrorKind::NotFound,
+        "a task whose secret is refused is not added"
+    );
+    let err = env
+        .engine
+        .replace_secret(
+            env.task.name.as_str(),
+            &Zeroizing::new(wrong.to_string()),
+            &m365::Opener,
+        )
+        .await
+        .unwrap_err();
+    check(err);
+    // The task keeps the secret that works.
+    let task = env.engine.task(env.task.name.as_str()).await.unwrap();
+    let c = env.engine.connector(&task, &m365::Opener).await.unwrap();
+    assert!(!env
+        .engine
+        .refresh_accounts(&task, c.as_ref())
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 #[tokio::test]

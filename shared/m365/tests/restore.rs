@@ -6,7 +6,7 @@
 mod common;
 
 use common::{p, small, start};
-use engine::{OnConflict, RestoreOptions};
+use engine::{Destination, Entry, EntryKind, OnConflict, RestoreOptions};
 use serde_json::Value;
 
 #[tokio::test]
@@ -15,7 +15,6 @@ async fn restores_into_a_new_folder_and_to_another_user() {
     let user = env.user(0).await;
     let other = env.user(1).await;
     let snap = env.backup(&user).await.unwrap();
-    let c = env.connector().await;
     let at = chrono::DateTime::parse_from_rfc3339("2026-11-26T02:00:00Z")
         .unwrap()
         .with_timezone(&chrono::Utc);
@@ -29,7 +28,13 @@ async fn restores_into_a_new_folder_and_to_another_user() {
     };
     let r = env
         .engine
-        .restore_to_source(&env.task, &snap, None, &opts, c.as_ref())
+        .restore(
+            &env.task,
+            &snap,
+            &Destination::default(),
+            &opts,
+            &m365::Opener,
+        )
         .await
         .unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -98,9 +103,35 @@ async fn restores_into_a_new_folder_and_to_another_user() {
         at: Some(at),
         ..Default::default()
     };
+    // The engine checks the destination first: an account the task does not have is
+    // refused before anything is written.
+    let err = env
+        .engine
+        .restore(
+            &env.task,
+            &snap,
+            &Destination {
+                task: None,
+                account: Some(domain::AccountId::new("nobody@example.com").unwrap()),
+            },
+            &opts,
+            &m365::Opener,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), engine::ErrorKind::NotFound, "{err}");
     let r = env
         .engine
-        .restore_to_source(&env.task, &snap, Some(other.id.clone()), &opts, c.as_ref())
+        .restore(
+            &env.task,
+            &snap,
+            &Destination {
+                task: None,
+                account: Some(other.id.clone()),
+            },
+            &opts,
+            &m365::Opener,
+        )
         .await
         .unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -137,7 +168,13 @@ async fn restores_into_a_new_folder_and_to_another_user() {
     };
     let r = env
         .engine
-        .restore_to_source(&env.task, &snap, None, &opts, c.as_ref())
+        .restore(
+            &env.task,
+            &snap,
+            &Destination::default(),
+            &opts,
+            &m365::Opener,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -153,7 +190,13 @@ async fn restores_into_a_new_folder_and_to_another_user() {
     };
     let r = env
         .engine
-        .restore_to_source(&env.task, &snap, None, &opts, c.as_ref())
+        .restore(
+            &env.task,
+            &snap,
+            &Destination::default(),
+            &opts,
+            &m365::Opener,
+        )
         .await
         .unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -190,7 +233,6 @@ async fn a_restore_run_again_does_not_duplicate_what_it_wrote() {
     .await;
     let user = env.user(0).await;
     let snap = env.backup(&user).await.unwrap();
-    let c = env.connector().await;
     let at = chrono::DateTime::parse_from_rfc3339("2026-11-26T02:00:00Z")
         .unwrap()
         .with_timezone(&chrono::Utc);
@@ -206,7 +248,13 @@ async fn a_restore_run_again_does_not_duplicate_what_it_wrote() {
     };
     let r = env
         .engine
-        .restore_to_source(&env.task, &snap, None, &first, c.as_ref())
+        .restore(
+            &env.task,
+            &snap,
+            &Destination::default(),
+            &first,
+            &m365::Opener,
+        )
         .await
         .unwrap();
     assert_eq!((r.items, r.skipped), (2, 0), "{:?}", r.errors);
@@ -223,7 +271,13 @@ async fn a_restore_run_again_does_not_duplicate_what_it_wrote() {
     };
     let r = env
         .engine
-        .restore_to_source(&env.task, &snap, None, &whole, c.as_ref())
+        .restore(
+            &env.task,
+            &snap,
+            &Destination::default(),
+            &whole,
+            &m365::Opener,
+        )
         .await
         .unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -236,7 +290,13 @@ async fn a_restore_run_again_does_not_duplicate_what_it_wrote() {
     // Once more, as if the second run had crashed at its very end: nothing new.
     let r = env
         .engine
-        .restore_to_source(&env.task, &snap, None, &whole, c.as_ref())
+        .restore(
+            &env.task,
+            &snap,
+            &Destination::default(),
+            &whole,
+            &m365::Opener,
+        )
         .await
         .unwrap();
     assert_eq!((r.items, r.skipped as usize), (0, all), "{:?}", r.errors);
@@ -298,7 +358,6 @@ async fn a_restore_by_sender_subject_and_day_brings_back_only_those() {
     let user = env.user(0).await;
     let upn = user.id.as_str().to_string();
     let snap = env.backup(&user).await.unwrap();
-    let c = env.connector().await;
 
     // A message of the snapshot to aim at, and the filter that names it.
     let mut entries = Vec::new();
@@ -306,14 +365,14 @@ async fn a_restore_by_sender_subject_and_day_brings_back_only_those() {
     while let Some(dir) = stack.pop() {
         for e in env.engine.list(&env.task, &snap, &dir).await.unwrap() {
             let child = dir.join(&e.name).unwrap();
-            if e.kind == vault::EntryKind::Dir {
+            if e.kind == EntryKind::Dir {
                 stack.push(child);
             } else {
                 entries.push(e);
             }
         }
     }
-    let meta = |e: &vault::Entry, k: &str| {
+    let meta = |e: &Entry, k: &str| {
         e.meta
             .iter()
             .find(|(mk, _)| mk == k)
@@ -355,7 +414,13 @@ async fn a_restore_by_sender_subject_and_day_brings_back_only_those() {
     };
     let r = env
         .engine
-        .restore_to_source(&env.task, &snap, None, &opts, c.as_ref())
+        .restore(
+            &env.task,
+            &snap,
+            &Destination::default(),
+            &opts,
+            &m365::Opener,
+        )
         .await
         .unwrap();
     assert!(r.errors.is_empty(), "{:?}", r.errors);

@@ -26,7 +26,7 @@ fn unbatched() -> Throttle {
 
 #[tokio::test]
 async fn a_batched_backup_stores_what_single_requests_store() {
-    let single = start_tuned(mailbox(), None, Some(unbatched())).await;
+    let single = start_tuned(mailbox(), Some(unbatched())).await;
     let user = single.user(0).await;
     let s1 = single.backup(&user).await.unwrap();
     let expected = walk(&single, &s1, &p("")).await;
@@ -97,7 +97,6 @@ async fn pacing_keeps_a_mailbox_under_its_budget_without_a_429() {
     cfg.faults.mailbox_window_secs = 1;
     let env = start_tuned(
         cfg,
-        None,
         Some(Throttle {
             mailbox_requests: 30,
             mailbox_window_secs: 1,
@@ -130,7 +129,6 @@ async fn pacing_keeps_sharepoint_under_its_resource_units_without_a_429() {
     cfg.faults.sharepoint_window_secs = 1;
     let env = start_tuned(
         cfg,
-        None,
         Some(Throttle {
             sharepoint_resource_units: 20,
             sharepoint_window_secs: 1,

@@ -8,9 +8,12 @@
 //! **Architecture invariant:** no AWS, HTTP or database crate here; only `domain`.
 
 mod catalog;
+pub mod catalog_keys;
+pub mod catalog_limits;
 mod clock;
 mod error;
 mod events;
+pub mod key_envelope;
 mod keys;
 mod object_store;
 mod queue;
@@ -18,9 +21,11 @@ mod queue;
 pub use catalog::{
     Catalog, CatalogExt, Condition, Page, Record, TxOp, MAX_RECORD_BYTES, MAX_TRANSACTION_ITEMS,
 };
+pub use catalog_keys::{CatalogKey, KeyRange};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{Error, ErrorKind, Result};
 pub use events::{Event, EventBus};
+pub use key_envelope::{CatalogTenantKeys, KeyEnvelope, LocalRootKey, RootKey, TenantKeyStore};
 pub use keys::{DataKey, EncryptionContext, KeyService};
 pub use object_store::{
     ByteSource, ListPage, ObjectKey, ObjectStore, ObjectStoreExt, ReadSource, STREAM_PART_BYTES,

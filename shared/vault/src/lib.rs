@@ -26,7 +26,7 @@ pub use writer::{SnapshotWriter, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, SMALL_ITEM};
 use codec::Dict;
 use crypto::SealKind;
 use domain::{AccountId, ItemPath, SnapshotId, TaskId, TenantId};
-use ports::{Catalog, CatalogExt, ObjectKey, ObjectStore, ObjectStoreExt};
+use ports::{catalog_keys, Catalog, CatalogExt, ObjectKey, ObjectStore, ObjectStoreExt};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -256,7 +256,7 @@ impl Vault {
 
     /// Every committed snapshot of an account, oldest first.
     pub async fn snapshots(&self, account: &AccountId) -> Result<Vec<SnapshotRecord>> {
-        let pk = snapshot::snapshots_pk(&self.inner.tenant, &self.inner.task, account);
+        let pk = catalog_keys::snapshots(&self.inner.tenant, &self.inner.task, account).pk;
         let recs = self.inner.catalog.query_all(&pk, "").await?;
         recs.iter()
             .map(|r| snapshot::open_record(&self.inner.keys, &pk, &r.sk, &r.value))
@@ -273,18 +273,18 @@ impl Vault {
         account: &AccountId,
         latest: Option<&SnapshotId>,
     ) -> Result<Option<snapshot::Checkpoint>> {
-        let pk = snapshot::pending_pk(&self.inner.tenant, &self.inner.task, account);
-        let Some(rec) = self.inner.catalog.get(&pk, snapshot::CHECKPOINT_SK).await? else {
+        let key = catalog_keys::checkpoint(&self.inner.tenant, &self.inner.task, account);
+        let Some(rec) = self.inner.catalog.get(&key.pk, &key.sk).await? else {
             return Ok(None);
         };
         let cp: snapshot::Checkpoint =
-            snapshot::open_record(&self.inner.keys, &pk, snapshot::CHECKPOINT_SK, &rec.value)?;
+            snapshot::open_record(&self.inner.keys, &key.pk, &key.sk, &rec.value)?;
         Ok((cp.parent.as_ref() == latest).then_some(cp))
     }
 
     /// The newest committed snapshot of an account.
     pub async fn latest(&self, account: &AccountId) -> Result<Option<SnapshotRecord>> {
-        let pk = snapshot::snapshots_pk(&self.inner.tenant, &self.inner.task, account);
+        let pk = catalog_keys::snapshots(&self.inner.tenant, &self.inner.task, account).pk;
         let page = self.inner.catalog.query(&pk, "", None, 1, true).await?;
         match page.records.first() {
             Some(r) => Ok(Some(snapshot::open_record(
@@ -298,9 +298,9 @@ impl Vault {
     }
 
     pub async fn snapshot(&self, account: &AccountId, id: &SnapshotId) -> Result<SnapshotRecord> {
-        let pk = snapshot::snapshots_pk(&self.inner.tenant, &self.inner.task, account);
-        match self.inner.catalog.get(&pk, id.as_str()).await? {
-            Some(r) => snapshot::open_record(&self.inner.keys, &pk, &r.sk, &r.value),
+        let key = catalog_keys::snapshot(&self.inner.tenant, &self.inner.task, account, id);
+        match self.inner.catalog.get(&key.pk, &key.sk).await? {
+            Some(r) => snapshot::open_record(&self.inner.keys, &key.pk, &r.sk, &r.value),
             None => Err(Error::NotFound(format!(
                 "snapshot {id} of account {account} not found"
             ))),

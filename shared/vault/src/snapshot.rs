@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::pack::PackId;
 use crate::tree::BlobRef;
 use chrono::{DateTime, Utc};
-use domain::{AccountId, SnapshotId, TaskId, TenantId};
+use domain::{AccountId, SnapshotId};
 use serde::{Deserialize, Serialize};
 
 /// At most this many item failures are kept in a snapshot record (the count is exact); the
@@ -107,16 +107,6 @@ impl SnapshotRecord {
     }
 }
 
-/// Catalog partition of one account's snapshots (tenant first, as every key).
-pub fn snapshots_pk(tenant: &TenantId, task: &TaskId, account: &AccountId) -> String {
-    format!("t#{tenant}#snap#{task}#{account}")
-}
-
-/// Catalog partition of one account's packs written but not yet committed in a snapshot.
-pub fn pending_pk(tenant: &TenantId, task: &TaskId, account: &AccountId) -> String {
-    format!("t#{tenant}#pend#{task}#{account}")
-}
-
 fn record_id(pk: &str, sk: &str) -> [u8; 32] {
     let mut h = blake3::Hasher::new();
     h.update(pk.as_bytes());
@@ -147,10 +137,6 @@ pub(crate) fn open_record<T: serde::de::DeserializeOwned>(
     let json = keys.open(SealKind::Record, &record_id(pk, sk), value, &what)?;
     serde_json::from_slice(&json).map_err(|e| Error::damaged(what, e.to_string()))
 }
-
-/// The sort key of an account's checkpoint in its pending partition (pack ids, the other
-/// records there, are hex and never equal it).
-pub const CHECKPOINT_SK: &str = "checkpoint";
 
 /// A backup paused before its end (a Lambda run's time was up): the tree as far as it got
 /// and the source's cursor at that point. Not a snapshot: nothing of it is visible until

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 /// One damaged or missing object (or blob inside one), and what it affects.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Damage {
     /// The object's key (and the blob, when only one record of a pack is damaged).
     pub object: String,
@@ -22,7 +22,7 @@ pub struct Damage {
     pub affects: Vec<String>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct VerifyReport {
     pub packs: u64,
     pub blobs: u64,

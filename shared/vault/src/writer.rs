@@ -17,7 +17,7 @@ use crate::Vault;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use domain::{AccountId, ItemPath, SnapshotId};
-use ports::{CatalogExt, Condition, ErrorKind, Record};
+use ports::{catalog_keys, CatalogExt, Condition, ErrorKind, Record};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -138,7 +138,7 @@ impl SnapshotWriter {
     /// that a rerun stores nothing twice.
     async fn recover_pending(&mut self) -> Result<()> {
         let v = &self.vault;
-        let pk = snapshot::pending_pk(v.tenant(), v.task(), &self.account);
+        let pk = catalog_keys::pending(v.tenant(), v.task(), &self.account).pk;
         for rec in v.catalog().query_all(&pk, "").await? {
             let Some(id) = PackId::from_hex(&rec.sk) else {
                 continue;
@@ -413,7 +413,7 @@ impl SnapshotWriter {
         }
         self.stats.packs_written += 1;
         let v = self.vault.clone();
-        let pk = snapshot::pending_pk(v.tenant(), v.task(), &self.account);
+        let pending = catalog_keys::pending_pack(v.tenant(), v.task(), &self.account, &id.to_hex());
         self.inflight.spawn(async move {
             let key = v.pack_key(&id);
             match v.store().put_if_absent(&key, bytes.into()).await {
@@ -424,7 +424,10 @@ impl SnapshotWriter {
                 Err(e) => return Err(e.into()),
             }
             v.catalog()
-                .put(Record::new(pk, id.to_hex(), Vec::new()), Condition::None)
+                .put(
+                    Record::new(pending.pk, pending.sk, Vec::new()),
+                    Condition::None,
+                )
                 .await?;
             Ok(())
         });
@@ -489,7 +492,7 @@ impl SnapshotWriter {
             self.join_one().await?;
         }
         let v = self.vault.clone();
-        let pk = snapshot::pending_pk(v.tenant(), v.task(), &self.account);
+        let key = catalog_keys::checkpoint(v.tenant(), v.task(), &self.account);
         let cp = snapshot::Checkpoint {
             root: root.into(),
             cursor,
@@ -497,12 +500,9 @@ impl SnapshotWriter {
             parent: self.parent.as_ref().map(|p| p.id.clone()),
             pauses,
         };
-        let value = snapshot::seal_record(v.keys(), &pk, snapshot::CHECKPOINT_SK, &cp)?;
+        let value = snapshot::seal_record(v.keys(), &key.pk, &key.sk, &cp)?;
         v.catalog()
-            .put(
-                Record::new(pk, snapshot::CHECKPOINT_SK, value),
-                Condition::None,
-            )
+            .put(Record::new(key.pk, key.sk, value), Condition::None)
             .await?;
         Ok(())
     }
@@ -531,7 +531,6 @@ impl SnapshotWriter {
             self.join_one().await?;
         }
         let v = self.vault.clone();
-        let pk = snapshot::snapshots_pk(v.tenant(), v.task(), &self.account);
         // Snapshot ids sort by time to the millisecond; a snapshot never sorts before its
         // parent, even when a clock says the same millisecond (or goes back).
         let mut taken_at = taken_at;
@@ -553,11 +552,11 @@ impl SnapshotWriter {
         };
         let mut attempts = 0;
         loop {
-            let sk = rec.id.to_string();
-            let value = snapshot::seal_record(v.keys(), &pk, &sk, &rec)?;
+            let key = catalog_keys::snapshot(v.tenant(), v.task(), &self.account, &rec.id);
+            let value = snapshot::seal_record(v.keys(), &key.pk, &key.sk, &rec)?;
             match v
                 .catalog()
-                .put(Record::new(pk.clone(), sk, value), Condition::Absent)
+                .put(Record::new(key.pk, key.sk, value), Condition::Absent)
                 .await
             {
                 Ok(()) => break,
@@ -570,7 +569,7 @@ impl SnapshotWriter {
         }
         // The journal of pending packs has served its purpose: everything it lists is now
         // either referenced by this snapshot or an orphan. Failing to clear it is harmless.
-        let ppk = snapshot::pending_pk(v.tenant(), v.task(), &self.account);
+        let ppk = catalog_keys::pending(v.tenant(), v.task(), &self.account).pk;
         if let Ok(pending) = v.catalog().query_all(&ppk, "").await {
             for p in pending {
                 let _ = v.catalog().delete(&ppk, &p.sk, Condition::None).await;

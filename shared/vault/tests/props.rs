@@ -4,7 +4,7 @@
 
 use domain::{AccountId, ItemPath, TaskId, TenantId};
 use embedded::{FsObjectStore, SqliteCatalog};
-use ports::{Catalog, Condition, Record};
+use ports::{catalog_keys, Catalog, Condition, Record};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use std::collections::{HashMap, HashSet};
@@ -480,12 +480,12 @@ fn a_record_copied_to_another_task_or_tenant_does_not_open() {
                     std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
                 }
                 // And the snapshot record into its catalog partition.
-                let pk =
-                    vault::snapshot::snapshots_pk(fx.vault.tenant(), fx.vault.task(), &account());
-                let r = fx.catalog.get(&pk, rec.id.as_str()).await.unwrap().unwrap();
-                let other_pk = vault::snapshot::snapshots_pk(v.tenant(), v.task(), &account());
+                let from =
+                    catalog_keys::snapshot(fx.vault.tenant(), fx.vault.task(), &account(), &rec.id);
+                let r = fx.catalog.get(&from.pk, &from.sk).await.unwrap().unwrap();
+                let to = catalog_keys::snapshot(v.tenant(), v.task(), &account(), &rec.id);
                 fx.catalog
-                    .put(Record::new(other_pk, r.sk, r.value), Condition::Absent)
+                    .put(Record::new(to.pk, to.sk, r.value), Condition::Absent)
                     .await
                     .unwrap();
             }

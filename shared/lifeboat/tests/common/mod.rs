@@ -154,12 +154,17 @@ impl Lifeboat {
         assert_error_line(&r).to_string()
     }
 
-    /// `task add files NAME PATH`.
-    pub fn add_files_task(&self, name: &str, path: &Path) -> Run {
+    /// `task add folder NAME PATH`.
+    pub fn add_folder_task(&self, name: &str, path: &Path) -> Run {
+        self.add_task_as("folder", name, path)
+    }
+
+    /// `task add SUBCOMMAND NAME PATH`, with `folder` or its alias `files`.
+    pub fn add_task_as(&self, subcommand: &str, name: &str, path: &Path) -> Run {
         self.ok([
             OsStr::new("task"),
             "add".as_ref(),
-            "files".as_ref(),
+            subcommand.as_ref(),
             name.as_ref(),
             path.as_os_str(),
         ])

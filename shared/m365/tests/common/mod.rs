@@ -1,16 +1,19 @@
-//! What the connector's tests share: a Graph simulator on a free port, a Lifeboat engine on
-//! the embedded adapters in a temp directory, and a Microsoft 365 task pointed at the
+//! What the connector's tests share: a Graph simulator on a free port, the one test
+//! environment of every crate (`testkit::env::TestEnv`: a Lifeboat installation on the
+//! embedded adapters in a temp directory), and a Microsoft 365 task pointed at the
 //! simulator, all over real HTTP.
 #![allow(dead_code)]
 
-use domain::{ItemPath, TaskId, TenantId};
-use embedded::{FileKeyService, FsObjectStore, SqliteCatalog};
-use engine::{AccountInfo, Connector, Engine, NoProgress, Ports, RestoreOptions, TaskRecord};
-use ports::FixedClock;
+use domain::{ItemPath, TaskId};
+use engine::{
+    AccountInfo, BackupOptions, Connector, Engine, EntryKind, NewTask, NoProgress, RestoreOptions,
+    SnapshotRecord, TaskRecord,
+};
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
-use tempfile::TempDir;
+use testkit::env::TestEnv;
+use zeroize::Zeroizing;
 
 pub const IMMUTABLE: (&str, &str) = ("Prefer", "IdType=\"ImmutableId\"");
 
@@ -33,9 +36,9 @@ pub fn small() -> graphsim::Config {
 }
 
 pub struct Env {
-    pub dir: TempDir,
+    /// The Lifeboat installation (store, catalog, keys, clock) in a temp directory.
+    pub test: TestEnv,
     pub engine: Engine,
-    pub clock: Arc<FixedClock>,
     pub sim: graphsim::Running,
     pub task: TaskRecord,
     pub http: reqwest::Client,
@@ -52,49 +55,47 @@ pub fn settings(sim: &graphsim::Running) -> m365::M365Settings {
 }
 
 pub async fn start(cfg: graphsim::Config) -> Env {
-    start_with(cfg, None).await
+    start_tuned(cfg, None).await
 }
 
-/// An environment whose task holds `secret` (the simulator's own secret when `None`).
-pub async fn start_with(cfg: graphsim::Config, secret: Option<&str>) -> Env {
-    start_tuned(cfg, secret, None).await
+/// Adds a Microsoft 365 task named `name` over the simulator, holding `secret` (the
+/// simulator's own secret when `None`) and keeping under `throttle`. Adding signs in
+/// (`Connector::check`), so a wrong secret is refused here.
+pub async fn add_task(
+    engine: &Engine,
+    sim: &graphsim::Running,
+    name: &str,
+    secret: Option<&str>,
+    throttle: Option<m365::client::Throttle>,
+) -> engine::Result<TaskRecord> {
+    let secret = secret.map_or_else(|| sim.shared.cfg.client_secret.clone(), str::to_string);
+    engine
+        .add_task(
+            NewTask {
+                name: TaskId::new(name).unwrap(),
+                source: m365::M365Settings {
+                    throttle,
+                    ..settings(sim)
+                }
+                .to_source(),
+                secret: Some(Zeroizing::new(secret)),
+                backup_hour: None,
+            },
+            &m365::Opener,
+        )
+        .await
 }
 
 /// An environment whose task keeps under the given service limits.
-pub async fn start_tuned(
-    cfg: graphsim::Config,
-    secret: Option<&str>,
-    throttle: Option<m365::client::Throttle>,
-) -> Env {
+pub async fn start_tuned(cfg: graphsim::Config, throttle: Option<m365::client::Throttle>) -> Env {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
         .try_init();
     let sim = graphsim::spawn(cfg).await.expect("the simulator starts");
-    let dir = tempfile::tempdir().expect("a temp dir");
-    let clock = Arc::new(FixedClock::new(
-        chrono::DateTime::parse_from_rfc3339("2026-11-25T02:00:00Z")
-            .unwrap()
-            .with_timezone(&chrono::Utc),
-    ));
-    let ports = Ports {
-        store: Arc::new(FsObjectStore::new(dir.path().join("objects")).unwrap()),
-        catalog: Arc::new(SqliteCatalog::open(dir.path().join("catalog.db")).unwrap()),
-        keys: Arc::new(FileKeyService::open(dir.path().join("master.key")).unwrap()),
-        clock: clock.clone(),
-    };
-    let engine = Engine::new(ports, TenantId::new("acme").unwrap());
-    let real = sim.shared.cfg.client_secret.clone();
-    let task = engine
-        .add_task_with_secret(
-            TaskId::new("m365").unwrap(),
-            m365::M365Settings {
-                throttle,
-                ..settings(&sim)
-            }
-            .to_source(),
-            Some(secret.unwrap_or(&real)),
-        )
+    let test = TestEnv::new();
+    let engine = test.engine("acme");
+    let task = add_task(&engine, &sim, "m365", None, throttle)
         .await
         .expect("task added");
     let http = reqwest::Client::builder()
@@ -103,9 +104,8 @@ pub async fn start_tuned(
         .unwrap();
     let token = sim.admin_token();
     Env {
-        dir,
+        test,
         engine,
-        clock,
         sim,
         task,
         http,
@@ -121,6 +121,8 @@ impl Env {
             .expect("the connector opens")
     }
 
+    /// The accounts the task protects now, recorded (as the listing job does): a task's
+    /// accounts are recorded at their first listing, not when the task is added.
     pub async fn accounts(&self) -> Vec<AccountInfo> {
         let c = self.connector().await;
         self.engine
@@ -138,12 +140,14 @@ impl Env {
             .expect("the user is an account")
     }
 
-    pub async fn backup(&self, a: &AccountInfo) -> engine::Result<vault::SnapshotRecord> {
-        self.clock.advance(chrono::Duration::days(1));
+    /// A backup of `a` to the end, a day after the last one.
+    pub async fn backup(&self, a: &AccountInfo) -> engine::Result<SnapshotRecord> {
+        self.test.advance(chrono::Duration::days(1));
         let c = self.connector().await;
         self.engine
-            .backup_source(&self.task, a, c.as_ref(), &NoProgress)
+            .backup(&self.task, &a.id, c.as_ref(), &BackupOptions::default())
             .await
+            .and_then(|end| end.into_snapshot())
     }
 
     /// GET of a Graph path (or URL) as the test's own client.
@@ -216,8 +220,8 @@ impl Env {
     }
 
     /// The bytes of one item of a snapshot, restored into the temp directory.
-    pub async fn item_bytes(&self, snap: &vault::SnapshotRecord, path: &ItemPath) -> Vec<u8> {
-        let to = self.dir.path().join(format!("out-{}", rand_suffix()));
+    pub async fn item_bytes(&self, snap: &SnapshotRecord, path: &ItemPath) -> Vec<u8> {
+        let to = self.test.folder(&format!("out-{}", rand_suffix()));
         let opts = RestoreOptions {
             include: vec![path.clone()],
             in_place: true,
@@ -258,13 +262,13 @@ pub fn p(s: &str) -> ItemPath {
 }
 
 /// Every item path of a snapshot below `at`, walking folders.
-pub async fn walk(env: &Env, snap: &vault::SnapshotRecord, at: &ItemPath) -> Vec<String> {
+pub async fn walk(env: &Env, snap: &SnapshotRecord, at: &ItemPath) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![at.clone()];
     while let Some(dir) = stack.pop() {
         for e in env.engine.list(&env.task, snap, &dir).await.unwrap() {
             let child = dir.join(&e.name).unwrap();
-            if e.kind == vault::EntryKind::Dir {
+            if e.kind == EntryKind::Dir {
                 stack.push(child);
             } else {
                 out.push(child.to_string());

@@ -1,0 +1,139 @@
+//! What a failed Graph request means for the run: one item recorded as failed, the
+//! collection enumerated again, or the whole run stopped; and how it reads in a report.
+
+use engine::SourceErrorKind;
+use reqwest::Response;
+use serde_json::Value;
+
+/// Why a request failed, before it becomes an [`engine::Error`].
+#[derive(Debug, Clone)]
+pub enum Fail {
+    /// Graph answered with an error status and body.
+    Status {
+        status: u16,
+        code: String,
+        message: String,
+        what: String,
+    },
+    Auth(String),
+    Throttled(String),
+    Unavailable(String),
+    Protocol(String),
+}
+
+impl Fail {
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Fail::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.status() == Some(404)
+    }
+
+    /// A delta or sync token the service no longer accepts: the collection must be
+    /// enumerated again.
+    pub fn is_expired_token(&self) -> bool {
+        match self {
+            Fail::Status { status, code, .. } => {
+                *status == 410
+                    || code.eq_ignore_ascii_case("syncStateNotFound")
+                    || code.eq_ignore_ascii_case("resyncRequired")
+                    || code.eq_ignore_ascii_case("syncStateInvalid")
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the whole run must stop (credentials, throttling beyond the cap, an
+    /// unreachable service) rather than one item being recorded as failed.
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, Fail::Status { .. } | Fail::Protocol(_))
+    }
+}
+
+impl std::fmt::Display for Fail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fail::Status {
+                status,
+                code,
+                message,
+                what,
+            } => write!(
+                f,
+                "Microsoft Graph answered {status} {code} to {what}: {message}"
+            ),
+            Fail::Auth(m) | Fail::Throttled(m) | Fail::Unavailable(m) | Fail::Protocol(m) => {
+                f.write_str(m)
+            }
+        }
+    }
+}
+
+impl From<Fail> for engine::Error {
+    fn from(f: Fail) -> Self {
+        let kind = match &f {
+            Fail::Status { status: 404, .. } | Fail::Status { status: 410, .. } => {
+                SourceErrorKind::NotFound
+            }
+            Fail::Status { status: 401, .. } | Fail::Status { status: 403, .. } => {
+                SourceErrorKind::Auth
+            }
+            Fail::Status { status, .. } if *status >= 500 => SourceErrorKind::Unavailable,
+            Fail::Status { .. } | Fail::Protocol(_) => SourceErrorKind::Protocol,
+            Fail::Auth(_) => SourceErrorKind::Auth,
+            Fail::Throttled(_) => SourceErrorKind::Throttled,
+            Fail::Unavailable(_) => SourceErrorKind::Unavailable,
+        };
+        engine::Error::source(kind, f.to_string())
+    }
+}
+
+pub type FResult<T> = std::result::Result<T, Fail>;
+
+/// Graph's error body: `{"error": {"code", "message"}}`; anything else is shown as text.
+pub(super) async fn error_of(resp: Response, what: String) -> Fail {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap_or_default();
+    let (code, message) = match serde_json::from_str::<Value>(&text) {
+        Ok(v) => (
+            v.pointer("/error/code")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            v.pointer("/error/message")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+        ),
+        Err(_) => (String::new(), text.chars().take(200).collect()),
+    };
+    Fail::Status {
+        status,
+        code,
+        message,
+        what,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_tokens_are_recognised_by_status_or_code() {
+        let f = |status, code: &str| Fail::Status {
+            status,
+            code: code.into(),
+            message: String::new(),
+            what: String::new(),
+        };
+        assert!(f(410, "").is_expired_token());
+        assert!(f(400, "syncStateNotFound").is_expired_token());
+        assert!(f(400, "resyncRequired").is_expired_token());
+        assert!(!f(404, "ErrorItemNotFound").is_expired_token());
+    }
+}
