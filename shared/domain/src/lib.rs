@@ -30,7 +30,7 @@ pub enum Service {
     Site,
     Chat,
     Records,
-    /// A local folder (the `files` task kind).
+    /// A local folder (the `folder` connector).
     Files,
 }
 

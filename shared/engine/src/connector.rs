@@ -2,7 +2,7 @@
 //! Google, Salesforce) implements to back up its source's accounts and restore into them.
 //!
 //! A connector knows its service's API and change tracking; the engine knows the vault.
-//! They meet in [`AccountTree`](crate::AccountTree): the account as the previous snapshot left it, which the
+//! They meet in [`AccountTree`]: the account as the previous snapshot left it, which the
 //! connector brings up to date from its own cursor (a delta link, UIDVALIDITY and
 //! HIGHESTMODSEQ, a history id) by putting, updating, moving and removing items. The engine
 //! then stores only the folders that changed and commits the snapshot with the connector's

@@ -6,7 +6,7 @@
 //!
 //! The folder has no change feed, so the cursor is unused: an incremental backup compares
 //! each file's size, modification time, inode and change time with its entry in the
-//! previous snapshot, and reads only the files that differ (see [`backup`]).
+//! previous snapshot, and reads only the files that differ (see `backup.rs`).
 //!
 //! **Architecture invariant:** `domain` and `engine` of ours; nothing else names this
 //! connector but the connector list of the binaries.

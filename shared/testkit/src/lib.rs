@@ -1,7 +1,7 @@
 //! What every crate's tests share: the conformance suites for the ports (one public async
 //! function per port, run by every adapter: embedded in `embedded/tests/conformance.rs`,
 //! AWS against moto's server, so that code proven on one backend behaves the same on the
-//! other), the one test environment ([`env`]) and the one fake connector ([`fake`]).
+//! other), the one test environment ([`mod@env`]) and the one fake connector ([`fake`]).
 //!
 //! The suites test the contract written in the port traits' doc comments, edge cases
 //! included. They panic with a message naming the failed check, as test helpers do.
