@@ -19,7 +19,7 @@ use engine::{BackupEnd, BackupOptions, Result};
 /// A backup that has paused this many times is given up (and reported): at 15 minutes a
 /// run, two days of work on one account means something is wrong.
 pub const MAX_CONTINUATIONS: u32 = 200;
-use ports::{catalog_keys, CatalogKey, Condition, ErrorKind, Record};
+use ports::{catalog_keys, CatalogExt, CatalogKey, Condition, ErrorKind, Record};
 use serde::{Deserialize, Serialize};
 
 /// The state of one account's backups.
@@ -193,17 +193,26 @@ pub async fn run_backup(ctx: &Context, job: &BackupJob) -> Result<Outcome> {
         // state record): a redelivery after the accounts were recorded but before their
         // jobs were sent (a write that took effect but answered an error) must not leave
         // a new task's accounts without their first backup. The daily tick has queued the
-        // others. A duplicate job finds its day done or its account leased.
-        let mut queue = Vec::new();
-        for a in &accounts {
-            let new = !known.contains(a)
-                || account_state(&ctx.ports, &job.tenant, &task.name, a)
+        // others. A duplicate job finds its day done or its account leased. The states are
+        // read with one query of the task's records, not one read per account.
+        let started: std::collections::HashSet<String> =
+            if accounts.iter().any(|a| known.contains(a)) {
+                let range = catalog_keys::states(&job.tenant, &task.name);
+                ctx.ports
+                    .catalog
+                    .query_all(&range.pk, &range.prefix)
                     .await?
-                    .is_none();
-            if new {
-                queue.push(a.clone());
-            }
-        }
+                    .iter()
+                    .filter_map(|r| range.rest(&r.sk).map(str::to_string))
+                    .collect()
+            } else {
+                Default::default()
+            };
+        let queue: Vec<AccountId> = accounts
+            .iter()
+            .filter(|a| !known.contains(*a) || !started.contains(a.as_str()))
+            .cloned()
+            .collect();
         let jobs: Vec<JobEnvelope> = queue
             .into_iter()
             .map(|a| {

@@ -88,6 +88,14 @@ pub fn state(tenant: &TenantId, task: &TaskId, account: &AccountId) -> CatalogKe
     key(tenant_pk(tenant), format!("state#{task}#{account}"))
 }
 
+/// Every account state of a task; [`KeyRange::rest`] of a record's sort key is the account id.
+pub fn states(tenant: &TenantId, task: &TaskId) -> KeyRange {
+    KeyRange {
+        pk: tenant_pk(tenant),
+        prefix: format!("state#{task}#"),
+    }
+}
+
 /// The tenant's own key, wrapped by the region's root key (AWS only; the key file adapter
 /// keeps it in a file).
 pub fn tenant_key(tenant: &TenantId) -> CatalogKey {
@@ -220,6 +228,10 @@ mod tests {
         assert_eq!(r.pk, ak.pk);
         assert_eq!(r.rest(&ak.sk), Some("ann@example.com"));
         assert!(task(&t, &k).sk.starts_with(&tasks(&t).prefix));
+        assert_eq!(
+            states(&t, &k).rest(&state(&t, &k, &a).sk),
+            Some("ann@example.com")
+        );
         assert_eq!(r.rest(&task(&t, &k).sk), None);
     }
 

@@ -38,12 +38,9 @@ pub async fn run(eng: &Engine, args: Args) -> Result<u8> {
         .map(|a| a.id)
         .collect();
     let accounts = match parse_account(&args.account)? {
-        Some(a) => {
-            // An account the source no longer lists keeps its record: the engine finds it,
-            // or names the ones there are.
-            eng.account(&task, &a).await?;
-            vec![a]
-        }
+        // An account the source no longer lists keeps its record: the engine's backup finds
+        // it, or names the accounts there are.
+        Some(a) => vec![a],
         None => listed,
     };
     let mut code = 0;
