@@ -13,6 +13,8 @@
 #   BENCH_TMPFS   tmpfs for the extra in-memory full restores (default /dev/shm; empty: skip)
 #   BENCH_KEEP=1  keep the on-disk restores
 #   BENCH_LIFEBOAT  a prebuilt lifeboat binary to use instead of building this tree
+#   BENCH_PROPTEST_CASES=N  instead of the benchmark, run the vault's property tests with N
+#                 cases each (10000 for the long run; CI runs 1000)
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
@@ -45,6 +47,15 @@ export RESTIC_REPOSITORY=$RESTIC_REPO
 export RESTIC_PASSWORD=lifeboat-bench-throwaway
 export RESTIC_CACHE_DIR=$WORK/restic-cache
 export LC_ALL=C
+
+if [[ -n ${BENCH_PROPTEST_CASES:-} ]]; then
+  [[ $BENCH_PROPTEST_CASES =~ ^[1-9][0-9]*$ ]] || {
+    echo "vault.sh: BENCH_PROPTEST_CASES must be a positive integer" >&2
+    exit 2
+  }
+  cd "$REPO_ROOT"
+  LIFEBOAT_PROPTEST_CASES=$BENCH_PROPTEST_CASES exec cargo test --release -p vault --test props
+fi
 
 T0=$SECONDS
 log() { printf '[%4ds] %s\n' "$((SECONDS - T0))" "$*" >&2; }

@@ -128,7 +128,10 @@ impl Cycle {
                 .await
                 .and_then(|end| end.into_snapshot())
                 .unwrap_or_else(|e| panic!("backup of {}: {e}", a.id));
-            assert_eq!(s.error_count, 0, "{}: {:?}", a.id, s.errors);
+            if s.error_count > 0 {
+                let errors = self.engine.snapshot_errors(&self.task, &s).await.unwrap();
+                panic!("{}: {errors:?}", a.id);
+            }
             out.insert(a.id.to_string(), s);
         }
         out
@@ -595,6 +598,12 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         .iter()
         .filter(|(k, _)| k.starts_with("OneDrive/Documents/"))
         .collect();
+    assert!(
+        !inbox_items.is_empty() && !docs_items.is_empty(),
+        "the snapshot has mail in the inbox and files in Documents: {} and {}",
+        inbox_items.len(),
+        docs_items.len()
+    );
     assert_eq!(r.items as usize, inbox_items.len() + docs_items.len());
     check_mail(&c, &u0, &label, &t2, &held_file).await;
     let drive0 = c.sim.shared.sim().users[0].drive_id.clone();
@@ -628,7 +637,12 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
     assert_eq!(r.items as usize, t2.len(), "every item of the snapshot");
     check_mail(&c, &u1, &label, &t2, &held_file).await;
     let drive1 = c.sim.shared.sim().users[1].drive_id.clone();
-    for (path, e) in t2.iter().filter(|(k, _)| k.starts_with("OneDrive/")) {
+    let files: Vec<(&String, &Entry)> = t2
+        .iter()
+        .filter(|(k, _)| k.starts_with("OneDrive/"))
+        .collect();
+    assert!(!files.is_empty(), "the snapshot has OneDrive files");
+    for (path, e) in files {
         let rel = path.strip_prefix("OneDrive/").unwrap();
         let got = c
             .bytes(&format!(
@@ -662,10 +676,12 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         .collect();
     got.sort();
     want.sort();
+    assert!(!want.is_empty(), "the snapshot has contacts");
     assert_eq!(got, want, "contacts restored");
 
     let cals = c.all(&format!("/users/{u1}/calendars")).await;
     let events_wanted = t2.keys().filter(|k| k.starts_with("Calendar/")).count();
+    assert!(events_wanted > 0, "the snapshot has events");
     let mut events_got = 0;
     for cal in cals
         .iter()
@@ -703,6 +719,7 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         .collect();
     tasks_got.sort();
     tasks_wanted.sort();
+    assert!(!tasks_wanted.is_empty(), "the snapshot has To Do tasks");
     assert_eq!(tasks_got, tasks_wanted, "every task");
 
     // Export a selection as a zip: the snapshot's own bytes, in formats that parse.
@@ -732,6 +749,8 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         .collect();
     let mut zip = zip::ZipArchive::new(std::fs::File::open(&zip_path).unwrap()).unwrap();
     let mut seen = 0;
+    // Files of each format checked below: mail, contacts, events and tasks.
+    let (mut eml, mut vcf, mut ics) = (0, 0, 0);
     for i in 0..zip.len() {
         let mut f = zip.by_index(i).unwrap();
         if f.is_dir() {
@@ -746,6 +765,7 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         assert_eq!(bytes, held_file(&path), "{path}");
         seen += 1;
         if path.ends_with(".eml") {
+            eml += 1;
             // The stored MIME is the service's own, byte for byte, where unchanged.
             let file = path.rsplit('/').next().unwrap();
             let id = &by_name[file];
@@ -754,10 +774,12 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
             let m = mail_parser::MessageParser::default().parse(&bytes).unwrap();
             assert_eq!(m.subject().unwrap_or(""), meta(e, "subject"), "{path}");
         } else if path.ends_with(".vcf") {
+            vcf += 1;
             let lines = content_lines(std::str::from_utf8(&bytes).unwrap());
             assert_eq!(prop(&lines, "BEGIN")[0], "VCARD");
             assert_eq!(prop(&lines, "FN"), [meta(e, "name")], "{path}");
         } else if path.ends_with(".ics") {
+            ics += 1;
             let lines = content_lines(std::str::from_utf8(&bytes).unwrap());
             assert_eq!(prop(&lines, "BEGIN")[0], "VCALENDAR");
             assert!(
@@ -770,7 +792,12 @@ async fn a_full_cycle_of_backups_browsing_restores_and_export() {
         .keys()
         .filter(|k| include.iter().any(|i| k.starts_with(&format!("{i}/"))))
         .count();
+    assert!(selected > 0, "nothing selected for export");
     assert_eq!((seen, rep.items as usize), (selected, selected));
+    assert!(
+        eml > 0 && vcf > 0 && ics > 0,
+        "every format was checked: {eml} messages, {vcf} contacts, {ics} events and tasks"
+    );
 }
 
 /// The restored inbox in `user`'s `<label>/Inbox`: each message as the snapshot holds it
@@ -809,6 +836,7 @@ async fn check_mail(
         .iter()
         .filter(|(k, _)| k.starts_with("Mail/Inbox/") && k.matches('/').count() == 2)
         .collect();
+    assert!(!want.is_empty(), "the snapshot has messages in the inbox");
     assert_eq!(got.len(), want.len(), "every message of the inbox");
     let parser = mail_parser::MessageParser::default();
     for (path, e) in want {
@@ -872,6 +900,7 @@ async fn throttled_at_20_percent_the_result_is_the_same() {
     let got = shape(&c, &c.backup_all(&accounts).await).await;
     let stats = c.admin("stats", None).await;
     assert!(num(&stats, "/by_status/429") > 10, "{stats}");
+    assert!(!expected.is_empty(), "the clean run backed up nothing");
     assert_eq!(got.len(), expected.len());
     same(&got, &expected);
 }
@@ -924,6 +953,7 @@ async fn expired_tokens_and_delta_links_recover_without_storing_twice() {
     assert!(num(&stats, "/by_status/410") > 0, "delta refused: {stats}");
     assert!(num(&stats, "/by_status/401") > 0, "token refused: {stats}");
     assert!(num(&stats, "/token_requests") >= 2, "{stats}");
+    assert!(!normal.is_empty(), "the normal day 2 holds nothing");
     assert_eq!(expired.len(), normal.len());
     same(&expired, &normal);
     // Enumerating again stores nothing that was stored already: a few bytes of metadata

@@ -76,7 +76,8 @@ async fn incremental_backups_store_only_what_changed() {
     let s1 = backup(&engine, &task, &connectors).await;
     assert_eq!(s1.stats.items, 40);
     assert_eq!(s1.stats.folders, 3, "Inbox, Archive and Archive/2026");
-    assert_eq!(s1.cursor.as_deref(), Some("40"));
+    let meta = engine.snapshot_meta(&task, &s1).await.unwrap();
+    assert_eq!(meta.cursor.as_deref(), Some("40"));
     assert_eq!(engine.account_infos(&task).await.unwrap()[0].name, "Anna");
 
     // Day 2: one new message, a read flag, a move, a deletion.
@@ -100,9 +101,9 @@ async fn incremental_backups_store_only_what_changed() {
     assert_eq!(s2.stats.items, 40);
     assert_eq!(s2.stats.items_read, 1);
     assert_eq!(s2.parent.as_ref(), Some(&s1.id));
-    // The new message, and the three changed folder nodes (Inbox, Archive/2026, Archive)
-    // plus the root: nothing else is written.
-    assert_eq!(s2.stats.new_blobs, 1 + 4, "{:?}", s2.stats);
+    // The new message, the three changed folder nodes (Inbox, Archive/2026, Archive) plus
+    // the root, and the side data with the new cursor: nothing else is written.
+    assert_eq!(s2.stats.new_blobs, 1 + 4 + 1, "{:?}", s2.stats);
 
     let mut changes: Vec<_> = engine
         .diff(&task, &s1, &s2)
@@ -154,8 +155,8 @@ async fn a_forgotten_cursor_resyncs_without_storing_twice() {
         "a full enumeration fetches everything"
     );
     assert_eq!(
-        s2.stats.new_blobs, 2,
-        "but stores only the changed Inbox and root nodes"
+        s2.stats.new_blobs, 3,
+        "but stores only the changed Inbox and root nodes, and the side data with its new cursor"
     );
     let changes = engine.diff(&task, &s1, &s2).await.unwrap();
     assert_eq!(changes.len(), 1);
@@ -173,7 +174,8 @@ async fn item_errors_are_reported_and_run_errors_leave_nothing_visible() {
     let s1 = backup(&engine, &task, &connectors).await;
     assert_eq!(s1.stats.items, 9);
     assert_eq!(s1.error_count, 1);
-    assert_eq!(s1.errors[0].path, "Inbox/7.eml");
+    let errors = engine.snapshot_errors(&task, &s1).await.unwrap();
+    assert_eq!(errors[0].path, "Inbox/7.eml");
 
     // The connection drops halfway through the next run: the run fails, no snapshot appears,
     // and the rerun completes from the same cursor.
@@ -287,10 +289,10 @@ async fn the_tree_refuses_what_cannot_be() {
         .unwrap();
     assert_eq!(s.stats.items, 2);
     assert_eq!(s.error_count, 1);
+    let errors = engine.snapshot_errors(&task, &s).await.unwrap();
     assert!(
-        s.errors[0].message.contains("10 bytes of an item of 11"),
-        "{:?}",
-        s.errors
+        errors[0].message.contains("10 bytes of an item of 11"),
+        "{errors:?}",
     );
     let e = engine
         .list(&task, &s, &ItemPath::parse(b"e").unwrap())
@@ -364,7 +366,20 @@ async fn credentials_are_sealed_and_replaceable() {
         !raw.contains("battery"),
         "the task record holds the credential in clear: {raw}"
     );
-    let db = std::fs::read(env.dir.path().join("catalog.db")).unwrap();
+    // The catalog's bytes on disk: the database and its write-ahead log, where SQLite keeps
+    // recent writes until a checkpoint. The task's name is there: the scan sees the record.
+    let mut db = Vec::new();
+    for file in ["catalog.db", "catalog.db-wal"] {
+        match std::fs::read(env.dir.path().join(file)) {
+            Ok(bytes) => db.extend(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("{file}: {e}"),
+        }
+    }
+    assert!(
+        db.windows(b"anna-mail".len()).any(|w| w == b"anna-mail"),
+        "the task record is not in the catalog's files"
+    );
     assert!(!db.windows(7).any(|w| w == b"battery"));
     // The connector is opened with the credential unsealed, exactly.
     engine.connector(&task, &connectors).await.unwrap();
@@ -483,7 +498,8 @@ async fn a_run_out_of_time_pauses_and_the_next_run_goes_on() {
         snap.taken_at, started,
         "the snapshot carries the first run's start"
     );
-    assert_eq!(snap.cursor.as_deref(), Some("5"));
+    let meta = engine.snapshot_meta(&task, &snap).await.unwrap();
+    assert_eq!(meta.cursor.as_deref(), Some("5"));
     assert_eq!(src.fetched(), 1 + 4, "each message fetched once");
     let changes = engine.diff(&task, &s1, &snap).await.unwrap();
     assert_eq!(changes.len(), 4);

@@ -743,7 +743,10 @@ async fn adding_a_task_queues_its_first_backup_at_once() {
             json!({"name": "x", "source": FAKE, "colour": "red"}),
             "not valid JSON",
         ),
-        (json!({"name": "Bad Name!", "source": FAKE}), ""),
+        (
+            json!({"name": "Bad Name!", "source": FAKE}),
+            "invalid task name",
+        ),
     ] {
         let (st, v) = s
             .call(Some("acme"), "POST", "/v1/tasks", Some(body.clone()))

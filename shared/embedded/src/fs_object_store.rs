@@ -4,7 +4,9 @@
 use crate::{blocking, io_error, sync_dir, temp_name};
 use async_trait::async_trait;
 use bytes::Bytes;
-use ports::{Error, ErrorKind, ListPage, ObjectKey, ObjectStore, Result};
+use ports::{
+    ByteSource, Error, ErrorKind, ListPage, ObjectKey, ObjectStore, Result, STREAM_PART_BYTES,
+};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -23,6 +25,9 @@ pub(crate) const PAGE_SIZE: usize = 1000;
 /// readers never see a partial one — and fsyncs the directory: `Ok` means durable. A crash
 /// leaves at most a stale temp file, which listing skips. Empty directories left by deletes
 /// stay; listing ignores them.
+///
+/// A streamed put (exports of any size) goes the same way, its temp file filled a part at
+/// a time as the source hands them out: at most one part is held in memory.
 #[derive(Debug, Clone)]
 pub struct FsObjectStore {
     root: PathBuf,
@@ -72,6 +77,48 @@ impl ObjectStore for FsObjectStore {
         let root = self.root.clone();
         let key = key.clone();
         blocking(move || put_blocking(&root, &path, &key, &data)).await
+    }
+
+    async fn put_stream_if_absent(
+        &self,
+        key: &ObjectKey,
+        source: &mut dyn ByteSource,
+    ) -> Result<u64> {
+        let path = self.path_of(key)?;
+        // Refused before a byte is read when the key is taken (an export run again): the
+        // link at the end is what decides, this only spares reading the source in vain.
+        if fs::symlink_metadata(&path).is_ok() {
+            return Err(already_exists(key));
+        }
+        let (root, k) = (self.root.clone(), key.clone());
+        let p = path.clone();
+        let (tmp, mut file) = blocking(move || create_temp(&root, &p, &k)).await?;
+        // Removes the temp file on every way out but success, a dropped future included.
+        let guard = TempFile(Some(tmp.clone()));
+        let mut len = 0u64;
+        loop {
+            let part = source.next_part(STREAM_PART_BYTES).await?;
+            if part.is_empty() {
+                break;
+            }
+            len += part.len() as u64;
+            let k = key.clone();
+            file = blocking(move || {
+                file.write_all(&part)
+                    .map(|()| file)
+                    .map_err(|e| io_error(e, format_args!("object {k}")))
+            })
+            .await?;
+        }
+        let key = key.clone();
+        blocking(move || {
+            file.sync_all()
+                .map_err(|e| io_error(e, format_args!("object {key}")))?;
+            publish(&tmp, &path, &key)
+        })
+        .await?;
+        guard.disarm();
+        Ok(len)
     }
 
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {
@@ -159,6 +206,16 @@ impl ObjectStore for FsObjectStore {
 
 /// Write-once put: temp file, fsync, hard link (fails if the name is taken), fsync dir.
 fn put_blocking(root: &Path, path: &Path, key: &ObjectKey, data: &[u8]) -> Result<()> {
+    let (tmp, mut f) = create_temp(root, path, key)?;
+    if let Err(e) = f.write_all(data).and_then(|()| f.sync_all()) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_error(e, format_args!("object {key}")));
+    }
+    publish(&tmp, path, key)
+}
+
+/// A new temp file beside `path` (its directory created if missing), for a put to fill.
+fn create_temp(root: &Path, path: &Path, key: &ObjectKey) -> Result<(PathBuf, File)> {
     let what = format_args!("object {key}");
     let dir = path.parent().ok_or_else(|| {
         Error::new(
@@ -167,31 +224,54 @@ fn put_blocking(root: &Path, path: &Path, key: &ObjectKey, data: &[u8]) -> Resul
         )
     })?;
     ensure_dir(root, dir).map_err(|e| io_error(e, what))?;
-
     let tmp = dir.join(temp_name(TMP_PREFIX));
-    let written = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(io_error(e, what));
-    }
-    let linked = fs::hard_link(&tmp, path);
+    let f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(|e| io_error(e, what))?;
+    Ok((tmp, f))
+}
+
+/// Gives the durable temp file `tmp` the key's name, only if no object has it: a hard
+/// link fails when the name is taken, where a rename would overwrite. Then the temp name
+/// goes and the directory is made durable. The temp file is gone whatever the outcome.
+fn publish(tmp: &Path, path: &Path, key: &ObjectKey) -> Result<()> {
+    let linked = fs::hard_link(tmp, path);
     // The temp name is only a handle now; if removing it fails, list skips it anyway.
-    let _ = fs::remove_file(&tmp);
+    let _ = fs::remove_file(tmp);
     match linked {
         Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!("object {key} already exists"),
-            ));
-        }
-        Err(e) => return Err(io_error(e, what)),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(already_exists(key)),
+        Err(e) => return Err(io_error(e, format_args!("object {key}"))),
     }
-    sync_dir(dir).map_err(|e| io_error(e, what))
+    let dir = path.parent().unwrap_or(path);
+    sync_dir(dir).map_err(|e| io_error(e, format_args!("object {key}")))
+}
+
+fn already_exists(key: &ObjectKey) -> Error {
+    Error::new(
+        ErrorKind::AlreadyExists,
+        format!("object {key} already exists"),
+    )
+}
+
+/// A temp file removed when dropped: a streamed put that fails, or whose future is
+/// dropped midway, leaves nothing. Disarmed once published (`publish` removed it).
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(path) = &self.0 {
+            let _ = fs::remove_file(path);
+        }
+    }
 }
 
 /// Creates `dir` (under `root`) if missing, and makes the new directory entries durable up

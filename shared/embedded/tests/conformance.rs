@@ -4,9 +4,10 @@
 use bytes::Bytes;
 use embedded::{FileKeyService, FsObjectStore, MemEventBus, MemQueue, SqliteCatalog};
 use ports::{
-    Catalog, Condition, EncryptionContext, ErrorKind, Event, EventBus, KeyService, ObjectKey,
-    ObjectStore, ObjectStoreExt, Queue, Record, TxOp,
+    ByteSource, Catalog, Condition, EncryptionContext, ErrorKind, Event, EventBus, KeyService,
+    ObjectKey, ObjectStore, ObjectStoreExt, Queue, Record, TxOp, STREAM_PART_BYTES,
 };
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use testkit::{assert_kind, assert_ok};
 
@@ -89,6 +90,173 @@ async fn puts_leave_no_temp_files() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     assert_eq!(names, vec!["aa".to_string()]);
+}
+
+/// The byte at `i` of a generated object: not all alike, so an offset error shows.
+fn generated_byte(i: usize) -> u8 {
+    (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ (i >> 20) as u8
+}
+
+/// The names in `dir` (none when it does not exist).
+fn names_in(dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// An object made up as it is read, which watches the store's directory while it is
+/// read: at every call, one temp file there holds exactly what was handed out so far, so
+/// the store writes each part as it comes instead of gathering the object.
+struct Generated {
+    len: usize,
+    at: usize,
+    calls: usize,
+    dir: PathBuf,
+    /// This call fails, as a broken export does.
+    fail_on_call: Option<usize>,
+    /// This call never returns (the put's future is then dropped).
+    hang_on_call: Option<usize>,
+}
+
+impl Generated {
+    fn new(len: usize, dir: PathBuf) -> Self {
+        Generated {
+            len,
+            at: 0,
+            calls: 0,
+            dir,
+            fail_on_call: None,
+            hang_on_call: None,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl ByteSource for Generated {
+    async fn next_part(&mut self, max: usize) -> ports::Result<Bytes> {
+        self.calls += 1;
+        if self.at > 0 {
+            let temps: Vec<String> = names_in(&self.dir)
+                .into_iter()
+                .filter(|n| n.starts_with('.'))
+                .collect();
+            assert_eq!(temps.len(), 1, "one temp file while writing: {temps:?}");
+            let size = std::fs::metadata(self.dir.join(&temps[0])).unwrap().len();
+            assert_eq!(
+                size as usize, self.at,
+                "the temp file holds every part so far"
+            );
+        }
+        if self.hang_on_call == Some(self.calls) {
+            std::future::pending::<()>().await;
+        }
+        if self.fail_on_call == Some(self.calls) {
+            return Err(ports::Error::new(
+                ErrorKind::Unavailable,
+                "the export broke off",
+            ));
+        }
+        let n = max.min(self.len - self.at);
+        let part: Vec<u8> = (self.at..self.at + n).map(generated_byte).collect();
+        self.at += n;
+        Ok(part.into())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_streamed_object_is_written_a_part_at_a_time() {
+    const LEN: usize = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsObjectStore::new(dir.path()).unwrap();
+    let t = tenant();
+    let k = ObjectKey::new(&t, &task("t"), "export", "big");
+    let kind_dir = dir.path().join(format!("t/{t}/t/export"));
+    let mut source = Generated::new(LEN, kind_dir.clone());
+    let n = store.put_stream_if_absent(&k, &mut source).await.unwrap();
+    assert_eq!(n as usize, LEN);
+    assert_eq!(
+        source.calls,
+        LEN / STREAM_PART_BYTES + 1,
+        "read a part at a time"
+    );
+    assert_eq!(
+        names_in(&kind_dir),
+        vec!["big".to_string()],
+        "no temp file left"
+    );
+    assert_eq!(store.size(&k).await.unwrap() as usize, LEN);
+    for start in (0..LEN).step_by(STREAM_PART_BYTES) {
+        let end = (start + STREAM_PART_BYTES).min(LEN);
+        let got = store.get_range(&k, start as u64, end as u64).await.unwrap();
+        assert!(
+            got.iter()
+                .zip(start..end)
+                .all(|(b, i)| *b == generated_byte(i)),
+            "bytes {start}..{end} read back equal"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_or_abandoned_streamed_put_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsObjectStore::new(dir.path()).unwrap();
+    let t = tenant();
+    let k = ObjectKey::new(&t, &task("t"), "export", "broken");
+    let kind_dir = dir.path().join(format!("t/{t}/t/export"));
+
+    let mut failing = Generated::new(4 * STREAM_PART_BYTES, kind_dir.clone());
+    failing.fail_on_call = Some(3);
+    assert_kind(
+        store.put_stream_if_absent(&k, &mut failing).await,
+        ErrorKind::Unavailable,
+        "a source that fails fails the put",
+    );
+    assert!(names_in(&kind_dir).is_empty(), "{:?}", names_in(&kind_dir));
+
+    let mut hanging = Generated::new(4 * STREAM_PART_BYTES, kind_dir.clone());
+    hanging.hang_on_call = Some(3);
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(200),
+        store.put_stream_if_absent(&k, &mut hanging),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the put waits on its source");
+    assert_eq!(
+        hanging.calls, 3,
+        "two parts were written before it was dropped"
+    );
+    assert!(names_in(&kind_dir).is_empty(), "{:?}", names_in(&kind_dir));
+    assert_kind(store.size(&k).await, ErrorKind::NotFound, "no object");
+
+    // The key is still free: a later export writes it.
+    let mut whole = Generated::new(STREAM_PART_BYTES + 7, kind_dir.clone());
+    store.put_stream_if_absent(&k, &mut whole).await.unwrap();
+    assert_eq!(names_in(&kind_dir), vec!["broken".to_string()]);
+}
+
+#[tokio::test]
+async fn a_streamed_put_over_an_existing_object_reads_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FsObjectStore::new(dir.path()).unwrap();
+    let t = tenant();
+    let k = ObjectKey::new(&t, &task("t"), "export", "taken");
+    store.put_if_absent(&k, Bytes::from("first")).await.unwrap();
+    let kind_dir = dir.path().join(format!("t/{t}/t/export"));
+    let mut source = Generated::new(3 * STREAM_PART_BYTES, kind_dir.clone());
+    assert_kind(
+        store.put_stream_if_absent(&k, &mut source).await,
+        ErrorKind::AlreadyExists,
+        "streamed put over an existing object",
+    );
+    assert_eq!(source.calls, 0, "the source was not read in vain");
+    assert_eq!(names_in(&kind_dir), vec!["taken".to_string()]);
+    assert_eq!(store.get(&k).await.unwrap(), Bytes::from("first"));
 }
 
 #[tokio::test]

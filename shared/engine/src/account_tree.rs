@@ -10,7 +10,9 @@ use domain::ItemPath;
 use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::sync::Arc;
-use vault::{BlobRef, Entry, EntryKind, Node, SnapshotRecord, SnapshotWriter, SMALL_ITEM};
+use vault::{
+    BlobKind, BlobRef, Entry, EntryKind, Node, SnapshotRecord, SnapshotWriter, SMALL_ITEM,
+};
 
 /// Small items are sealed together in batches of about this size (both cores busy, memory
 /// bounded).
@@ -48,7 +50,13 @@ impl Folder {
                 let child = Folder::load(w, e.subtree, Some(e.clone()))?;
                 f.folders.insert(e.name.clone(), child);
             } else {
-                f.items.insert(e.name.clone(), e.clone());
+                let mut e = e.clone();
+                if e.content.iter().any(|c| !w.is_sound(&c.id, BlobKind::Data)) {
+                    // Its stored content is damaged: an entry without a fingerprint is
+                    // one the connector reads again, and the fresh bytes are stored anew.
+                    e.fingerprint = 0;
+                }
+                f.items.insert(e.name.clone(), e);
             }
         }
         Ok(f)
@@ -696,7 +704,10 @@ pub(crate) type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output 
 fn store_folder(w: &mut SnapshotWriter, f: Folder) -> Boxed<'_, Result<BlobRef>> {
     Box::pin(async move {
         if let Some(r) = f.unchanged {
-            return Ok(r);
+            // A node found damaged is written again from the entries held here.
+            if w.is_sound(&r.id, BlobKind::Tree) {
+                return Ok(r);
+            }
         }
         let mut node = Node::default();
         node.entries.extend(f.items.into_values());

@@ -49,7 +49,33 @@ impl Engine {
         task: &TaskRecord,
         account: &AccountId,
     ) -> Result<Option<SnapshotRecord>> {
-        Ok(self.vault(task).await?.latest(account).await?)
+        Ok(self.vault(task).await?.account(account).latest().await?)
+    }
+
+    /// The item problems recorded with a snapshot (the first
+    /// [`vault::snapshot::MAX_RECORDED_ERRORS`]; the count is in the record).
+    ///
+    /// # Errors
+    /// A storage failure, or damage of the snapshot's side data.
+    pub async fn snapshot_errors(
+        &self,
+        task: &TaskRecord,
+        snap: &SnapshotRecord,
+    ) -> Result<Vec<vault::ItemError>> {
+        Ok(self.snapshot_meta(task, snap).await?.errors)
+    }
+
+    /// What a snapshot keeps beside its tree: the source's cursor and the item problems.
+    ///
+    /// # Errors
+    /// A storage failure, or damage of the snapshot's side data.
+    pub async fn snapshot_meta(
+        &self,
+        task: &TaskRecord,
+        snap: &SnapshotRecord,
+    ) -> Result<vault::SnapshotMeta> {
+        let av = self.vault(task).await?.account(&snap.account);
+        Ok(av.meta(&snap.meta.into()).await?)
     }
 
     /// Backs up one account of `task` through its `connector`, incrementally from the
@@ -71,20 +97,26 @@ impl Engine {
     ) -> Result<BackupEnd> {
         let info = self.account(task, account).await?;
         let progress = &opts.progress;
-        let vault = self.vault(task).await?;
-        let parent = vault.latest(&info.id).await?;
-        let checkpoint = vault
-            .checkpoint(&info.id, parent.as_ref().map(|p| &p.id))
-            .await?;
-        let (taken_at, cursor, pauses) = match &checkpoint {
-            Some(cp) => (cp.started_at, cp.cursor.clone(), cp.pauses),
+        let av = self.vault(task).await?.account(&info.id);
+        let parent = av.latest().await?;
+        let checkpoint = av.checkpoint(parent.as_ref().map(|p| &p.id)).await?;
+        let (taken_at, cursor, pauses, earlier_errors) = match &checkpoint {
+            Some(cp) => {
+                let meta = av.meta(&cp.meta.into()).await?;
+                let errors = (meta.errors, cp.error_count);
+                (cp.started_at, meta.cursor, cp.pauses, Some(errors))
+            }
             None => (
                 self.ports.clock.now(),
-                parent.as_ref().and_then(|p| p.cursor.clone()),
+                parent_cursor(&av, parent.as_ref()).await?,
                 0,
+                None,
             ),
         };
-        let mut writer = vault.writer(info.id.clone(), parent).await?;
+        let mut writer = av.writer(parent).await?;
+        if let Some((errors, count)) = earlier_errors {
+            writer.resume_errors(errors, count);
+        }
         let start = checkpoint.as_ref().map(|cp| BlobRef::from(cp.root));
         if let Some(root) = &start {
             writer.adopt(root).await?;
@@ -108,5 +140,25 @@ impl Engine {
         Ok(BackupEnd::Committed(Box::new(
             tree.finish(taken_at, next).await?,
         )))
+    }
+}
+
+/// The cursor the previous snapshot left. Should its side data be damaged, the backup
+/// starts over from the source's full listing (which stores only what is not already
+/// held) rather than failing every day.
+async fn parent_cursor(
+    av: &vault::AccountVault,
+    parent: Option<&SnapshotRecord>,
+) -> Result<Option<String>> {
+    let Some(p) = parent else {
+        return Ok(None);
+    };
+    match av.meta(&p.meta.into()).await {
+        Ok(m) => Ok(m.cursor),
+        Err(e) if e.is_damage() => {
+            tracing::warn!(snapshot = %p.id, error = %e, "the previous snapshot's cursor is damaged; listing the source in full");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -32,7 +32,7 @@ use async_trait::async_trait;
 use domain::{AccountId, ItemPath, Service};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
-use vault::{Entry, SnapshotRecord, Vault};
+use vault::{AccountVault, BlobKind, Entry, SnapshotRecord};
 use zeroize::Zeroizing;
 
 /// The metadata key of the time a message was received (RFC 3339), which every mail
@@ -190,7 +190,7 @@ pub struct SourceRestoreReport {
 
 /// Reads items' content from the snapshot for a connector's restore.
 pub struct RestoreContent {
-    pub(crate) vault: Vault,
+    pub(crate) vault: AccountVault,
 }
 
 impl RestoreContent {
@@ -201,7 +201,7 @@ impl RestoreContent {
     pub async fn read(&self, entry: &Entry) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(entry.size as usize);
         for c in &entry.content {
-            out.extend_from_slice(&self.vault.read_blob(c, false).await?);
+            out.extend_from_slice(&self.vault.read_blob(c, BlobKind::Data).await?);
         }
         Ok(out)
     }
@@ -213,7 +213,7 @@ impl RestoreContent {
         mut sink: impl FnMut(Vec<u8>) -> Result<()> + Send,
     ) -> Result<()> {
         for c in &entry.content {
-            sink(self.vault.read_blob(c, false).await?)?;
+            sink(self.vault.read_blob(c, BlobKind::Data).await?)?;
         }
         Ok(())
     }

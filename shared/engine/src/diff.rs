@@ -3,7 +3,7 @@
 
 use crate::{Engine, Result, TaskRecord};
 use domain::escape;
-use vault::{BlobRef, Entry, EntryKind, Node, SnapshotRecord, Vault};
+use vault::{AccountVault, BlobRef, Entry, EntryKind, Node, SnapshotRecord};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -29,9 +29,12 @@ impl Engine {
         b: &SnapshotRecord,
     ) -> Result<Vec<Change>> {
         let vault = self.vault(task).await?;
+        // Two snapshots of different accounts are compared too: each is read through its
+        // own account's index.
+        let sides = (vault.account(&a.account), vault.account(&b.account));
         let mut out = Vec::new();
         diff_nodes(
-            &vault,
+            &sides,
             Some(a.root()),
             Some(b.root()),
             &mut Vec::new(),
@@ -60,7 +63,7 @@ fn same_content(a: &Entry, b: &Entry) -> bool {
 }
 
 fn diff_nodes<'a>(
-    vault: &'a Vault,
+    vault: &'a (AccountVault, AccountVault),
     a: Option<BlobRef>,
     b: Option<BlobRef>,
     path: &'a mut Vec<Vec<u8>>,
@@ -73,11 +76,11 @@ fn diff_nodes<'a>(
             }
         }
         let na = match a {
-            Some(r) => vault.read_tree(&r).await?,
+            Some(r) => vault.0.read_tree(&r).await?,
             None => Node::default(),
         };
         let nb = match b {
-            Some(r) => vault.read_tree(&r).await?,
+            Some(r) => vault.1.read_tree(&r).await?,
             None => Node::default(),
         };
         let (mut i, mut j) = (0, 0);

@@ -40,7 +40,9 @@ pub use search::{SearchHit, SearchQuery, SearchResults, MAX_RESULTS};
 pub use tasks::{NewTask, SourceConfig, TaskRecord, DEFAULT_BACKUP_HOUR, SCHEDULE_SHARDS};
 pub use usage::{Usage, UsageAccount, TRIAL_DAYS};
 /// What a connector stores and reads back; connectors build entries of the account tree.
-pub use vault::{Entry, EntryKind, SnapshotRecord, SnapshotStats, VerifyReport, SMALL_ITEM};
+pub use vault::{
+    Entry, EntryKind, ItemError, SnapshotRecord, SnapshotStats, VerifyReport, SMALL_ITEM,
+};
 pub use view::{EntryView, SnapshotView, TaskView};
 
 use domain::TenantId;

@@ -12,7 +12,7 @@ use domain::{AccountId, ItemPath, SnapshotId};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use vault::{BlobId, BlobRef, EntryKind, Node, Vault};
+use vault::{AccountVault, BlobId, BlobRef, EntryKind, Node};
 
 /// The most results one search returns.
 pub const MAX_RESULTS: usize = 1000;
@@ -145,7 +145,7 @@ async fn search(e: &Engine, t: &TaskRecord, q: &SearchQuery) -> Result<SearchRes
     let mut nodes: HashMap<BlobId, Arc<Node>> = HashMap::new();
     for a in &accounts {
         let snaps = if spec == "all" {
-            let mut all = vault.snapshots(a).await?;
+            let mut all = vault.account(a).snapshots().await?;
             all.reverse(); // newest first: a hit names the newest snapshot that has it
             all
         } else {
@@ -160,7 +160,7 @@ async fn search(e: &Engine, t: &TaskRecord, q: &SearchQuery) -> Result<SearchRes
             let root: BlobRef = s.root();
             if !nodes.contains_key(&root.id) {
                 // Only nodes not yet read are fetched: unchanged folders are shared.
-                let more = load_missing(&vault, &root, &nodes).await?;
+                let more = load_missing(&vault.account(a), &root, &nodes).await?;
                 nodes.extend(more);
             }
             let Some(root_node) = nodes.get(&root.id).cloned() else {
@@ -191,7 +191,7 @@ async fn search(e: &Engine, t: &TaskRecord, q: &SearchQuery) -> Result<SearchRes
 }
 
 async fn load_missing(
-    vault: &Vault,
+    vault: &AccountVault,
     root: &BlobRef,
     have: &HashMap<BlobId, Arc<Node>>,
 ) -> Result<HashMap<BlobId, Arc<Node>>> {

@@ -2,7 +2,9 @@
 //! the entries of a folder in one.
 
 use crate::{Engine, EntryView, Error, Result, TaskRecord};
-use domain::{AccountId, ItemPath};
+use chrono::{DateTime, NaiveDate, Utc};
+use domain::{AccountId, ItemPath, SnapshotId};
+use ports::catalog_keys;
 use vault::{Entry, EntryKind, SnapshotRecord};
 
 impl Engine {
@@ -11,7 +13,7 @@ impl Engine {
         let vault = self.vault(task).await?;
         let mut all = Vec::new();
         for a in self.accounts(task).await? {
-            all.extend(vault.snapshots(&a).await?);
+            all.extend(vault.account(&a).snapshots().await?);
         }
         all.sort_by(|a, b| (a.taken_at, &a.id).cmp(&(b.taken_at, &b.id)));
         Ok(all)
@@ -27,7 +29,7 @@ impl Engine {
         account: &AccountId,
     ) -> Result<Vec<SnapshotRecord>> {
         self.account(task, account).await?;
-        Ok(self.vault(task).await?.snapshots(account).await?)
+        Ok(self.vault(task).await?.account(account).snapshots().await?)
     }
 
     /// Checks that every path of a selection is in the snapshot, so that a typo is refused
@@ -41,7 +43,7 @@ impl Engine {
         snap: &SnapshotRecord,
         include: &[ItemPath],
     ) -> Result<()> {
-        let vault = self.vault(task).await?;
+        let vault = self.vault(task).await?.account(&snap.account);
         for path in include.iter().filter(|p| !p.is_root()) {
             match vault.lookup(&snap.root(), path).await {
                 Ok(_) => {}
@@ -57,51 +59,125 @@ impl Engine {
         Ok(())
     }
 
-    /// Finds a snapshot by `latest`, its id, or a unique prefix of its id, optionally
-    /// within one account.
+    /// Finds a snapshot by `latest`, its id, a unique prefix of its id, or a date
+    /// (`2026-11-30`: the newest snapshot taken that day or before; or a full RFC 3339
+    /// time), optionally within one account. Each is a bounded number of catalog reads,
+    /// however many snapshots and accounts the task has.
     ///
     /// # Errors
-    /// `NotFound` (with a hint) or `Invalid` for an ambiguous prefix or `latest` across
-    /// several accounts.
+    /// `NotFound` (with a hint) or `Invalid` for an ambiguous prefix, or `latest` or a date
+    /// across several accounts.
     pub async fn resolve_snapshot(
         &self,
         task: &TaskRecord,
         spec: &str,
         account: Option<&AccountId>,
     ) -> Result<SnapshotRecord> {
-        let mut all = self.snapshots(task).await?;
-        if let Some(a) = account {
-            all.retain(|s| &s.account == a);
-        }
-        if all.is_empty() {
-            return Err(Error::NotFound(format!(
+        let vault = self.vault(task).await?;
+        let none_yet = || {
+            Error::NotFound(format!(
                 "task {} has no snapshots yet; run `lifeboat backup {}` first",
                 task.name, task.name
-            )));
+            ))
+        };
+        if let Some(at) = parse_when(spec) {
+            let a = self.one_account(task, account).await?;
+            return vault.account(&a).snapshot_at(at).await?.ok_or_else(|| {
+                Error::NotFound(format!(
+                    "account {a} of task {} has no snapshot taken at or before {spec}",
+                    task.name
+                ))
+            });
         }
         if spec == "latest" {
-            let accounts: std::collections::BTreeSet<_> = all.iter().map(|s| &s.account).collect();
-            if accounts.len() > 1 {
-                return Err(Error::Invalid(format!(
-                    "task {} has {} accounts; say which with --account",
-                    task.name,
-                    accounts.len()
-                )));
-            }
-            return Ok(all.pop().expect("not empty"));
+            let a = self.one_account(task, account).await?;
+            return vault.account(&a).latest().await?.ok_or_else(none_yet);
         }
-        let matches: Vec<_> = all
-            .into_iter()
-            .filter(|s| s.id.as_str().starts_with(spec))
-            .collect();
+        // An id, or the start of one: the ids of the task's snapshots, with their
+        // accounts, are listed in one partition, sorted.
+        let owners = catalog_keys::snapshot_owners(&self.tenant, &task.name);
+        let page = self
+            .ports
+            .catalog
+            .query(
+                &owners.pk,
+                &format!("{}{spec}", owners.prefix),
+                None,
+                64,
+                false,
+            )
+            .await?;
+        let mut matches = Vec::new();
+        for r in &page.records {
+            let (Some(id), Ok(owner)) = (
+                owners.rest(&r.sk),
+                AccountId::new(String::from_utf8_lossy(&r.value).into_owned()),
+            ) else {
+                continue;
+            };
+            if account.is_some_and(|a| a != &owner) {
+                continue;
+            }
+            let Ok(id) = SnapshotId::new(id) else {
+                continue;
+            };
+            // The pointer is written just before its snapshot; a commit that failed
+            // leaves one that points at nothing.
+            match vault.account(&owner).snapshot(&id).await {
+                Ok(s) => matches.push(s),
+                Err(vault::Error::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         match matches.len() {
-            1 => Ok(matches.into_iter().next().expect("one")),
+            1 => Ok(matches.pop().expect("one")),
             0 => Err(Error::NotFound(format!(
                 "no snapshot {spec} in task {} (list them with `lifeboat snapshots {}`)",
                 task.name, task.name
             ))),
             n => Err(Error::Invalid(format!(
                 "{n} snapshots start with {spec}; give more of the id"
+            ))),
+        }
+    }
+
+    /// Checks that `snap` is a snapshot of `task` as its own catalog has it (one read):
+    /// a record from elsewhere, another task's or tenant's, is refused before anything is
+    /// read or written for it.
+    ///
+    /// # Errors
+    /// `NotFound` for a snapshot the task does not have.
+    pub(crate) async fn check_owned(&self, task: &TaskRecord, snap: &SnapshotRecord) -> Result<()> {
+        let av = self.vault(task).await?.account(&snap.account);
+        match av.snapshot(&snap.id).await {
+            Ok(own) if &own == snap => Ok(()),
+            Ok(_) | Err(vault::Error::NotFound(_)) => Err(Error::NotFound(format!(
+                "snapshot {} is not a snapshot of task {}",
+                snap.id, task.name
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The account a `latest` or a date refers to: the one given, or the task's only one.
+    async fn one_account(
+        &self,
+        task: &TaskRecord,
+        account: Option<&AccountId>,
+    ) -> Result<AccountId> {
+        if let Some(a) = account {
+            return Ok(a.clone());
+        }
+        let mut accounts = self.accounts(task).await?;
+        match accounts.len() {
+            1 => Ok(accounts.pop().expect("one")),
+            0 => Err(Error::NotFound(format!(
+                "task {} has no snapshots yet; run `lifeboat backup {}` first",
+                task.name, task.name
+            ))),
+            n => Err(Error::Invalid(format!(
+                "task {} has {n} accounts; say which with --account",
+                task.name
             ))),
         }
     }
@@ -137,7 +213,7 @@ impl Engine {
         snap: &SnapshotRecord,
         path: &ItemPath,
     ) -> Result<Vec<Entry>> {
-        let vault = self.vault(task).await?;
+        let vault = self.vault(task).await?.account(&snap.account);
         let entry = vault.lookup(&snap.root(), path).await.map_err(not_found)?;
         match (entry.kind, entry.subtree) {
             (EntryKind::Dir, Some(s)) => Ok(vault.read_tree(&s).await?.entries),
@@ -169,6 +245,16 @@ pub(crate) fn not_found(e: vault::Error) -> Error {
         vault::Error::NotFound(m) => Error::NotFound(m),
         other => other.into(),
     }
+}
+
+/// A date (`2026-11-30`, meaning the end of that day, UTC) or an RFC 3339 time.
+fn parse_when(spec: &str) -> Option<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(spec) {
+        return Some(t.with_timezone(&Utc));
+    }
+    let day = NaiveDate::parse_from_str(spec, "%Y-%m-%d").ok()?;
+    let end = day.and_hms_milli_opt(23, 59, 59, 999)?;
+    Some(DateTime::from_naive_utc_and_offset(end, Utc))
 }
 
 #[cfg(test)]

@@ -49,8 +49,18 @@ pub struct SnapshotView {
     /// What this backup read and stored.
     pub stats: SnapshotStats,
     pub error_count: u64,
-    /// The first item problems (the count is in `error_count`).
+    /// The first item problems (the count is in `error_count`), where they were asked for:
+    /// they are kept beside the snapshot's record, not in it, so lists leave them out.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ItemError>,
+}
+
+impl SnapshotView {
+    /// The view with the snapshot's item problems ([`crate::Engine::snapshot_errors`]).
+    pub fn with_errors(mut self, errors: Vec<ItemError>) -> Self {
+        self.errors = errors;
+        self
+    }
 }
 
 impl From<&SnapshotRecord> for SnapshotView {
@@ -65,7 +75,7 @@ impl From<&SnapshotRecord> for SnapshotView {
             bytes: s.stats.bytes,
             stats: s.stats.clone(),
             error_count: s.error_count,
-            errors: s.errors.clone(),
+            errors: Vec::new(),
         }
     }
 }

@@ -6,16 +6,40 @@
 //! Items that cannot be written are listed in the report and the rest goes on. (A restore
 //! into any other local folder, `lifeboat restore --to DIR`, is the engine's own and works
 //! for every source.)
+//!
+//! Files and links are written under a partial name beside their own,
+//! `.<name>.lifeboat-partial-<16 random hex>` (the name the engine's restore to a folder
+//! uses too), made durable and renamed only once whole: a crash or a damaged chunk never
+//! leaves a file with missing parts under its name, and the random part keeps partial
+//! names clear of real files. A rerun (a restore job delivered again writes into the same
+//! folder) removes the partial files an interrupted run left for the names it writes.
 
 use domain::{ItemPath, OnConflict, RESTORE_PREFIX};
 use engine::{Entry, EntryKind, Error, RestoreContent, Result, SourceRestore, SourceRestoreReport};
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
-use std::fs::{self, File, FileTimes};
-use std::io::Write;
+use std::fs::{self, File, FileTimes, OpenOptions};
+use std::hash::BuildHasher;
+use std::io::{self, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What sits between a file's name and the random part of its partial name.
+const PARTIAL_MARK: &[u8] = b".lifeboat-partial-";
+
+/// Hex digits of the random part.
+const PARTIAL_HEX: usize = 16;
+
+/// How much of a name its partial name keeps: names are at most 255 bytes, and a partial
+/// name adds 35.
+const STEM_MAX: usize = 200;
+
+/// Names drawn before giving up on a partial file: a taken name is a leftover or a
+/// coincidence, and eight in a row means something else is wrong.
+const ATTEMPTS: usize = 8;
 
 fn local(base: &Path, item: &ItemPath) -> PathBuf {
     let mut p = base.to_path_buf();
@@ -57,6 +81,107 @@ fn beside(path: &Path) -> PathBuf {
     unreachable!("some name is free")
 }
 
+/// The part of `name` its partial names keep.
+fn stem(name: &[u8]) -> &[u8] {
+    &name[..name.len().min(STEM_MAX)]
+}
+
+/// A fresh partial name for `path`, in its folder (so that the rename is atomic).
+/// `RandomState` is seeded from the system's randomness and moves on at every use; the
+/// counter makes two draws differ for sure.
+fn partial_path(path: &Path) -> PathBuf {
+    static DRAWS: AtomicU64 = AtomicU64::new(0);
+    let random = std::collections::hash_map::RandomState::new()
+        .hash_one(DRAWS.fetch_add(1, Ordering::Relaxed));
+    let mut name = b".".to_vec();
+    name.extend_from_slice(stem(
+        path.file_name().map(|n| n.as_bytes()).unwrap_or_default(),
+    ));
+    name.extend_from_slice(PARTIAL_MARK);
+    name.extend_from_slice(format!("{random:016x}").as_bytes());
+    path.with_file_name(OsStr::from_bytes(&name))
+}
+
+/// The (shortened) name a partial file was written for; `None` for any other name.
+fn partial_of(name: &[u8]) -> Option<&[u8]> {
+    let rest = name.strip_prefix(b".")?;
+    let (head, hex) = rest.split_at(rest.len().checked_sub(PARTIAL_HEX)?);
+    if !hex
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+    {
+        return None;
+    }
+    head.strip_suffix(PARTIAL_MARK).filter(|s| !s.is_empty())
+}
+
+/// Makes something new under a fresh partial name beside `path` with `make`, drawing
+/// another name while the drawn one is taken: a partial file never reuses an existing one.
+fn with_partial_name<T>(
+    path: &Path,
+    mut make: impl FnMut(&Path) -> io::Result<T>,
+) -> io::Result<(PathBuf, T)> {
+    for _ in 0..ATTEMPTS {
+        let tmp = partial_path(path);
+        match make(&tmp) {
+            Ok(made) => return Ok((tmp, made)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::AlreadyExists,
+        "no free temporary name beside it",
+    ))
+}
+
+/// What a restore wrote, for removing stale partial files at its end.
+#[derive(Default)]
+struct Written {
+    /// Files written (whether or not they could be), whose stale partials go.
+    files: Vec<PathBuf>,
+    /// Restored items whose names look like partial names (a snapshot of a folder where a
+    /// restore once crashed): never removed as stale.
+    partial_like: HashSet<PathBuf>,
+}
+
+impl Written {
+    fn item(&mut self, path: &Path) {
+        if path
+            .file_name()
+            .is_some_and(|n| partial_of(n.as_bytes()).is_some())
+        {
+            self.partial_like.insert(path.to_path_buf());
+        }
+    }
+
+    /// Removes the partial files an interrupted run left beside the files written now,
+    /// reading each of their folders once. They are garbage by construction: nothing reads
+    /// a partial file but the run that writes it. What cannot be removed stays, harmless.
+    fn remove_stale(&self) {
+        let mut by_dir: HashMap<&Path, HashSet<&[u8]>> = HashMap::new();
+        for path in &self.files {
+            if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+                by_dir.entry(dir).or_default().insert(stem(name.as_bytes()));
+            }
+        }
+        for (dir, stems) in by_dir {
+            let Ok(entries) = fs::read_dir(dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let path = entry.path();
+                if partial_of(name.as_bytes()).is_some_and(|s| stems.contains(s))
+                    && !self.partial_like.contains(&path)
+                {
+                    let _ = fs::remove_file(&path);
+                }
+            }
+        }
+    }
+}
+
 pub(crate) async fn restore(
     root: &Path,
     job: &SourceRestore,
@@ -73,8 +198,10 @@ pub(crate) async fn restore(
         ..Default::default()
     };
     let mut dirs = Vec::new();
+    let mut written = Written::default();
     for (item, entry) in &job.items {
         let path = local(&base, item);
+        written.item(&path);
         let done = match entry.kind {
             EntryKind::Dir => fs::create_dir_all(&path)
                 .map(|()| {
@@ -83,12 +210,17 @@ pub(crate) async fn restore(
                 })
                 .map_err(|e| e.to_string()),
             EntryKind::Symlink => link(&path, entry, job.on_conflict, &mut report),
-            EntryKind::File => file(&path, entry, job.on_conflict, content, &mut report).await,
+            EntryKind::File => {
+                let done = file(&path, entry, job.on_conflict, content, &mut report).await;
+                written.files.push(path);
+                done
+            }
         };
         if let Err(why) = done {
             report.errors.push(format!("{item}: {why}"));
         }
     }
+    written.remove_stale();
     // Folders last, deepest first: writing into a folder changes its time, and a
     // read-only folder must be filled before it is made read-only.
     for (path, entry) in dirs.into_iter().rev() {
@@ -131,9 +263,8 @@ fn link(
         return Ok(());
     };
     let link_target = OsStr::from_bytes(entry.link.as_deref().unwrap_or_default());
-    let tmp = to.with_file_name(format!(".lifeboat-restore-{}", std::process::id()));
-    let _ = fs::remove_file(&tmp);
-    std::os::unix::fs::symlink(link_target, &tmp).map_err(|e| e.to_string())?;
+    let (tmp, ()) = with_partial_name(&to, |tmp| std::os::unix::fs::symlink(link_target, tmp))
+        .map_err(|e| e.to_string())?;
     fs::rename(&tmp, &to).map_err(|e| {
         let _ = fs::remove_file(&tmp);
         e.to_string()
@@ -152,13 +283,13 @@ async fn file(
     let Some(to) = target(path, on_conflict, report) else {
         return Ok(());
     };
-    // Written under a temporary name and renamed: a replaced file is never half written,
-    // and a damaged item leaves nothing behind.
-    let mut name = b".lifeboat-restore-".to_vec();
-    name.extend_from_slice(to.file_name().map(|n| n.as_bytes()).unwrap_or_default());
-    let tmp = to.with_file_name(OsStr::from_bytes(&name));
+    // Written under a partial name and renamed once whole and durable: a replaced file is
+    // never half written, and a damaged item or a crash leaves nothing under its name.
+    let (tmp, mut f) = with_partial_name(&to, |tmp| {
+        OpenOptions::new().write(true).create_new(true).open(tmp)
+    })
+    .map_err(|e| e.to_string())?;
     let written = async {
-        let mut f = File::create(&tmp).map_err(|e| e.to_string())?;
         content
             .read_chunks(entry, |chunk| {
                 f.write_all(&chunk)
@@ -183,4 +314,57 @@ async fn file(
     report.items += 1;
     report.bytes += entry.size;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_names_stand_for_their_file_and_never_reuse_a_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let to = dir.path().join("n".repeat(255));
+        let (tmp, _) = with_partial_name(&to, |p| {
+            OpenOptions::new().write(true).create_new(true).open(p)
+        })
+        .unwrap();
+        let name = tmp.file_name().unwrap().as_bytes();
+        assert!(name.len() <= 255, "a long name keeps a usable partial name");
+        assert_eq!(
+            partial_of(name),
+            Some(stem(to.file_name().unwrap().as_bytes()))
+        );
+        // Every draw taken: no existing file is ever written as a partial one.
+        let taken = with_partial_name(&to, |_| -> io::Result<()> {
+            Err(io::ErrorKind::AlreadyExists.into())
+        });
+        assert!(taken.is_err());
+        for other in [
+            &b"1.txt"[..],
+            b".1.txt.lifeboat-partial",
+            b".1.txt.lifeboat-partial-0123456789ABCDEF",
+            b".lifeboat-partial-0123456789abcdef",
+            b".lifeboat-restore-1.txt",
+        ] {
+            assert_eq!(partial_of(other), None);
+        }
+    }
+
+    #[test]
+    fn only_stale_partials_of_written_names_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let stale = d.join(".1.txt.lifeboat-partial-0123456789abcdef");
+        let restored = d.join(".1.txt.lifeboat-partial-fedcba9876543210");
+        let foreign = d.join(".2.txt.lifeboat-partial-0123456789abcdef");
+        for p in [&stale, &restored, &foreign] {
+            fs::write(p, b"x").unwrap();
+        }
+        let mut written = Written::default();
+        written.item(&restored);
+        written.files.push(d.join("1.txt"));
+        written.remove_stale();
+        assert!(!stale.exists());
+        assert!(restored.exists() && foreign.exists());
+    }
 }

@@ -174,7 +174,12 @@ async fn backup_incremental_restore_and_export() {
 
     // Day 1.
     let snap1 = backup(&eng, &task).await;
-    assert_eq!(snap1.error_count, 0, "{:?}", snap1.errors);
+    assert_eq!(
+        snap1.error_count,
+        0,
+        "{:?}",
+        eng.snapshot_errors(&task, &snap1).await
+    );
     let items1 = items(&env, &eng, &task, &snap1).await;
     assert_eq!(items1.len(), seeded.messages.len());
     assert_eq!(snap1.stats.items_read, seeded.messages.len() as u64);
@@ -229,7 +234,12 @@ async fn backup_incremental_restore_and_export() {
 
     env.advance(chrono::Duration::days(1));
     let snap2 = backup(&eng, &task).await;
-    assert_eq!(snap2.error_count, 0, "{:?}", snap2.errors);
+    assert_eq!(
+        snap2.error_count,
+        0,
+        "{:?}",
+        eng.snapshot_errors(&task, &snap2).await
+    );
     // Only the new message and the replaced folder's one are fetched; the 21 MiB message
     // and everything else is carried from day 1.
     assert_eq!(snap2.stats.items_read, 2);
@@ -389,7 +399,12 @@ async fn a_run_out_of_time_pauses_between_folders_and_the_next_goes_on() {
         pauses >= 3,
         "the seeded mailbox has several folders; paused {pauses} times"
     );
-    assert_eq!(snap.error_count, 0, "{:?}", snap.errors);
+    assert_eq!(
+        snap.error_count,
+        0,
+        "{:?}",
+        eng.snapshot_errors(&task, &snap).await
+    );
     let got = items(&env, &eng, &task, &snap).await;
     assert_eq!(got.len(), seeded.messages.len());
     assert_has_seed(&seeded, &got, "");
@@ -418,7 +433,12 @@ async fn a_dropped_connection_mid_fetch_loses_nothing() {
     let snap = backup(&eng, &task).await;
     assert_eq!(proxy.cuts_left(), 0);
     assert_eq!(proxy.cut_count.load(Ordering::SeqCst), 1);
-    assert_eq!(snap.error_count, 0, "{:?}", snap.errors);
+    assert_eq!(
+        snap.error_count,
+        0,
+        "{:?}",
+        eng.snapshot_errors(&task, &snap).await
+    );
     let got = items(&env, &eng, &task, &snap).await;
     assert_eq!(got.len(), seeded.messages.len());
     assert_has_seed(&seeded, &got, "");
@@ -478,4 +498,56 @@ async fn refused_credentials_fail_clearly_without_the_secret() {
         .check()
         .await
         .unwrap();
+}
+
+/// A mailbox of 2,000 folders: the connector's cursor (one state per folder) is far larger
+/// than a catalog record may be, and it is kept beside the snapshot's record, so the
+/// mailbox backs up, and backs up again incrementally.
+#[tokio::test]
+async fn a_mailbox_of_two_thousand_folders_backs_up_twice() {
+    let d = dovecot();
+    let u = d.new_user();
+    let mut imap = imap::connect(&d.config(&u, TlsMode::NoneForTests))
+        .await
+        .unwrap();
+    for i in 0..2000 {
+        let name = format!("Projects/Client {i:04} correspondence and files");
+        imap.create_folder(&name).await.unwrap();
+        if i % 100 == 0 {
+            let body = format!("From: a@example.com\r\nSubject: folder {i}\r\n\r\nHello.\r\n");
+            imap.append(&name, &[], None, body.len() as u64, body.as_bytes())
+                .await
+                .unwrap();
+        }
+    }
+    imap.logout().await;
+    let env = TestEnv::new();
+    let eng = env.engine("t1");
+    let s = settings(d, &u, TlsMode::NoneForTests, None);
+    let task = add(&eng, "mail", &s, &u.password).await;
+
+    let first = backup(&eng, &task).await;
+    assert_eq!(
+        first.error_count,
+        0,
+        "{:?}",
+        eng.snapshot_errors(&task, &first).await
+    );
+    assert_eq!(first.stats.items, 20);
+    assert!(first.stats.folders >= 2000, "{:?}", first.stats);
+    let cursor = eng
+        .snapshot_meta(&task, &first)
+        .await
+        .unwrap()
+        .cursor
+        .unwrap();
+    eprintln!("cursor of 2,000 folders: {} bytes", cursor.len());
+    assert!(cursor.len() > 100_000, "{} bytes", cursor.len());
+
+    env.advance(chrono::Duration::days(1));
+    let second = backup(&eng, &task).await;
+    assert_eq!(second.error_count, 0);
+    assert_eq!(second.stats.items_read, 0);
+    assert_eq!(second.root, first.root);
+    assert_eq!(eng.snapshots(&task).await.unwrap().len(), 2);
 }

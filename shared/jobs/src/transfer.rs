@@ -290,6 +290,7 @@ pub async fn run_restore(ctx: &Context, job: &RestoreJob) -> Result<Outcome> {
             label: String::new(),
             at: Some(created),
             filter: job.filter.clone(),
+            sync: false,
         };
         let to = Destination {
             task: None,

@@ -7,7 +7,7 @@ use domain::{AccountId, BackupJob, ItemPath, JobEnvelope, JobKind, TaskId, Tenan
 use embedded::MemQueue;
 use engine::{Engine, NoProgress, Ports, SourceErrorKind, TaskRecord};
 use jobs::{drain, Context, Outcome};
-use ports::{catalog_keys, Clock, Queue};
+use ports::{catalog_keys, CatalogExt, Clock, Queue};
 use std::sync::Arc;
 use std::time::Duration;
 use testkit::env::{fake_task, t0, TestEnv};
@@ -354,11 +354,35 @@ async fn the_schedule_follows_the_task() {
     env.clock.set(at(0, 40));
     assert_eq!(jobs::tick(&ctx).await.unwrap().queued, 1);
 
-    // A deleted tenant leaves the schedule.
+    // A deleted tenant leaves the schedule: its entry is gone from the index, and the next
+    // day's tick finds nothing of it (not even a task to claim and find gone).
+    let acme = TenantId::new("acme").unwrap();
+    let entries = |env: &TestEnv| {
+        let catalog = env.ports.catalog.clone();
+        let prefix = format!("{acme}#");
+        async move {
+            let mut found = Vec::new();
+            for hour in 0..24u8 {
+                for shard in 0..engine::SCHEDULE_SHARDS {
+                    let pk = catalog_keys::schedule_shard(hour, shard).pk;
+                    for r in catalog.query_all(&pk, &prefix).await.unwrap() {
+                        found.push(format!("{pk} {}", r.sk));
+                    }
+                }
+            }
+            found
+        }
+    };
+    assert_eq!(entries(&env).await.len(), 1, "the task is in the schedule");
     env.engine("acme").delete_tenant().await.unwrap();
+    assert_eq!(entries(&env).await, Vec::<String>::new());
     env.clock.set(at(1, 0) + chrono::Duration::days(1));
     let r = jobs::tick(&ctx).await.unwrap();
-    assert_eq!((r.queued, r.already), (0, 0));
+    assert_eq!(
+        (r.queued, r.jobs, r.gone, r.already, r.failed),
+        (0, 0, 0, 0, 0),
+        "{r:?}"
+    );
 }
 
 #[tokio::test]
@@ -843,7 +867,17 @@ async fn the_tick_fans_out_per_account_and_announces_each_backup() {
     drain(&ctx, Duration::ZERO).await.unwrap();
     env.clock.set(at(2, 5) + chrono::Duration::days(3));
     assert_eq!(jobs::tick(&ctx).await.unwrap().jobs, 13);
-    let queued = queue.receive(10, SHORT).await.unwrap();
+    // Every queued job, not just the first batch of ten: none is the deleted mailbox's.
+    let mut queued = Vec::new();
+    loop {
+        let batch = queue.receive(10, SHORT).await.unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        queued.extend(batch);
+    }
+    assert_eq!(queued.len(), 13);
+    assert!(queued.iter().any(|m| m.body.contains("user04")));
     assert!(queued.iter().all(|m| !m.body.contains("user05")));
     let infos = e
         .account_infos(&e.task("mail").await.unwrap())

@@ -867,6 +867,13 @@ fn delete_tenant_needs_yes_then_removes_everything() {
     let objects = lb.home.join("objects");
     let stored = count_files(&objects);
     assert!(stored > 0);
+    // The installation's one tenant has its key beside the master key.
+    let tenant_key = lb.home.join("tenant-keys/local.key");
+    assert!(
+        tenant_key.is_file(),
+        "no tenant key at {}",
+        tenant_key.display()
+    );
 
     let e = lb.fail(["delete-tenant"]);
     assert!(e.contains("--yes"), "says how to confirm: {e}");
@@ -875,11 +882,19 @@ fn delete_tenant_needs_yes_then_removes_everything() {
         stored,
         "nothing deleted without --yes"
     );
+    assert!(tenant_key.is_file(), "the key is kept without --yes");
     assert_eq!(lb.snapshot_ids("docs").len(), 1);
 
     let r = lb.ok(["delete-tenant", "--yes"]);
     assert!(r.stdout.contains("tenant deleted"), "{}", r.show());
     assert_eq!(count_files(&objects), 0, "no object left");
+    // The tenant's key went first: no copy of its wrapped data keys opens again.
+    assert!(!tenant_key.exists(), "the tenant's key is left");
+    assert_eq!(
+        count_files(&lb.home.join("tenant-keys")),
+        0,
+        "a key file is left"
+    );
     assert_eq!(lb.ok(["task", "list"]).stdout, "");
     assert_eq!(
         lb.ok(["task", "list", "--json"]).json(),

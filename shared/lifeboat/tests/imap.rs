@@ -137,12 +137,19 @@ fn imap_task_from_the_command_line() {
         "other",
     ]);
     assert!(r.stdout.contains("Lifeboat Restore"), "{}", r.show());
-    lb.backup_json("other", 0);
+    let after = lb.backup_json("other", 0);
     let top = lb.ok(["ls", "other", "latest"]).stdout;
     assert!(
         top.lines()
             .any(|l| l.ends_with("/") && l.contains("Lifeboat Restore ")),
         "no restore folder in the other mailbox:\n{top}"
+    );
+    // Every message is there: the other mailbox, empty before, now holds as many.
+    assert!(!seeded.messages.is_empty());
+    assert_eq!(
+        after["stats"]["items"],
+        seeded.messages.len() as u64,
+        "{after}"
     );
     // A destination task that does not exist is refused clearly.
     let e = lb.fail([
@@ -167,6 +174,12 @@ fn imap_task_from_the_command_line() {
     ]);
     let text = std::fs::read(&mbox).unwrap();
     assert!(text.starts_with(b"From MAILER-DAEMON "));
+    // One `From ` line a message (a body's own `From ` lines are quoted as `>From `).
+    let from_lines = text
+        .split(|b| *b == b'\n')
+        .filter(|l| l.starts_with(b"From "))
+        .count();
+    assert_eq!(from_lines, seeded.messages.len(), "one From line a message");
     let zip_path = dir.path().join("mail.zip");
     lb.ok([
         "export",

@@ -35,7 +35,7 @@ async fn a_batched_backup_stores_what_single_requests_store() {
     let env = start(mailbox()).await;
     let user = env.user(0).await;
     let s = env.backup(&user).await.unwrap();
-    assert_eq!(s.error_count, 0, "{:?}", s.errors);
+    assert_eq!(s.error_count, 0, "{:?}", env.errors(&s).await);
     assert_eq!(s.stats.items, s1.stats.items);
     assert_eq!(s.stats.bytes, s1.stats.bytes, "the same content");
     assert_eq!(walk(&env, &s, &p("")).await, expected);
@@ -54,7 +54,7 @@ async fn a_batched_backup_stores_what_single_requests_store() {
     }
     let d1 = single.backup(&user).await.unwrap();
     let d = env.backup(&user).await.unwrap();
-    assert_eq!(d.error_count, 0, "{:?}", d.errors);
+    assert_eq!(d.error_count, 0, "{:?}", env.errors(&d).await);
     assert_eq!(
         walk(&env, &d, &p("")).await,
         walk(&single, &d1, &p("")).await
@@ -82,7 +82,7 @@ async fn throttled_inner_requests_are_asked_again_and_nothing_is_lost() {
     assert_eq!(num(&stats, "/by_status/429"), 6, "{stats}");
     assert_eq!(num(&stats, "/by_status/503"), 2, "{stats}");
     assert!(num(&stats, "/batches") > 0, "{stats}");
-    assert_eq!(s.error_count, 0, "{:?}", s.errors);
+    assert_eq!(s.error_count, 0, "{:?}", env.errors(&s).await);
     assert_eq!(walk(&env, &s, &p("")).await, expected);
 }
 
@@ -117,7 +117,7 @@ async fn pacing_keeps_a_mailbox_under_its_budget_without_a_429() {
     assert!(t0.elapsed() >= std::time::Duration::from_secs(2));
     assert_eq!(num(m, "/throttled"), 0, "{stats}");
     assert_eq!(num(&stats, "/by_status/429"), 0, "{stats}");
-    assert_eq!(s.error_count, 0, "{:?}", s.errors);
+    assert_eq!(s.error_count, 0, "{:?}", env.errors(&s).await);
     assert_eq!(walk(&env, &s, &p("")).await, expected);
 }
 
@@ -140,7 +140,7 @@ async fn pacing_keeps_sharepoint_under_its_resource_units_without_a_429() {
     let mut items = 0;
     for a in &accounts {
         let s = env.backup(a).await.unwrap();
-        assert_eq!(s.error_count, 0, "{:?}", s.errors);
+        assert_eq!(s.error_count, 0, "{:?}", env.errors(&s).await);
         items += s.stats.items;
     }
     let stats = env.stats().await;

@@ -120,8 +120,7 @@ pub fn snapshot(
     key(snapshots(tenant, task, account).pk, id.to_string())
 }
 
-/// An account's work in progress: packs uploaded but not yet committed, and the checkpoint
-/// of a paused backup.
+/// An account's work in progress: the checkpoint of a paused backup.
 pub fn pending(tenant: &TenantId, task: &TaskId, account: &AccountId) -> KeyRange {
     KeyRange {
         pk: format!("t#{tenant}#pend#{task}#{account}"),
@@ -129,27 +128,30 @@ pub fn pending(tenant: &TenantId, task: &TaskId, account: &AccountId) -> KeyRang
     }
 }
 
-/// A pack uploaded for an account's backup and not yet committed (`pack` in hex).
-pub fn pending_pack(
-    tenant: &TenantId,
-    task: &TaskId,
-    account: &AccountId,
-    pack: &str,
-) -> CatalogKey {
-    key(pending(tenant, task, account).pk, pack.to_string())
-}
-
-/// The sort key of a checkpoint; never a pack id, which is 64 hex digits.
-const CHECKPOINT_SK: &str = "checkpoint";
-
-/// The checkpoint of an account's paused backup: tree so far, cursor, start time.
+/// The checkpoint of an account's paused backup: tree so far, side data, start time.
 pub fn checkpoint(tenant: &TenantId, task: &TaskId, account: &AccountId) -> CatalogKey {
-    key(pending(tenant, task, account).pk, CHECKPOINT_SK.into())
+    key(pending(tenant, task, account).pk, "checkpoint".into())
 }
 
-/// Whether a record of [`pending`] is the checkpoint (and not a pack).
-pub fn is_checkpoint(sk: &str) -> bool {
-    sk == CHECKPOINT_SK
+/// The format of a task's vault: written when the vault is first written to, checked
+/// whenever it is opened, so a build never misreads data of a format it does not know.
+pub fn vault_format(tenant: &TenantId, task: &TaskId) -> CatalogKey {
+    key(tenant_pk(tenant), format!("format#{task}"))
+}
+
+/// Which account a snapshot id belongs to, so a snapshot is found by its id (or the start
+/// of it) alone with two reads, however many accounts the task has.
+pub fn snapshot_owner(tenant: &TenantId, task: &TaskId, id: &SnapshotId) -> CatalogKey {
+    let r = snapshot_owners(tenant, task);
+    key(r.pk, format!("{}{id}", r.prefix))
+}
+
+/// Every snapshot id of a task with its account, sorted by id (so by time).
+pub fn snapshot_owners(tenant: &TenantId, task: &TaskId) -> KeyRange {
+    KeyRange {
+        pk: tenant_pk(tenant),
+        prefix: format!("snapid#{task}#"),
+    }
 }
 
 /// The tasks due at `hour` (UTC) in `shard` of the schedule index.
@@ -213,8 +215,9 @@ mod tests {
             state(&t, &k, &a),
             tenant_key(&t),
             snapshot(&t, &k, &a, &id),
-            pending_pack(&t, &k, &a, "00"),
             checkpoint(&t, &k, &a),
+            vault_format(&t, &k),
+            snapshot_owner(&t, &k, &id),
         ] {
             assert!(ck.pk == "t#acme" || ck.pk.starts_with("t#acme#"), "{ck:?}");
         }
@@ -249,14 +252,5 @@ mod tests {
                 sk: "02#03".into()
             }
         );
-    }
-
-    #[test]
-    fn a_checkpoint_is_not_a_pack() {
-        let (t, k, a) = ids();
-        assert!(is_checkpoint(&checkpoint(&t, &k, &a).sk));
-        assert!(!is_checkpoint(
-            &pending_pack(&t, &k, &a, &"ab".repeat(32)).sk
-        ));
     }
 }

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use domain::TenantId;
 use ports::{
-    Catalog, Condition, DataKey, EncryptionContext, Error, ErrorKind, KeyService, ListPage,
-    ObjectKey, ObjectStore, Page, Record, Result, TxOp,
+    ByteSource, Catalog, Condition, DataKey, EncryptionContext, Error, ErrorKind, KeyService,
+    ListPage, ObjectKey, ObjectStore, Page, Record, Result, TxOp,
 };
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -36,6 +36,12 @@ impl FaultPlan {
             budget: AtomicU64::new(budget),
             injected: AtomicU64::new(0),
         })
+    }
+
+    /// How many calls the wrappers sharing the plan made so far (a plan with no budget
+    /// only counts).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::SeqCst)
     }
 
     /// How many faults were injected so far.
@@ -86,6 +92,23 @@ impl ObjectStore for FaultyStore {
             }
             Some(e) => Err(e),
             None => self.inner.put_if_absent(key, data).await,
+        }
+    }
+    /// Forwarded, so that the inner store streams as it would unwrapped (the port's
+    /// default would gather the whole object in memory first); one call of the plan, as
+    /// the default's one put was.
+    async fn put_stream_if_absent(
+        &self,
+        key: &ObjectKey,
+        source: &mut dyn ByteSource,
+    ) -> Result<u64> {
+        match self.plan.next("object streamed put") {
+            Some(e) if self.plan.after() => {
+                self.inner.put_stream_if_absent(key, source).await?;
+                Err(e)
+            }
+            Some(e) => Err(e),
+            None => self.inner.put_stream_if_absent(key, source).await,
         }
     }
     async fn get(&self, key: &ObjectKey) -> Result<Bytes> {

@@ -1,7 +1,8 @@
 //! What every crate's tests share: the conformance suites for the ports (one public async
 //! function per port, run by every adapter: embedded in `embedded/tests/conformance.rs`,
 //! AWS against moto's server, so that code proven on one backend behaves the same on the
-//! other), the one test environment ([`mod@env`]) and the one fake connector ([`fake`]).
+//! other), the one test environment ([`mod@env`]), the one fake connector ([`fake`]) and
+//! damage done on purpose to stored objects ([`damage`]).
 //!
 //! The suites test the contract written in the port traits' doc comments, edge cases
 //! included. They panic with a message naming the failed check, as test helpers do.
@@ -11,6 +12,7 @@
 //! a backend to be empty.
 
 mod catalog;
+pub mod damage;
 pub mod env;
 mod events;
 pub mod fake;

@@ -29,6 +29,7 @@ pub async fn object_store_suite(store: &dyn ObjectStore) {
     empty_object(store, &tenant).await;
     large_object(store, &tenant).await;
     streamed(store, &tenant).await;
+    streamed_write_once(store, &tenant).await;
     // A tenant of its own: its tenant-wide listing must hold nothing else.
     list_order_and_prefixes(store, &unique_tenant()).await;
     list_paging(store, &tenant).await;
@@ -314,6 +315,91 @@ async fn streamed(store: &dyn ObjectStore, tenant: &TenantId) {
         store.get(&broken).await,
         ErrorKind::NotFound,
         "nothing is left of a broken streamed write",
+    );
+}
+
+/// Streamed and plain puts keep one write-once rule: a streamed put of several parts
+/// refuses a key a plain put wrote (before or after reading its source) and the reverse;
+/// an empty stream is an empty object; of streamed puts racing for one key exactly one
+/// wins, whole.
+async fn streamed_write_once(store: &dyn ObjectStore, tenant: &TenantId) {
+    let plain = key(tenant, "stream-once", "export", "plain");
+    put(store, &plain, "written plainly").await;
+    assert_kind(
+        store
+            .put_stream_if_absent(
+                &plain,
+                &mut pieces(&pattern(STREAM_PART_BYTES + 99, 21), None),
+            )
+            .await,
+        ErrorKind::AlreadyExists,
+        "streamed put of two parts over a plainly written object",
+    );
+    assert_eq!(
+        assert_ok(store.get(&plain).await, "get after refusal").as_ref(),
+        b"written plainly",
+        "a refused streamed put leaves the object as it was"
+    );
+
+    let streamed = key(tenant, "stream-once", "export", "streamed");
+    let data = pattern(STREAM_PART_BYTES + 1, 22);
+    assert_ok(
+        store
+            .put_stream_if_absent(&streamed, &mut pieces(&data, None))
+            .await,
+        "streamed put of two parts",
+    );
+    assert_kind(
+        store.put_if_absent(&streamed, Bytes::from("plain")).await,
+        ErrorKind::AlreadyExists,
+        "plain put over a streamed object",
+    );
+    assert!(assert_ok(store.get(&streamed).await, "get streamed").as_ref() == &data[..]);
+
+    let empty = key(tenant, "stream-once", "export", "empty");
+    let n = assert_ok(
+        store
+            .put_stream_if_absent(&empty, &mut pieces(b"", None))
+            .await,
+        "streamed put of nothing",
+    );
+    assert_eq!(n, 0);
+    assert_eq!(assert_ok(store.size(&empty).await, "size of empty"), 0);
+    assert_kind(
+        store
+            .put_stream_if_absent(&empty, &mut pieces(b"", None))
+            .await,
+        ErrorKind::AlreadyExists,
+        "second streamed put of nothing",
+    );
+
+    const RACERS: u64 = 4;
+    let raced = key(tenant, "stream-once", "export", "raced");
+    let bodies: Vec<Vec<u8>> = (0..RACERS)
+        .map(|i| pattern(64 * 1024 + i as usize, 200 + i))
+        .collect();
+    let mut sources: Vec<Pieces> = bodies.iter().map(|b| pieces(b, None)).collect();
+    let results = futures::future::join_all(
+        sources
+            .iter_mut()
+            .map(|src| store.put_stream_if_absent(&raced, src)),
+    )
+    .await;
+    let mut winner = None;
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Ok(n) => {
+                assert!(winner.is_none(), "two racing streamed puts both succeeded");
+                assert_eq!(n as usize, bodies[i].len());
+                winner = Some(i);
+            }
+            Err(e) => assert_eq!(e.kind(), ErrorKind::AlreadyExists, "racing put: {e}"),
+        }
+    }
+    let winner = winner.expect("one racing streamed put succeeds");
+    assert!(
+        assert_ok(store.get(&raced).await, "get after race").as_ref() == &bodies[winner][..],
+        "the object holds the winning streamed put's bytes"
     );
 }
 

@@ -2,9 +2,17 @@
 //!
 //! From a task's 256-bit data key (from the key service) we derive two keys with BLAKE3's
 //! key derivation: one for content ids (keyed BLAKE3, so equal content in two tenants gets
-//! unrelated ids) and one for AES-256-GCM (ring's assembly implementation). Every sealed
-//! record is bound by associated data to tenant, task, kind and id, so a record copied to
-//! another place, task or tenant fails to open.
+//! unrelated ids) and one sealing key. Nothing is sealed under the sealing key itself:
+//! every record is sealed with AES-256-GCM (ring's assembly implementation) under a subkey
+//! derived from the sealing key, the record's kind and its id, with a random 96-bit nonce.
+//!
+//! **Nonce bound.** GCM's guideline is at most 2^32 random nonces per key. A subkey is
+//! used only for the records of one (kind, id): one blob's content (sealed again only when
+//! it is stored again after damage), one pack's index, one catalog record (rewritten once
+//! per pause of a backup), one index segment, one dictionary copy. No realistic task comes
+//! near 2^32 seals of one id, however many items it holds, so the bound holds per record
+//! rather than per task. Every sealed record is also bound by associated data to tenant,
+//! task, kind and id, so a record copied to another place, task or tenant fails to open.
 
 use crate::error::{Error, Result};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -54,12 +62,16 @@ pub enum SealKind {
     Record = 5,
     /// A task's credential for its source (a password, a token, an app secret).
     Secret = 6,
+    /// A snapshot's or checkpoint's side data (cursor, item errors), stored as a blob.
+    Meta = 7,
+    /// A segment of an account's location index.
+    IndexSegment = 8,
 }
 
 /// The keys of one task. Cheap to share; the key material is wiped on drop.
 pub struct TaskKeys {
     id_key: Zeroizing<[u8; 32]>,
-    aead: LessSafeKey,
+    seal_key: Zeroizing<[u8; 32]>,
     scope: Vec<u8>,
     rng: SystemRandom,
 }
@@ -74,22 +86,41 @@ impl TaskKeys {
     /// Derives the task's keys from its data key; `tenant` and `task` become part of every
     /// seal's associated data.
     pub fn derive(data_key: &[u8; 32], tenant: &str, task: &str) -> Self {
-        let id_key = Zeroizing::new(blake3::derive_key("lifeboat 2026-11 item id", data_key));
-        let seal_key = Zeroizing::new(blake3::derive_key("lifeboat 2026-11 seal", data_key));
-        let unbound =
-            UnboundKey::new(&AES_256_GCM, seal_key.as_ref()).expect("32 bytes is an AES-256 key");
+        let id_key = Zeroizing::new(blake3::derive_key("lifeboat 2026-12 item id", data_key));
+        let seal_key = Zeroizing::new(blake3::derive_key("lifeboat 2026-12 seal", data_key));
         let mut scope = Vec::with_capacity(tenant.len() + task.len() + 16);
-        scope.extend_from_slice(b"lifeboat/1");
+        scope.extend_from_slice(b"lifeboat/2");
         for s in [tenant, task] {
             scope.extend_from_slice(&(s.len() as u16).to_be_bytes());
             scope.extend_from_slice(s.as_bytes());
         }
         TaskKeys {
             id_key,
-            aead: LessSafeKey::new(unbound),
+            seal_key,
             scope,
             rng: SystemRandom::new(),
         }
+    }
+
+    /// The AEAD key for records of one kind and id (see the module doc on the nonce bound).
+    fn subkey(&self, kind: SealKind, id: &[u8; 32]) -> LessSafeKey {
+        let mut h = blake3::Hasher::new_keyed(&self.seal_key);
+        h.update(&[kind as u8]);
+        h.update(id);
+        let k = Zeroizing::new(*h.finalize().as_bytes());
+        let unbound =
+            UnboundKey::new(&AES_256_GCM, k.as_ref()).expect("32 bytes is an AES-256 key");
+        LessSafeKey::new(unbound)
+    }
+
+    /// A short, stable name for an account inside this task's object keys: keyed, so the
+    /// store's listing does not reveal who the accounts are, and free of the characters an
+    /// account id may hold.
+    pub fn account_tag(&self, account: &str) -> String {
+        let mut h = blake3::Hasher::new_keyed(&self.id_key);
+        h.update(b"account tag\0");
+        h.update(account.as_bytes());
+        hex::encode(&h.finalize().as_bytes()[..8])
     }
 
     /// The content id of `data`.
@@ -150,7 +181,7 @@ impl TaskKeys {
         }
         let aad = self.aad(kind, id);
         let tag = self
-            .aead
+            .subkey(kind, id)
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(&aad),
@@ -181,7 +212,7 @@ impl TaskKeys {
         let mut buf = sealed[NONCE_LEN..].to_vec();
         let aad = self.aad(kind, id);
         let n = self
-            .aead
+            .subkey(kind, id)
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce),
                 Aad::from(&aad),

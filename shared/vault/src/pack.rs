@@ -2,7 +2,7 @@
 //! several MiB rather than one per item.
 //!
 //! ```text
-//! "LBPACK\0\x01"                      8-byte magic and format version
+//! "LBPACK\0\x02"                      8-byte magic and format version
 //! record*                             nonce(12) || AES-GCM(codec || payload) || tag(16)
 //! index                               sealed postcard list of IndexEntry
 //! index_len: u32 LE, "LBPX"           trailer
@@ -11,14 +11,18 @@
 //! location is known the moment it is added. (Naming packs by content would buy nothing:
 //! nonces are random, so no two packs are ever equal.) The index is sealed with the pack's
 //! name as associated data, and every record carries its own tag, so any changed byte is
-//! detected. The index at the end lets a pack be understood on its own (recovery after a
-//! crash, verification) with two small ranged reads.
+//! detected. The index at the end lets a pack be understood on its own (verification,
+//! repacking) with two small ranged reads.
+//!
+//! A record is sealed for its blob's kind and id, not for its place: a repack copies
+//! records into a new pack byte for byte, and the account's location index says where
+//! each blob now is.
 
 use crate::crypto::{BlobId, SealKind, TaskKeys};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
-pub const MAGIC: &[u8; 8] = b"LBPACK\0\x01";
+pub const MAGIC: &[u8; 8] = b"LBPACK\0\x02";
 const TRAILER_MAGIC: &[u8; 4] = b"LBPX";
 pub const TRAILER_LEN: u64 = 8;
 
@@ -53,24 +57,33 @@ impl std::fmt::Debug for PackId {
     }
 }
 
-/// Where one blob lives.
+/// What a blob is: item content, a tree node, or a snapshot's side data. Part of every
+/// blob's seal, so one kind is never read as another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum BlobKind {
+    Data,
+    Tree,
+    Meta,
+}
+
+impl BlobKind {
+    pub fn seal_kind(self) -> SealKind {
+        match self {
+            BlobKind::Data => SealKind::Data,
+            BlobKind::Tree => SealKind::Tree,
+            BlobKind::Meta => SealKind::Meta,
+        }
+    }
+}
+
+/// Where one blob lives in its pack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IndexEntry {
     pub id: [u8; 32],
-    pub tree: bool,
+    pub kind: BlobKind,
     pub offset: u32,
     pub len: u32,
     pub raw_len: u32,
-}
-
-impl IndexEntry {
-    pub fn kind(&self) -> SealKind {
-        if self.tree {
-            SealKind::Tree
-        } else {
-            SealKind::Data
-        }
-    }
 }
 
 /// Accumulates sealed records in memory until the pack is full.
@@ -105,12 +118,12 @@ impl PackBuilder {
     }
 
     /// Appends one sealed record; returns its offset and length in the pack.
-    pub fn push(&mut self, id: BlobId, tree: bool, raw_len: u32, sealed: &[u8]) -> (u32, u32) {
+    pub fn push(&mut self, id: BlobId, kind: BlobKind, raw_len: u32, sealed: &[u8]) -> (u32, u32) {
         let offset = self.buf.len() as u32;
         self.buf.extend_from_slice(sealed);
         let e = IndexEntry {
             id: id.0,
-            tree,
+            kind,
             offset,
             len: sealed.len() as u32,
             raw_len,

@@ -1,18 +1,26 @@
 //! Snapshot records: the one catalog write that makes a snapshot visible. The record is
-//! sealed with the task's key (it names paths in its error list) and bound to its own
-//! catalog keys, so a record copied under another account or task does not open.
+//! sealed with the task's key and bound to its own catalog keys, so a record copied under
+//! another account or task does not open. It holds a fixed set of small fields; the
+//! source's cursor and the item errors, which grow with the source, are in a sealed blob
+//! the record names, so a record stays far under the catalog's 400 KB whatever the
+//! account.
 
 use crate::crypto::{BlobId, SealKind, TaskKeys};
 use crate::error::{Error, Result};
-use crate::pack::PackId;
 use crate::tree::BlobRef;
 use chrono::{DateTime, Utc};
 use domain::{AccountId, SnapshotId};
 use serde::{Deserialize, Serialize};
 
-/// At most this many item failures are kept in a snapshot record (the count is exact); the
-/// record must stay well under the catalog's 400 KB item limit.
-pub const MAX_RECORDED_ERRORS: usize = 200;
+/// At most this many item failures are kept with a snapshot (the count is exact). They
+/// live in the snapshot's side-data blob, not in its catalog record, so the record stays
+/// small however many there are.
+pub const MAX_RECORDED_ERRORS: usize = 1000;
+/// An error message is cut at this many bytes.
+pub const MAX_ERROR_BYTES: usize = 8 * 1024;
+
+/// Version of snapshot and checkpoint records; a record of another version is refused.
+pub const RECORD_VERSION: u8 = 2;
 
 /// An item that could not be backed up, or was backed up with a caveat.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,14 +45,11 @@ pub struct SnapshotStats {
     pub packs_written: u64,
 }
 
+/// A blob reference in a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefJson {
     #[serde(with = "hex32")]
     pub id: [u8; 32],
-    #[serde(with = "hex32")]
-    pub pack: [u8; 32],
-    pub offset: u32,
-    pub len: u32,
     pub raw_len: u32,
 }
 
@@ -65,9 +70,6 @@ impl From<BlobRef> for RefJson {
     fn from(r: BlobRef) -> Self {
         RefJson {
             id: r.id.0,
-            pack: r.pack.0,
-            offset: r.offset,
-            len: r.len,
             raw_len: r.raw_len,
         }
     }
@@ -77,33 +79,51 @@ impl From<RefJson> for BlobRef {
     fn from(r: RefJson) -> Self {
         BlobRef {
             id: BlobId(r.id),
-            pack: PackId(r.pack),
-            offset: r.offset,
-            len: r.len,
             raw_len: r.raw_len,
         }
     }
 }
 
+/// A snapshot's catalog record: small and of bounded size whatever the account (what
+/// grows with the source is in the side-data blob it names).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotRecord {
+    pub v: u8,
     pub id: SnapshotId,
     pub account: AccountId,
     pub taken_at: DateTime<Utc>,
     pub root: RefJson,
     pub parent: Option<SnapshotId>,
     pub stats: SnapshotStats,
-    /// The first [`MAX_RECORDED_ERRORS`] item failures.
-    pub errors: Vec<ItemError>,
     pub error_count: u64,
-    /// The source's change cursor after this snapshot (a delta link, a history id), so
-    /// the next backup asks only for what changed since.
-    pub cursor: Option<String>,
+    /// The side data: the source's cursor and the item errors ([`SnapshotMeta`]).
+    pub meta: RefJson,
 }
 
 impl SnapshotRecord {
     pub fn root(&self) -> BlobRef {
         self.root.into()
+    }
+}
+
+/// What a snapshot carries besides its tree, kept in a blob of its own: the source's change
+/// cursor after this snapshot (a delta link, a history id, an IMAP state of thousands of
+/// folders), so the next backup asks only for what changed since, and the first
+/// [`MAX_RECORDED_ERRORS`] item failures.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub cursor: Option<String>,
+    pub errors: Vec<ItemError>,
+}
+
+impl SnapshotMeta {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        postcard::to_allocvec(self).expect("side data always serialises")
+    }
+
+    pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<Self> {
+        postcard::from_bytes(bytes)
+            .map_err(|e| Error::damaged(what, format!("side data does not parse: {e}")))
     }
 }
 
@@ -138,13 +158,26 @@ pub(crate) fn open_record<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&json).map_err(|e| Error::damaged(what, e.to_string()))
 }
 
+/// Checks a record's version after it opened.
+pub(crate) fn check_version(v: u8, what: &str) -> Result<()> {
+    if v == RECORD_VERSION {
+        Ok(())
+    } else {
+        Err(Error::Format(format!(
+            "{what}: record format {v} is not one this build reads"
+        )))
+    }
+}
+
 /// A backup paused before its end (a Lambda run's time was up): the tree as far as it got
 /// and the source's cursor at that point. Not a snapshot: nothing of it is visible until
 /// a later run resumes from it and commits.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
+    pub v: u8,
     pub root: RefJson,
-    pub cursor: Option<String>,
+    /// The cursor and the errors so far ([`SnapshotMeta`]).
+    pub meta: RefJson,
     /// When the paused backup started; the snapshot that completes it carries this time.
     pub started_at: DateTime<Utc>,
     /// The snapshot the paused backup started from. A checkpoint whose parent is no longer
@@ -152,4 +185,6 @@ pub struct Checkpoint {
     pub parent: Option<SnapshotId>,
     /// How many times this backup has paused.
     pub pauses: u32,
+    /// Item failures so far (the first ones are in the side data).
+    pub error_count: u64,
 }

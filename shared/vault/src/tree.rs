@@ -2,24 +2,23 @@
 //! change between two backups serialises to the same bytes, gets the same id and is not
 //! stored again, so a daily snapshot costs only the folders that changed.
 //!
-//! Every reference to a blob carries its location (pack, offset, length), so reading one
-//! item needs the nodes along its path and then a single ranged read.
+//! References name blobs by id only; where a blob lies is the account's location index's
+//! business (see [`crate::index`]), so packs can be rewritten without touching any tree.
+//!
+//! **Large folders are split.** A folder whose node would pass [`PIECE_MAX`] is stored as
+//! leaf pieces under a branch node that lists them with their first names. Piece ends are
+//! chosen by content (a hash of the entry's name), so adding, changing or removing one
+//! entry of a folder of 100,000 rewrites one piece of a few dozen KiB and the branch, not
+//! the whole folder; the branch is split the same way when it is itself large.
 
 use crate::crypto::BlobId;
 use crate::error::{Error, Result};
-use crate::pack::PackId;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 
-/// Where a blob is and how large it is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A blob by id, with its plaintext length (which bounds its decoding).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct BlobRef {
     pub id: BlobId,
-    pub pack: PackId,
-    pub offset: u32,
-    /// Sealed length in the pack.
-    pub len: u32,
-    /// Plaintext length.
     pub raw_len: u32,
 }
 
@@ -70,6 +69,18 @@ impl Entry {
             meta: Vec::new(),
         }
     }
+
+    /// About how many bytes this entry takes in a node (for choosing piece ends).
+    fn weight(&self) -> usize {
+        32 + self.name.len()
+            + self.content.len() * 37
+            + self.link.as_ref().map_or(0, Vec::len)
+            + self
+                .meta
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 2)
+                .sum::<usize>()
+    }
 }
 
 /// One folder: its entries sorted by name, names unique.
@@ -101,17 +112,117 @@ impl Node {
     }
 }
 
-// ---- wire form: packs interned per node, postcard ----
+/// A piece of a folder's node as stored: entries, or the pieces below a branch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Piece {
+    Leaf(Vec<Entry>),
+    Branch(Vec<Child>),
+}
 
-const NODE_VERSION: u8 = 1;
+/// One piece below a branch: its first entry's name, its node, how many entries it holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Child {
+    pub first: Vec<u8>,
+    pub node: BlobRef,
+    pub entries: u64,
+}
+
+/// A folder's node is split once it would pass this many bytes.
+pub const PIECE_MAX: usize = 128 * 1024;
+/// A piece ends at a content-defined point only after this many bytes.
+const PIECE_MIN: usize = 8 * 1024;
+/// One entry in this many ends a piece (past [`PIECE_MIN`]): pieces of ~16-70 KiB.
+const PIECE_ODDS: u64 = 128;
+
+/// A stable 64-bit hash of a name (FNV-1a): piece ends must fall on the same names in
+/// every build, so this is spelled out here rather than taken from a hasher that may change.
+fn name_hash(name: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name {
+        h ^= *b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h ^ (h >> 29)
+}
+
+/// Splits a sorted list into runs: a run ends after an item whose name hashes to a cut
+/// point once the run is [`PIECE_MIN`] bytes long, or when it reaches [`PIECE_MAX`].
+/// Returns the end index of each run. A list lighter than [`PIECE_MAX`] is one run.
+pub fn cut_points<T>(
+    items: &[T],
+    name: impl Fn(&T) -> &[u8],
+    weight: impl Fn(&T) -> usize,
+) -> Vec<usize> {
+    let total: usize = items.iter().map(&weight).sum();
+    if total <= PIECE_MAX {
+        return vec![items.len()];
+    }
+    let mut ends = Vec::new();
+    let mut acc = 0;
+    for (i, it) in items.iter().enumerate() {
+        acc += weight(it);
+        if (acc >= PIECE_MIN && name_hash(name(it)).is_multiple_of(PIECE_ODDS)) || acc >= PIECE_MAX
+        {
+            ends.push(i + 1);
+            acc = 0;
+        }
+    }
+    if ends.last() != Some(&items.len()) {
+        ends.push(items.len());
+    }
+    ends
+}
+
+/// Splits a folder's entries into leaf pieces (see the module doc).
+pub fn leaf_pieces(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
+    let ends = cut_points(&entries, |e| &e.name, Entry::weight);
+    split_at_ends(entries, &ends)
+}
+
+/// Splits a branch's children the same way.
+pub fn branch_pieces(children: Vec<Child>) -> Vec<Vec<Child>> {
+    let ends = cut_points(&children, |c| &c.first, |c| c.first.len() + 52);
+    split_at_ends(children, &ends)
+}
+
+fn split_at_ends<T>(items: Vec<T>, ends: &[usize]) -> Vec<Vec<T>> {
+    let mut out = Vec::with_capacity(ends.len());
+    let mut it = items.into_iter();
+    let mut at = 0;
+    for &end in ends {
+        out.push(it.by_ref().take(end - at).collect());
+        at = end;
+    }
+    out
+}
+
+// ---- wire form: postcard ----
+
+/// Version 2: references by id; folders split into pieces.
+const NODE_VERSION: u8 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct RefWire {
     id: [u8; 32],
-    pack: u32,
-    offset: u32,
-    len: u32,
     raw_len: u32,
+}
+
+impl From<&BlobRef> for RefWire {
+    fn from(r: &BlobRef) -> Self {
+        RefWire {
+            id: r.id.0,
+            raw_len: r.raw_len,
+        }
+    }
+}
+
+impl From<RefWire> for BlobRef {
+    fn from(r: RefWire) -> Self {
+        BlobRef {
+            id: BlobId(r.id),
+            raw_len: r.raw_len,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -129,93 +240,192 @@ struct EntryWire {
 }
 
 #[derive(Serialize, Deserialize)]
-struct NodeWire {
-    v: u8,
-    packs: Vec<PackId>,
-    entries: Vec<EntryWire>,
+struct ChildWire {
+    first: Vec<u8>,
+    node: RefWire,
+    entries: u64,
 }
 
-impl Node {
+#[derive(Serialize, Deserialize)]
+enum PieceWire {
+    Leaf(Vec<EntryWire>),
+    Branch(Vec<ChildWire>),
+}
+
+#[derive(Serialize, Deserialize)]
+struct NodeWire {
+    v: u8,
+    piece: PieceWire,
+}
+
+fn entry_wire(e: &Entry) -> EntryWire {
+    EntryWire {
+        name: e.name.clone(),
+        kind: e.kind,
+        size: e.size,
+        mtime_ns: e.mtime_ns,
+        mode: e.mode,
+        fingerprint: e.fingerprint,
+        content: e.content.iter().map(RefWire::from).collect(),
+        subtree: e.subtree.as_ref().map(RefWire::from),
+        link: e.link.clone(),
+        meta: e.meta.clone(),
+    }
+}
+
+fn entry_from(e: EntryWire) -> Entry {
+    Entry {
+        name: e.name,
+        kind: e.kind,
+        size: e.size,
+        mtime_ns: e.mtime_ns,
+        mode: e.mode,
+        fingerprint: e.fingerprint,
+        content: e.content.into_iter().map(BlobRef::from).collect(),
+        subtree: e.subtree.map(BlobRef::from),
+        link: e.link,
+        meta: e.meta,
+    }
+}
+
+impl Piece {
     pub fn encode(&self) -> Vec<u8> {
-        let mut packs: Vec<PackId> = Vec::new();
-        let mut pack_ix: HashMap<PackId, u32> = HashMap::new();
-        let mut wire_ref = |r: &BlobRef| {
-            let ix = *pack_ix.entry(r.pack).or_insert_with(|| {
-                packs.push(r.pack);
-                (packs.len() - 1) as u32
-            });
-            RefWire {
-                id: r.id.0,
-                pack: ix,
-                offset: r.offset,
-                len: r.len,
-                raw_len: r.raw_len,
-            }
+        let piece = match self {
+            Piece::Leaf(entries) => PieceWire::Leaf(entries.iter().map(entry_wire).collect()),
+            Piece::Branch(children) => PieceWire::Branch(
+                children
+                    .iter()
+                    .map(|c| ChildWire {
+                        first: c.first.clone(),
+                        node: RefWire::from(&c.node),
+                        entries: c.entries,
+                    })
+                    .collect(),
+            ),
         };
-        let entries = self
-            .entries
-            .iter()
-            .map(|e| EntryWire {
-                name: e.name.clone(),
-                kind: e.kind,
-                size: e.size,
-                mtime_ns: e.mtime_ns,
-                mode: e.mode,
-                fingerprint: e.fingerprint,
-                content: e.content.iter().map(&mut wire_ref).collect(),
-                subtree: e.subtree.as_ref().map(&mut wire_ref),
-                link: e.link.clone(),
-                meta: e.meta.clone(),
-            })
-            .collect();
         postcard::to_allocvec(&NodeWire {
             v: NODE_VERSION,
-            packs,
-            entries,
+            piece,
         })
         .expect("tree nodes always serialise")
     }
 
     /// # Errors
-    /// `Damaged` when the bytes do not parse or reference a pack the node does not list;
-    /// `Format` for a node written by a newer format version.
-    pub fn decode(bytes: &[u8], what: &str) -> Result<Node> {
+    /// `Damaged` when the bytes do not parse or a branch is out of order; `Format` for a
+    /// node written by a newer format version.
+    pub fn decode(bytes: &[u8], what: &str) -> Result<Piece> {
         let w: NodeWire = postcard::from_bytes(bytes)
             .map_err(|e| Error::damaged(what, format!("tree node does not parse: {e}")))?;
         if w.v != NODE_VERSION {
             return Err(Error::Format(format!(
-                "{what}: tree node format {} is newer than this build reads",
+                "{what}: tree node format {} is not one this build reads",
                 w.v
             )));
         }
-        let resolve = |r: RefWire| -> Result<BlobRef> {
-            let pack = *w
-                .packs
-                .get(r.pack as usize)
-                .ok_or_else(|| Error::damaged(what, "tree node names an unknown pack"))?;
-            Ok(BlobRef {
-                id: BlobId(r.id),
-                pack,
-                offset: r.offset,
-                len: r.len,
-                raw_len: r.raw_len,
-            })
-        };
-        let mut entries = Vec::with_capacity(w.entries.len());
-        for e in w.entries {
-            entries.push(Entry {
-                name: e.name,
-                kind: e.kind,
-                size: e.size,
-                mtime_ns: e.mtime_ns,
-                mode: e.mode,
-                fingerprint: e.fingerprint,
-                content: e.content.into_iter().map(resolve).collect::<Result<_>>()?,
-                subtree: e.subtree.map(resolve).transpose()?,
-                link: e.link,
-                meta: e.meta,
-            });
+        Ok(match w.piece {
+            PieceWire::Leaf(entries) => Piece::Leaf(entries.into_iter().map(entry_from).collect()),
+            PieceWire::Branch(children) => {
+                let children: Vec<Child> = children
+                    .into_iter()
+                    .map(|c| Child {
+                        first: c.first,
+                        node: c.node.into(),
+                        entries: c.entries,
+                    })
+                    .collect();
+                if children.windows(2).any(|w| w[0].first >= w[1].first) {
+                    return Err(Error::damaged(what, "tree branch is out of order"));
+                }
+                Piece::Branch(children)
+            }
+        })
+    }
+}
+
+impl Node {
+    /// The node as one leaf piece (a folder small enough not to be split).
+    pub fn encode(&self) -> Vec<u8> {
+        Piece::Leaf(self.entries.clone()).encode()
+    }
+
+    /// Decodes a node stored as one leaf piece.
+    ///
+    /// # Errors
+    /// As [`Piece::decode`]; `Damaged` for a branch (which needs its pieces read).
+    pub fn decode(bytes: &[u8], what: &str) -> Result<Node> {
+        match Piece::decode(bytes, what)? {
+            Piece::Leaf(entries) => Ok(Node { entries }),
+            Piece::Branch(_) => Err(Error::damaged(what, "a branch where a leaf was expected")),
         }
-        Ok(Node { entries })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: usize) -> Entry {
+        let mut e = Entry::new(format!("file-{i:07}.txt").into_bytes(), EntryKind::File);
+        e.size = i as u64;
+        e.content = vec![BlobRef {
+            id: BlobId([i as u8; 32]),
+            raw_len: i as u32,
+        }];
+        e
+    }
+
+    #[test]
+    fn small_folders_are_one_piece_and_large_ones_split_stably() {
+        let small: Vec<Entry> = (0..100).map(entry).collect();
+        assert_eq!(leaf_pieces(small).len(), 1);
+
+        let big: Vec<Entry> = (0..100_000).map(entry).collect();
+        let before = leaf_pieces(big.clone());
+        assert!(before.len() > 20, "{} pieces", before.len());
+        assert!(before.iter().all(|p| !p.is_empty()));
+        assert_eq!(before.iter().map(Vec::len).sum::<usize>(), 100_000);
+        for p in &before {
+            let bytes = Piece::Leaf(p.clone()).encode().len();
+            assert!(bytes <= 2 * PIECE_MAX, "piece of {bytes} bytes");
+        }
+        // One entry changed: only the piece holding it differs.
+        let mut changed = big.clone();
+        changed[54_321].size += 1;
+        let after = leaf_pieces(changed);
+        let differing = before.iter().zip(&after).filter(|(a, b)| a != b).count();
+        assert_eq!(before.len(), after.len());
+        assert_eq!(differing, 1);
+        // One entry added: the pieces far from it are the same.
+        let mut grown = big;
+        grown.insert(500, {
+            let mut e = entry(500);
+            e.name = b"file-0000500a.txt".to_vec();
+            e
+        });
+        let after = leaf_pieces(grown);
+        let same = after.iter().filter(|p| before.contains(p)).count();
+        assert!(
+            same + 2 >= before.len(),
+            "{same} of {} pieces kept",
+            before.len()
+        );
+    }
+
+    #[test]
+    fn pieces_round_trip_and_a_disordered_branch_is_damage() {
+        let leaf = Piece::Leaf((0..10).map(entry).collect());
+        assert_eq!(Piece::decode(&leaf.encode(), "t").unwrap(), leaf);
+        let child = |n: &str| Child {
+            first: n.as_bytes().to_vec(),
+            node: BlobRef {
+                id: BlobId([1; 32]),
+                raw_len: 9,
+            },
+            entries: 3,
+        };
+        let branch = Piece::Branch(vec![child("a"), child("b")]);
+        assert_eq!(Piece::decode(&branch.encode(), "t").unwrap(), branch);
+        let bad = Piece::Branch(vec![child("b"), child("a")]);
+        assert!(Piece::decode(&bad.encode(), "t").unwrap_err().is_damage());
     }
 }

@@ -1,21 +1,28 @@
-//! `verify`: reads every object of a task, checks every tag and id, then walks every
-//! snapshot to name the ones that a damaged or missing object affects. Damaged data is
-//! reported, never returned.
+//! `verify`: reads every pack of a task, checks every tag and id, then walks every snapshot
+//! of the given accounts to name the ones that a damaged or missing blob affects. Damaged
+//! data is reported, never returned.
+//!
+//! What it finds damaged it also records in the account's index, so that the next backup
+//! stores those blobs again when the source hands them over (see [`crate::writer`]); the
+//! snapshots that name them are then whole again, and a later `verify` no longer lists
+//! them.
 
+use crate::account::{AccountVault, DamagedRecord};
 use crate::error::Result;
+use crate::index::{AccountIndex, Loc, Segment};
 use crate::pack::{self, PackId};
-use crate::tree::{BlobRef, EntryKind, Node};
-use crate::{BlobId, Vault, PACK_KIND};
+use crate::tree::{BlobRef, EntryKind, Piece};
+use crate::{BlobId, BlobKind, Vault, PACK_KIND};
 use domain::{escape, AccountId};
 use ports::{ObjectKey, ObjectStoreExt};
 use rayon::prelude::*;
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// One damaged or missing object (or blob inside one), and what it affects.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Damage {
-    /// The object's key (and the blob, when only one record of a pack is damaged).
+    /// The object's key (and the blob, when only one record of a pack is damaged), or the
+    /// catalog record.
     pub object: String,
     pub problem: String,
     /// `account snapshot path` of each item that cannot be restored because of it.
@@ -29,6 +36,11 @@ pub struct VerifyReport {
     pub bytes: u64,
     pub snapshots: u64,
     pub damage: Vec<Damage>,
+    /// `account snapshot` of every snapshot that cannot be restored whole.
+    pub affected_snapshots: Vec<String>,
+    /// Damaged blobs newly recorded in the accounts' indexes (the next backup stores them
+    /// again from the source where it can).
+    pub marked: u64,
 }
 
 impl VerifyReport {
@@ -37,17 +49,33 @@ impl VerifyReport {
     }
 }
 
+/// What reading every pack found.
 #[derive(Default)]
 struct Scan {
-    /// Every good record: (pack, offset) -> (id, tree, sealed len).
-    good: HashMap<(PackId, u32), (BlobId, bool, u32)>,
-    /// Bad records: (pack, offset) -> problem.
+    /// Every sound record: (pack, offset) -> (id, kind, sealed len).
+    good: HashMap<(PackId, u32), (BlobId, BlobKind, u32)>,
+    /// Damaged records: (pack, offset) -> problem.
     bad: HashMap<(PackId, u32), String>,
     /// Packs that could not be read or parsed at all.
     bad_packs: HashMap<PackId, String>,
-    /// Objects under the pack prefix that are not packs at all, by key.
+    /// Packs listed in the store.
+    present: HashSet<PackId>,
+    /// Objects that are not what their name says, by key.
     strays: Vec<(String, String)>,
-    nodes: HashMap<BlobId, Arc<Node>>,
+    pieces: HashMap<BlobId, Piece>,
+}
+
+/// Collects damage by object.
+#[derive(Default)]
+struct Affects(BTreeMap<String, (String, Vec<String>)>);
+
+impl Affects {
+    fn add(&mut self, object: String, why: String, what: Option<String>) {
+        let e = self.0.entry(object).or_insert_with(|| (why, Vec::new()));
+        if let Some(w) = what {
+            e.1.push(w);
+        }
+    }
 }
 
 impl Vault {
@@ -63,18 +91,106 @@ impl Vault {
     ) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let mut scan = Scan::default();
-        self.ensure_dicts().await?;
-        scan.strays.extend(self.dict_damage());
+        self.dict().await?;
+        scan.strays.extend(self.check_dict_copies().await?);
+        self.scan_packs(&mut scan, &mut report, progress).await?;
+
+        let mut affects = Affects::default();
+        for (id, why) in &scan.bad_packs {
+            affects.add(format!("pack {}", id.to_hex()), why.clone(), None);
+        }
+        for (key, why) in &scan.strays {
+            affects.add(key.clone(), why.clone(), None);
+        }
+        // Damaged records are named even when no snapshot needs them any more (a copy
+        // stored since heals the snapshots, not the pack): a repack drops them.
+        for ((p, off), why) in &scan.bad {
+            affects.add(self.pack_object(p, *off), why.clone(), None);
+        }
+        let mut affected: BTreeSet<String> = BTreeSet::new();
+        for account in accounts {
+            let av = self.account(account);
+            let (snaps, bad_records) = av.snapshots_checked().await?;
+            for DamagedRecord { record, problem } in bad_records {
+                affects.add(
+                    format!("catalog record {record}"),
+                    problem,
+                    Some(format!("{account} (that snapshot)")),
+                );
+                affected.insert(format!("{account} {record}"));
+            }
+            let index = match av.index().await {
+                Ok(ix) => ix,
+                Err(e) if e.is_damage() => {
+                    affects.add(
+                        format!("index of account {account}"),
+                        e.to_string(),
+                        Some(format!("{account} (every snapshot)")),
+                    );
+                    report.snapshots += snaps.len() as u64;
+                    affected.extend(snaps.iter().map(|s| format!("{account} {}", s.id)));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut walker = Walker {
+                v: self,
+                scan: &scan,
+                index: &index,
+                clean: HashSet::new(),
+                damaged: HashMap::new(),
+                affects: &mut affects,
+            };
+            for snap in &snaps {
+                report.snapshots += 1;
+                let label = format!("{account} {}", snap.id);
+                let mut ok = walker.walk(&snap.root(), &mut Vec::new(), &label, true);
+                ok &= walker.check_one(&snap.meta.into(), BlobKind::Meta, &label, "(side data)");
+                if !ok {
+                    affected.insert(label);
+                }
+            }
+            let newly = walker.damaged;
+            report.marked += mark_damaged(&av, &index, newly).await?;
+        }
+        report.damage = affects
+            .0
+            .into_iter()
+            .map(|(object, (problem, mut affects))| {
+                affects.sort();
+                affects.dedup();
+                Damage {
+                    object,
+                    problem,
+                    affects,
+                }
+            })
+            .collect();
+        report.affected_snapshots = affected.into_iter().collect();
+        Ok(report)
+    }
+
+    /// How damage in a pack is named: the pack, and the record's offset.
+    fn pack_object(&self, pack: &PackId, offset: u32) -> String {
+        format!("pack {} @{offset}", pack.to_hex())
+    }
+
+    async fn scan_packs(
+        &self,
+        scan: &mut Scan,
+        report: &mut VerifyReport,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<()> {
         let prefix = ObjectKey::kind_prefix(self.tenant(), self.task(), PACK_KIND);
-        let objects = self.store().list_all(&prefix).await?;
-        for (key, size) in objects {
+        for (key, size) in self.store().list_all(&prefix).await? {
             report.packs += 1;
             report.bytes += size;
-            let Some(id) = PackId::from_hex(key.id()) else {
-                scan.bad_packs
-                    .insert(PackId([0; 32]), format!("{key}: not a pack name"));
+            let Some((_, id)) = Vault::parse_pack_name(key.id()) else {
+                scan.strays
+                    .push((key.to_string(), "not a pack name".to_string()));
                 continue;
             };
+            scan.present.insert(id);
             let bytes = match self.store().get(&key).await {
                 Ok(b) => b,
                 Err(e) => {
@@ -97,15 +213,12 @@ impl Vault {
                     .map(|e| {
                         let r = BlobRef {
                             id: BlobId(e.id),
-                            pack: id,
-                            offset: e.offset,
-                            len: e.len,
                             raw_len: e.raw_len,
                         };
                         let sealed = &bytes[e.offset as usize..(e.offset + e.len) as usize];
-                        let opened = this.open_blob(&r, e.tree, sealed).and_then(|plain| {
-                            if e.tree {
-                                Node::decode(&plain, &format!("tree {}", r.id)).map(Some)
+                        let opened = this.open_blob(&r, e.kind, sealed).and_then(|plain| {
+                            if e.kind == BlobKind::Tree {
+                                Piece::decode(&plain, &format!("tree {}", r.id)).map(Some)
                             } else {
                                 Ok(None)
                             }
@@ -119,11 +232,11 @@ impl Vault {
             for (e, res) in checked {
                 report.blobs += 1;
                 match res {
-                    Ok(node) => {
+                    Ok(piece) => {
                         scan.good
-                            .insert((id, e.offset), (BlobId(e.id), e.tree, e.len));
-                        if let Some(n) = node {
-                            scan.nodes.insert(BlobId(e.id), Arc::new(n));
+                            .insert((id, e.offset), (BlobId(e.id), e.kind, e.len));
+                        if let Some(p) = piece {
+                            scan.pieces.insert(BlobId(e.id), p);
                         }
                     }
                     Err(err) => {
@@ -132,131 +245,149 @@ impl Vault {
                 }
             }
         }
-
-        // Which objects each snapshot needs, and whether they are sound.
-        let mut affects: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
-        for (id, why) in &scan.bad_packs {
-            affects
-                .entry(self.pack_key(id).to_string())
-                .or_insert_with(|| (why.clone(), Vec::new()));
-        }
-        for (key, why) in &scan.strays {
-            affects
-                .entry(key.clone())
-                .or_insert_with(|| (why.clone(), Vec::new()));
-        }
-        for ((p, off), why) in &scan.bad {
-            affects
-                .entry(format!("{} @{off}", self.pack_key(p)))
-                .or_insert_with(|| (why.clone(), Vec::new()));
-        }
-        for account in accounts {
-            for snap in self.snapshots(account).await? {
-                report.snapshots += 1;
-                let label = format!("{account} {}", snap.id);
-                let mut clean: HashSet<BlobId> = HashSet::new();
-                walk(
-                    self,
-                    &scan,
-                    &snap.root(),
-                    true,
-                    &mut Vec::new(),
-                    &label,
-                    &mut clean,
-                    &mut affects,
-                );
-            }
-        }
-        report.damage = affects
-            .into_iter()
-            .map(|(object, (problem, mut affects))| {
-                affects.sort();
-                affects.dedup();
-                Damage {
-                    object,
-                    problem,
-                    affects,
-                }
-            })
-            .collect();
-        Ok(report)
+        Ok(())
     }
 }
 
-/// Checks one reference against the scan; returns the object key and problem if bad.
-fn check(v: &Vault, scan: &Scan, r: &BlobRef, tree: bool) -> Option<(String, String)> {
-    let key = v.pack_key(&r.pack).to_string();
-    if let Some(why) = scan.bad_packs.get(&r.pack) {
-        return Some((key, why.clone()));
-    }
-    match scan.good.get(&(r.pack, r.offset)) {
-        Some((id, t, len)) if *id == r.id && *t == tree && *len == r.len => None,
-        Some(_) => Some((
-            format!("{key} @{}", r.offset),
-            "reference does not match the record there".into(),
-        )),
-        None => match scan.bad.get(&(r.pack, r.offset)) {
-            Some(why) => Some((format!("{key} @{}", r.offset), why.clone())),
-            None => Some((
+/// Walks an account's snapshots against the scan.
+struct Walker<'a> {
+    v: &'a Vault,
+    scan: &'a Scan,
+    index: &'a AccountIndex,
+    /// Folder nodes whose whole subtree is sound.
+    clean: HashSet<BlobId>,
+    /// Blobs found damaged (id -> location), for the index.
+    damaged: HashMap<BlobId, Loc>,
+    affects: &'a mut Affects,
+}
+
+impl Walker<'_> {
+    /// Checks one reference: `None` when sound, else the object and problem.
+    fn check(&mut self, r: &BlobRef, kind: BlobKind) -> Option<(String, String)> {
+        let Some(loc) = self.index.get(&r.id) else {
+            return Some((
+                format!("blob {}", r.id),
+                "missing: the account's index does not know it".into(),
+            ));
+        };
+        let key = format!("pack {}", loc.pack.to_hex());
+        let problem = if let Some(why) = self.scan.bad_packs.get(&loc.pack) {
+            Some((key, why.clone()))
+        } else if !self.scan.present.contains(&loc.pack) {
+            Some((
                 key,
-                "missing: the snapshot references an object that is not there".into(),
-            )),
-        },
+                "missing: the index names a pack that is not there".into(),
+            ))
+        } else {
+            match self.scan.good.get(&(loc.pack, loc.offset)) {
+                Some((id, k, len)) if *id == r.id && *k == kind && *len == loc.len => None,
+                Some(_) => Some((
+                    self.v.pack_object(&loc.pack, loc.offset),
+                    "the index names a record that is another blob".into(),
+                )),
+                None => Some((
+                    self.v.pack_object(&loc.pack, loc.offset),
+                    self.scan
+                        .bad
+                        .get(&(loc.pack, loc.offset))
+                        .cloned()
+                        .unwrap_or_else(|| "no record starts there".into()),
+                )),
+            }
+        };
+        if problem.is_some() {
+            self.damaged.insert(r.id, loc);
+        }
+        problem
+    }
+
+    fn check_one(&mut self, r: &BlobRef, kind: BlobKind, label: &str, what: &str) -> bool {
+        match self.check(r, kind) {
+            None => true,
+            Some((obj, why)) => {
+                self.affects.add(obj, why, Some(format!("{label} {what}")));
+                false
+            }
+        }
+    }
+
+    /// Walks a folder's node (all its pieces) and everything below; returns whether all
+    /// of it is sound.
+    fn walk(&mut self, node: &BlobRef, path: &mut Vec<Vec<u8>>, label: &str, top: bool) -> bool {
+        if top && self.clean.contains(&node.id) {
+            return true;
+        }
+        let show = |path: &[Vec<u8>]| {
+            if path.is_empty() {
+                "/".to_string()
+            } else {
+                path.iter().map(|s| escape(s)).collect::<Vec<_>>().join("/")
+            }
+        };
+        if let Some((obj, why)) = self.check(node, BlobKind::Tree) {
+            self.affects.add(
+                obj,
+                why,
+                Some(format!("{label} {} (whole folder)", show(path))),
+            );
+            return false;
+        }
+        let Some(piece) = self.scan.pieces.get(&node.id) else {
+            return false;
+        };
+        let mut ok = true;
+        match piece {
+            Piece::Branch(children) => {
+                for c in children {
+                    ok &= self.walk(&c.node, path, label, false);
+                }
+            }
+            Piece::Leaf(entries) => {
+                for e in entries {
+                    path.push(e.name.clone());
+                    for c in &e.content {
+                        if let Some((obj, why)) = self.check(c, BlobKind::Data) {
+                            ok = false;
+                            self.affects
+                                .add(obj, why, Some(format!("{label} {}", show(path))));
+                        }
+                    }
+                    if let (EntryKind::Dir, Some(s)) = (e.kind, &e.subtree) {
+                        ok &= self.walk(s, path, label, true);
+                    }
+                    path.pop();
+                }
+            }
+        }
+        if ok && top {
+            self.clean.insert(node.id);
+        }
+        ok
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn walk(
-    v: &Vault,
-    scan: &Scan,
-    node_ref: &BlobRef,
-    _is_tree: bool,
-    path: &mut Vec<Vec<u8>>,
-    label: &str,
-    clean: &mut HashSet<BlobId>,
-    affects: &mut BTreeMap<String, (String, Vec<String>)>,
-) -> bool {
-    if clean.contains(&node_ref.id) {
-        return true;
-    }
-    let show = |path: &[Vec<u8>]| {
-        if path.is_empty() {
-            "/".to_string()
-        } else {
-            path.iter().map(|s| escape(s)).collect::<Vec<_>>().join("/")
+/// Records in the account's index the damaged blobs it does not know as damaged yet.
+async fn mark_damaged(
+    av: &AccountVault,
+    index: &AccountIndex,
+    found: HashMap<BlobId, Loc>,
+) -> Result<u64> {
+    let mut seg = Segment::default();
+    for (id, loc) in found {
+        if index.get(&id).is_some_and(|l| !l.damaged) {
+            seg.add(
+                id,
+                Loc {
+                    damaged: true,
+                    ..loc
+                },
+            );
         }
-    };
-    if let Some((obj, why)) = check(v, scan, node_ref, true) {
-        affects
-            .entry(obj)
-            .or_insert_with(|| (why, Vec::new()))
-            .1
-            .push(format!("{label} {} (whole folder)", show(path)));
-        return false;
     }
-    let Some(node) = scan.nodes.get(&node_ref.id).cloned() else {
-        return false;
-    };
-    let mut ok = true;
-    for e in &node.entries {
-        path.push(e.name.clone());
-        for c in &e.content {
-            if let Some((obj, why)) = check(v, scan, c, false) {
-                ok = false;
-                affects
-                    .entry(obj)
-                    .or_insert_with(|| (why, Vec::new()))
-                    .1
-                    .push(format!("{label} {}", show(path)));
-            }
-        }
-        if let (EntryKind::Dir, Some(s)) = (e.kind, &e.subtree) {
-            ok &= walk(v, scan, s, true, path, label, clean, affects);
-        }
-        path.pop();
+    let n = seg.len() as u64;
+    if n > 0 {
+        av.vault().write_segment(av.tag(), seg).await?;
+        av.reload_index().await?;
     }
-    if ok {
-        clean.insert(node_ref.id);
-    }
-    ok
+    Ok(n)
 }

@@ -3,21 +3,33 @@
 //!
 //! Work is done in batches: a batch of items is hashed in parallel, the ones the vault does
 //! not hold yet are compressed and sealed in parallel, then appended to the open pack. A
-//! full pack is written in the background (at most [`MAX_INFLIGHT_PUTS`] at once) and
-//! journalled in the catalog as pending, so that a crashed run's packs are found and reused
-//! by the next attempt instead of being uploaded again.
+//! full pack is written in the background (at most [`MAX_INFLIGHT_PUTS`] at once); once
+//! durable, its blobs' locations are written as an index segment of their own, so a
+//! crashed run's uploads are reused by the next attempt. A pause or a commit merges the
+//! account's segments when there are many, so a resumed run starts from a bounded number
+//! of reads.
+//!
+//! A blob is reused only if the account's index holds a sound copy of it: a blob that
+//! `verify` found damaged is stored again when the source hands it over again, and the
+//! index then points every snapshot that names it at the new copy.
 
+use crate::account::AccountVault;
+use crate::chunker::{chunk_windows, STREAM_QUEUE};
 use crate::codec::{self, Dict, DICT_MAX_ITEM};
-use crate::crypto::{BlobId, SealKind};
+use crate::crypto::BlobId;
 use crate::error::{Error, Result};
-use crate::pack::{self, IndexEntry, PackBuilder, PackId, PACK_TARGET};
-use crate::snapshot::{self, ItemError, SnapshotRecord, SnapshotStats, MAX_RECORDED_ERRORS};
-use crate::tree::{BlobRef, Node};
+use crate::index::{AccountIndex, Loc, Segment, COMPACT_FROM};
+use crate::pack::{BlobKind, PackBuilder, PACK_TARGET};
+use crate::snapshot::{
+    self, ItemError, SnapshotMeta, SnapshotRecord, SnapshotStats, MAX_ERROR_BYTES,
+    MAX_RECORDED_ERRORS, RECORD_VERSION,
+};
+use crate::tree::{self, BlobRef, Child, Node, Piece};
 use crate::Vault;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use domain::{AccountId, ItemPath, SnapshotId};
-use ports::{catalog_keys, CatalogExt, Condition, ErrorKind, Record};
+use ports::{catalog_keys, Condition, ErrorKind, Record};
 use rayon::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -34,16 +46,13 @@ pub const CHUNK_MIN: u32 = 256 * 1024;
 pub const CHUNK_AVG: u32 = 1024 * 1024;
 pub const CHUNK_MAX: u32 = 4 * 1024 * 1024;
 
+/// Bytes of stored copies a run reads back at most to confirm them before reusing them
+/// for content the source handed over fresh (see `SnapshotWriter::confirm_reused`).
+pub const CONFIRM_BUDGET: u64 = 1 << 30;
+
 /// Pack uploads in flight per writer: enough to overlap upload with hashing and
 /// compression; each holds one pack (~8 MiB) in memory.
 pub const MAX_INFLIGHT_PUTS: usize = 2;
-
-/// A large item is read in windows of this size and cut into chunks inside the window, so
-/// chunks are slices of the window rather than copies. At least twice [`CHUNK_MAX`], so
-/// every window yields chunks.
-const STREAM_WINDOW: usize = 8 * 1024 * 1024;
-/// Windows buffered between the reading thread and the writer (memory bound).
-const STREAM_QUEUE: usize = 2;
 
 /// A dictionary is trained on about this much of a task's first small items (measured on
 /// mail: 2 MiB trains as good a dictionary as 16 MiB, in a twentieth of a second).
@@ -63,24 +72,32 @@ enum DictState {
     Without,
 }
 
-type KnownKey = (BlobId, bool);
-
 /// One item after the sealing pass: its id, its length, and its sealed record unless the
 /// vault already held it.
 type Sealed = (BlobId, u32, Option<Result<Vec<u8>>>);
 
 /// Builds one snapshot of one account. Dropping it without [`SnapshotWriter::commit`] leaves
-/// no visible trace: the packs it wrote are journalled as pending and reused by the next
-/// attempt.
+/// no visible trace; what it uploaded and indexed is reused by the next attempt.
 pub struct SnapshotWriter {
-    vault: Vault,
-    account: AccountId,
+    av: AccountVault,
     parent: Option<SnapshotRecord>,
     parent_nodes: HashMap<BlobId, Arc<Node>>,
-    known: HashMap<KnownKey, BlobRef>,
+    /// The account's index as this run found it.
+    index: Arc<AccountIndex>,
+    /// Blobs stored by this run (in a pack being built or uploaded).
+    added: HashMap<(BlobId, BlobKind), BlobRef>,
+    /// Blobs whose stored copy was read back sound this run.
+    confirmed: HashSet<BlobId>,
+    /// Blobs whose stored copy was found damaged this run: stored again.
+    distrusted: HashSet<BlobId>,
+    /// Bytes read back to confirm stored copies this run.
+    confirm_spent: u64,
     data: Option<PackBuilder>,
     trees: Option<PackBuilder>,
     inflight: JoinSet<Result<()>>,
+    /// Damage marks found by this run, for its last segment.
+    segment: Segment,
+    segments_written: usize,
     stats: SnapshotStats,
     errors: Vec<ItemError>,
     error_count: u64,
@@ -88,90 +105,50 @@ pub struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    pub(crate) async fn open(
-        vault: Vault,
-        account: AccountId,
-        parent: Option<SnapshotRecord>,
-    ) -> Result<Self> {
-        let mut w = SnapshotWriter {
-            vault,
-            account,
-            parent,
-            parent_nodes: HashMap::new(),
-            known: HashMap::new(),
-            data: None,
-            trees: None,
-            inflight: JoinSet::new(),
-            stats: SnapshotStats::default(),
-            errors: Vec::new(),
-            error_count: 0,
-            dict: DictState::Without,
-        };
-        w.vault.ensure_dicts().await?;
-        w.dict = match w.vault.current_dict() {
+    pub(crate) async fn open(av: AccountVault, parent: Option<SnapshotRecord>) -> Result<Self> {
+        let index = av.index().await?;
+        let dict = match av.vault().dict().await? {
             Some(d) => DictState::Using(d),
             None => DictState::Collecting {
                 data: Vec::new(),
                 sizes: Vec::new(),
             },
         };
+        let mut w = SnapshotWriter {
+            av,
+            parent,
+            parent_nodes: HashMap::new(),
+            index,
+            added: HashMap::new(),
+            confirmed: HashSet::new(),
+            distrusted: HashSet::new(),
+            confirm_spent: 0,
+            data: None,
+            trees: None,
+            inflight: JoinSet::new(),
+            segment: Segment::default(),
+            segments_written: 0,
+            stats: SnapshotStats::default(),
+            errors: Vec::new(),
+            error_count: 0,
+            dict,
+        };
         if let Some(p) = w.parent.clone() {
-            let root = p.root();
-            w.known.insert((root.id, true), root);
-            w.parent_nodes = w.vault.load_trees(&root).await?;
-            for node in w.parent_nodes.values() {
-                for e in &node.entries {
-                    for c in &e.content {
-                        w.known.insert((c.id, false), *c);
-                    }
-                    if let Some(s) = e.subtree {
-                        w.known.insert((s.id, true), s);
-                    }
-                }
-            }
+            w.parent_nodes = w.av.load_trees(&p.root()).await?;
         }
-        w.recover_pending().await?;
         Ok(w)
     }
 
-    /// Adds the blobs of packs that an earlier, unfinished run of this account wrote, so
-    /// that a rerun stores nothing twice.
-    async fn recover_pending(&mut self) -> Result<()> {
-        let v = &self.vault;
-        let pk = catalog_keys::pending(v.tenant(), v.task(), &self.account).pk;
-        for rec in v.catalog().query_all(&pk, "").await? {
-            let Some(id) = PackId::from_hex(&rec.sk) else {
-                continue;
-            };
-            match read_pack_index(v, &id).await {
-                Ok(entries) => {
-                    for e in entries {
-                        let r = BlobRef {
-                            id: BlobId(e.id),
-                            pack: id,
-                            offset: e.offset,
-                            len: e.len,
-                            raw_len: e.raw_len,
-                        };
-                        self.known.entry((r.id, e.tree)).or_insert(r);
-                    }
-                }
-                Err(e) => {
-                    // A journalled pack that cannot be read is not reused; its blobs are
-                    // simply stored again.
-                    tracing::warn!(pack = %id.to_hex(), error = %e, "pending pack not reusable");
-                }
-            }
-        }
-        Ok(())
+    pub fn vault(&self) -> &Vault {
+        self.av.vault()
     }
 
-    pub fn vault(&self) -> &Vault {
-        &self.vault
+    pub fn account_vault(&self) -> &AccountVault {
+        &self.av
     }
 
     pub fn account(&self) -> &AccountId {
-        &self.account
+        self.av.account()
     }
 
     pub fn parent(&self) -> Option<&SnapshotRecord> {
@@ -196,24 +173,44 @@ impl SnapshotWriter {
     pub fn record_error(&mut self, path: &ItemPath, message: impl Into<String>) {
         self.error_count += 1;
         if self.errors.len() < MAX_RECORDED_ERRORS {
+            let mut message = message.into();
+            if message.len() > MAX_ERROR_BYTES {
+                let mut cut = MAX_ERROR_BYTES;
+                while !message.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                message.truncate(cut);
+                message.push('…');
+            }
             self.errors.push(ItemError {
                 path: path.to_string(),
-                message: message.into(),
+                message,
             });
         }
+    }
+
+    /// Carries the failures of the earlier runs of a paused backup into this one.
+    pub fn resume_errors(&mut self, errors: Vec<ItemError>, count: u64) {
+        self.errors = errors;
+        self.errors.truncate(MAX_RECORDED_ERRORS);
+        self.error_count = count.max(self.errors.len() as u64);
     }
 
     pub fn errors(&self) -> &[ItemError] {
         &self.errors
     }
 
+    pub fn error_count(&self) -> u64 {
+        self.error_count
+    }
+
     /// Stores a batch of small items (each at most a few MiB) and returns one reference per
     /// item, in order. Items the vault already holds are not stored again.
     ///
     /// # Errors
-    /// A failed pack upload (from this or an earlier batch) or catalog write.
+    /// A failed pack upload (from this or an earlier batch) or index write.
     pub async fn store_batch<B: Into<Bytes>>(&mut self, items: Vec<B>) -> Result<Vec<BlobRef>> {
-        self.store(items.into_iter().map(Into::into).collect(), false)
+        self.store(items.into_iter().map(Into::into).collect(), BlobKind::Data)
             .await
     }
 
@@ -239,7 +236,7 @@ impl SnapshotWriter {
                 source,
             })?;
             total += chunks.iter().map(|c| c.len() as u64).sum::<u64>();
-            refs.extend(self.store(chunks, false).await?);
+            refs.extend(self.store(chunks, BlobKind::Data).await?);
         }
         chunker
             .await
@@ -247,21 +244,146 @@ impl SnapshotWriter {
         Ok((refs, total))
     }
 
-    /// Stores a folder node (sorted first) and returns its reference. An unchanged folder
-    /// gets the parent's reference back and nothing is written.
+    /// Stores a folder node (sorted first) and returns its reference. A large folder is
+    /// stored as pieces under branch nodes (see [`crate::tree`]); an unchanged folder, or
+    /// piece, gets the reference it had and nothing is written.
     pub async fn store_tree(&mut self, mut node: Node) -> Result<BlobRef> {
         node.normalise();
-        let bytes = node.encode();
-        let mut r = self.store(vec![Bytes::from(bytes)], true).await?;
-        Ok(r.pop().expect("one item in, one reference out"))
+        let pieces = tree::leaf_pieces(node.entries);
+        let mut children = Vec::with_capacity(pieces.len());
+        let mut encoded = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            let first = p.first().map(|e| e.name.clone()).unwrap_or_default();
+            let entries = p.len() as u64;
+            encoded.push(Bytes::from(Piece::Leaf(p).encode()));
+            children.push((first, entries));
+        }
+        let refs = self.store(encoded, BlobKind::Tree).await?;
+        let mut level: Vec<Child> = children
+            .into_iter()
+            .zip(refs)
+            .map(|((first, entries), node)| Child {
+                first,
+                node,
+                entries,
+            })
+            .collect();
+        loop {
+            if level.len() == 1 {
+                return Ok(level[0].node);
+            }
+            let groups = tree::branch_pieces(level);
+            let mut next = Vec::with_capacity(groups.len());
+            let mut encoded = Vec::with_capacity(groups.len());
+            for g in groups {
+                let first = g[0].first.clone();
+                let entries = g.iter().map(|c| c.entries).sum();
+                encoded.push(Bytes::from(Piece::Branch(g).encode()));
+                next.push((first, entries));
+            }
+            let refs = self.store(encoded, BlobKind::Tree).await?;
+            level = next
+                .into_iter()
+                .zip(refs)
+                .map(|((first, entries), node)| Child {
+                    first,
+                    node,
+                    entries,
+                })
+                .collect();
+        }
     }
 
-    async fn store(&mut self, items: Vec<Bytes>, tree: bool) -> Result<Vec<BlobRef>> {
-        self.reap_finished()?;
-        if !tree && matches!(self.dict, DictState::Collecting { .. }) {
+    fn is_known(&self, id: &BlobId, kind: BlobKind) -> bool {
+        (self.index.has_sound(id, kind) && !self.distrusted.contains(id))
+            || self.added.contains_key(&(*id, kind))
+    }
+
+    /// Whether a sound copy of the blob is stored (for the account tree: a folder node of
+    /// the previous snapshot is reused only if it is).
+    pub fn is_sound(&self, id: &BlobId, kind: BlobKind) -> bool {
+        self.is_known(id, kind)
+    }
+
+    /// Content handed over fresh by the source that the vault already holds from an
+    /// earlier run is reused only once the stored copy is read back and found sound (up
+    /// to [`CONFIRM_BUDGET`] bytes a run): a damaged copy, never yet found by `verify`,
+    /// must not be carried into one more snapshot when the source just gave us the bytes.
+    /// A copy that does not read back is stored again from these bytes, and its old
+    /// location recorded as damaged.
+    async fn confirm_reused(
+        &mut self,
+        items: &[Bytes],
+        done: &mut [Sealed],
+        kind: BlobKind,
+        dict: Option<&Dict>,
+    ) -> Result<()> {
+        let mut check: Vec<BlobRef> = Vec::new();
+        let mut at: HashMap<BlobId, Vec<usize>> = HashMap::new();
+        for (i, (id, raw_len, sealed)) in done.iter().enumerate() {
+            let from_earlier = sealed.is_none()
+                && !self.added.contains_key(&(*id, kind))
+                && !self.confirmed.contains(id);
+            if !from_earlier || self.confirm_spent >= CONFIRM_BUDGET {
+                continue;
+            }
+            if !at.contains_key(id) {
+                self.confirm_spent += *raw_len as u64;
+                check.push(BlobRef {
+                    id: *id,
+                    raw_len: *raw_len,
+                });
+            }
+            at.entry(*id).or_default().push(i);
+        }
+        if check.is_empty() {
+            return Ok(());
+        }
+        let mut bad = Vec::new();
+        let mut good = Vec::new();
+        self.av
+            .read_many_in(&self.index, check, kind, |r, got| {
+                match got {
+                    Ok(_) => good.push(r.id),
+                    Err(e) if e.is_damage() => bad.push(r.id),
+                    // Could not be read just now: reused unconfirmed, as before.
+                    Err(e) => tracing::warn!(blob = %r.id, error = %e, "stored copy not confirmed"),
+                }
+                Ok(())
+            })
+            .await?;
+        self.confirmed.extend(good);
+        for id in bad {
+            tracing::warn!(blob = %id, "a stored copy is damaged; storing it again from the source");
+            if let Some(loc) = self.index.get(&id) {
+                self.segment.add(
+                    id,
+                    Loc {
+                        damaged: true,
+                        ..loc
+                    },
+                );
+            }
+            self.distrusted.insert(id);
+            let seal = kind.seal_kind();
+            for &i in &at[&id] {
+                let (codec, payload) = codec::encode(&items[i], dict);
+                done[i].2 = Some(self.vault().keys().seal_parts(
+                    seal,
+                    &id.0,
+                    &[&[codec], &payload],
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn store(&mut self, items: Vec<Bytes>, kind: BlobKind) -> Result<Vec<BlobRef>> {
+        self.reap_finished().await?;
+        if kind == BlobKind::Data && matches!(self.dict, DictState::Collecting { .. }) {
             // Until the task has a dictionary, new items are looked at before sealing, so
             // that the batch which completes the training set is already compressed with it.
-            let v = self.vault.clone();
+            let v = self.vault().clone();
             let ids: Vec<BlobId> = {
                 let items = items.clone();
                 tokio::task::spawn_blocking(move || {
@@ -272,48 +394,58 @@ impl SnapshotWriter {
             };
             let mut seen = HashSet::new();
             let todo: Vec<usize> = (0..ids.len())
-                .filter(|&i| !self.known.contains_key(&(ids[i], false)) && seen.insert(ids[i]))
+                .filter(|&i| !self.is_known(&ids[i], kind) && seen.insert(ids[i]))
                 .collect();
             self.collect_samples(&items, &todo).await?;
         }
-        let dict = match (&self.dict, tree) {
-            (DictState::Using(d), false) => Some(d.clone()),
+        let dict = match (&self.dict, kind) {
+            (DictState::Using(d), BlobKind::Data) => Some(d.clone()),
             _ => None,
         };
         // One parallel pass hashes every item and compresses and seals those the vault does
-        // not hold. The known-blob map travels into the pass and back (a move, not a copy).
-        let v = self.vault.clone();
-        let known = std::mem::take(&mut self.known);
-        let kind = if tree { SealKind::Tree } else { SealKind::Data };
-        let (known, done) = tokio::task::spawn_blocking(move || {
+        // not hold. The map of this run's blobs travels into the pass and back (a move).
+        let v = self.vault().clone();
+        let index = self.index.clone();
+        let added = std::mem::take(&mut self.added);
+        let distrusted = std::mem::take(&mut self.distrusted);
+        let seal = kind.seal_kind();
+        let dict_for_pass = dict.clone();
+        let (items, added, distrusted, mut done) = tokio::task::spawn_blocking(move || {
+            let dict = dict_for_pass;
             let done: Vec<Sealed> = items
                 .par_iter()
                 .map(|item| {
                     let id = v.keys().blob_id(item);
                     let raw_len = item.len() as u32;
-                    if known.contains_key(&(id, tree)) {
+                    let known = (index.has_sound(&id, kind) && !distrusted.contains(&id))
+                        || added.contains_key(&(id, kind));
+                    if known {
                         return (id, raw_len, None);
                     }
                     let (codec, payload) = codec::encode(item, dict.as_ref());
-                    let sealed = v.keys().seal_parts(kind, &id.0, &[&[codec], &payload]);
+                    let sealed = v.keys().seal_parts(seal, &id.0, &[&[codec], &payload]);
                     (id, raw_len, Some(sealed))
                 })
                 .collect();
-            (known, done)
+            (items, added, distrusted, done)
         })
         .await
         .map_err(|e| Error::Format(format!("sealing worker failed: {e}")))?;
-        self.known = known;
+        self.added = added;
+        self.distrusted = distrusted;
+        self.confirm_reused(&items, &mut done, kind, dict.as_ref())
+            .await?;
         let mut refs = Vec::with_capacity(done.len());
         for (id, raw_len, sealed) in done {
-            if let Some(r) = self.known.get(&(id, tree)) {
+            let r = BlobRef { id, raw_len };
+            if self.is_known(&id, kind) {
                 // Known before this batch, or sealed twice within it: keep the first.
-                refs.push(*r);
+                refs.push(r);
                 continue;
             }
             let s = sealed.expect("unknown items are sealed")?;
-            let r = self.append(id, tree, raw_len, &s).await?;
-            self.known.insert((id, tree), r);
+            self.append(id, kind, raw_len, &s).await?;
+            self.added.insert((id, kind), r);
             self.stats.new_blobs += 1;
             self.stats.new_bytes += raw_len as u64;
             self.stats.stored_bytes += s.len() as u64;
@@ -357,10 +489,9 @@ impl SnapshotWriter {
             .await
             .map_err(|e| Error::Format(format!("training worker failed: {e}")))?;
         match trained {
-            Ok(dict) => {
-                self.vault.add_dict(dict.clone()).await?;
-                self.dict = DictState::Using(dict);
-            }
+            // The task's one dictionary: ours, or the one a concurrent first backup
+            // stored first.
+            Ok(dict) => self.dict = DictState::Using(self.vault().offer_dict(dict).await?),
             Err(e) => tracing::info!(error = %e, "no compression dictionary for this task"),
         }
         Ok(())
@@ -369,10 +500,11 @@ impl SnapshotWriter {
     async fn append(
         &mut self,
         id: BlobId,
-        tree: bool,
+        kind: BlobKind,
         raw_len: u32,
         sealed: &[u8],
-    ) -> Result<BlobRef> {
+    ) -> Result<()> {
+        let tree = kind != BlobKind::Data;
         let full = {
             let slot = if tree { &self.trees } else { &self.data };
             slot.as_ref()
@@ -386,15 +518,9 @@ impl SnapshotWriter {
         } else {
             &mut self.data
         };
-        let p = slot.get_or_insert_with(PackBuilder::open);
-        let (offset, len) = p.push(id, tree, raw_len, sealed);
-        Ok(BlobRef {
-            id,
-            pack: p.id(),
-            offset,
-            len,
-            raw_len,
-        })
+        slot.get_or_insert_with(PackBuilder::open)
+            .push(id, kind, raw_len, sealed);
+        Ok(())
     }
 
     /// Closes the open pack of one kind and uploads it in the background.
@@ -407,69 +533,116 @@ impl SnapshotWriter {
         let Some(p) = slot.take() else {
             return Ok(());
         };
-        let (id, bytes, _) = p.finish(self.vault.keys())?;
+        let (id, bytes, entries) = p.finish(self.vault().keys())?;
         while self.inflight.len() >= MAX_INFLIGHT_PUTS {
             self.join_one().await?;
         }
         self.stats.packs_written += 1;
-        let v = self.vault.clone();
-        let pending = catalog_keys::pending_pack(v.tenant(), v.task(), &self.account, &id.to_hex());
+        let v = self.vault().clone();
+        let tag = self.av.tag().to_string();
         self.inflight.spawn(async move {
-            let key = v.pack_key(&id);
-            match v.store().put_if_absent(&key, bytes.into()).await {
+            match v
+                .store()
+                .put_if_absent(&v.pack_key(&tag, &id), bytes.into())
+                .await
+            {
                 Ok(()) => {}
                 // Pack names are random: "already there" means an earlier attempt of this
                 // very upload succeeded (a retried request), so the pack is durable.
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e.into()),
             }
-            v.catalog()
-                .put(
-                    Record::new(pending.pk, pending.sk, Vec::new()),
-                    Condition::None,
-                )
-                .await?;
+            // The pack is durable: its locations go into the index at once, so that a
+            // run killed from here on has this pack reused by the next one.
+            let mut seg = Segment::default();
+            for e in entries {
+                seg.add(
+                    BlobId(e.id),
+                    Loc {
+                        pack: id,
+                        offset: e.offset,
+                        len: e.len,
+                        raw_len: e.raw_len,
+                        kind: e.kind,
+                        damaged: false,
+                    },
+                );
+            }
+            v.write_segment(&tag, seg).await?;
             Ok(())
         });
         Ok(())
     }
 
+    /// A finished upload: its pack and segment are durable.
+    async fn uploaded(&mut self) {
+        self.segments_written += 1;
+        // Readers through this handle must see the new locations.
+        self.av.forget_index().await;
+    }
+
+    /// Writes the damage marks found by this run, if any.
+    async fn write_segment(&mut self) -> Result<()> {
+        let seg = std::mem::take(&mut self.segment);
+        if !seg.is_empty() {
+            self.vault().write_segment(self.av.tag(), seg).await?;
+            self.segments_written += 1;
+            self.av.forget_index().await;
+        }
+        Ok(())
+    }
+
     async fn join_one(&mut self) -> Result<()> {
         match self.inflight.join_next().await {
-            Some(Ok(r)) => r,
+            Some(Ok(r)) => {
+                r?;
+                self.uploaded().await;
+                Ok(())
+            }
             Some(Err(e)) => Err(Error::Format(format!("pack upload task failed: {e}"))),
             None => Ok(()),
         }
     }
 
     /// Surfaces an upload failure early instead of at commit.
-    fn reap_finished(&mut self) -> Result<()> {
+    async fn reap_finished(&mut self) -> Result<()> {
         while let Some(done) = self.inflight.try_join_next() {
             done.map_err(|e| Error::Format(format!("pack upload task failed: {e}")))??;
+            self.uploaded().await;
         }
         Ok(())
     }
 
+    /// Makes everything stored so far durable and indexed.
+    async fn settle(&mut self) -> Result<()> {
+        self.flush(false).await?;
+        self.flush(true).await?;
+        while !self.inflight.is_empty() {
+            self.join_one().await?;
+        }
+        self.write_segment().await
+    }
+
+    /// Stores the side data (cursor, errors) as a blob of its own.
+    async fn store_meta(&mut self, cursor: Option<String>) -> Result<BlobRef> {
+        let meta = SnapshotMeta {
+            cursor,
+            errors: self.errors.clone(),
+        };
+        let mut r = self
+            .store(vec![Bytes::from(meta.encode())], BlobKind::Meta)
+            .await?;
+        Ok(r.pop().expect("one item in, one reference out"))
+    }
+
     /// Adds a stored tree (a paused backup's checkpoint) to what this writer knows: its
-    /// nodes become readable through [`SnapshotWriter::parent_node`] and its blobs are
-    /// not stored again.
+    /// nodes become readable through [`SnapshotWriter::parent_node`].
     ///
     /// # Errors
     /// A damaged or missing node.
     pub async fn adopt(&mut self, root: &BlobRef) -> Result<()> {
-        self.known.insert((root.id, true), *root);
-        let nodes = self.vault.load_trees(root).await?;
-        for (id, node) in nodes {
-            for e in &node.entries {
-                for c in &e.content {
-                    self.known.insert((c.id, false), *c);
-                }
-                if let Some(s) = e.subtree {
-                    self.known.insert((s.id, true), s);
-                }
-            }
-            self.parent_nodes.insert(id, node);
-        }
+        let nodes = self.av.load_trees(root).await?;
+        self.parent_nodes.extend(nodes);
         Ok(())
     }
 
@@ -486,33 +659,34 @@ impl SnapshotWriter {
         started_at: DateTime<Utc>,
         pauses: u32,
     ) -> Result<()> {
-        self.flush(false).await?;
-        self.flush(true).await?;
-        while !self.inflight.is_empty() {
-            self.join_one().await?;
-        }
-        let v = self.vault.clone();
-        let key = catalog_keys::checkpoint(v.tenant(), v.task(), &self.account);
+        let meta = self.store_meta(cursor).await?;
+        self.settle().await?;
+        let v = self.vault().clone();
+        let key = catalog_keys::checkpoint(v.tenant(), v.task(), self.account());
         let cp = snapshot::Checkpoint {
+            v: RECORD_VERSION,
             root: root.into(),
-            cursor,
+            meta: meta.into(),
             started_at,
             parent: self.parent.as_ref().map(|p| p.id.clone()),
             pauses,
+            error_count: self.error_count,
         };
         let value = snapshot::seal_record(v.keys(), &key.pk, &key.sk, &cp)?;
         v.catalog()
             .put(Record::new(key.pk, key.sk, value), Condition::None)
             .await?;
+        self.compact_if_many().await;
         Ok(())
     }
 
-    /// Makes everything durable, then makes the snapshot visible with one conditional
-    /// catalog write. Until that write, no reader sees any part of this snapshot.
+    /// Makes everything durable and indexed, then makes the snapshot visible with one
+    /// conditional catalog write. Until that write, no reader sees any part of this
+    /// snapshot.
     ///
     /// # Errors
     /// Any upload or catalog failure; the snapshot is then not visible, and a rerun reuses
-    /// the packs already written.
+    /// what was uploaded and indexed.
     pub async fn commit(
         mut self,
         root: BlobRef,
@@ -525,12 +699,9 @@ impl SnapshotWriter {
         {
             self.train_dict().await?;
         }
-        self.flush(false).await?;
-        self.flush(true).await?;
-        while !self.inflight.is_empty() {
-            self.join_one().await?;
-        }
-        let v = self.vault.clone();
+        let meta = self.store_meta(cursor).await?;
+        self.settle().await?;
+        let v = self.vault().clone();
         // Snapshot ids sort by time to the millisecond; a snapshot never sorts before its
         // parent, even when a clock says the same millisecond (or goes back).
         let mut taken_at = taken_at;
@@ -540,19 +711,32 @@ impl SnapshotWriter {
             }
         }
         let mut rec = SnapshotRecord {
+            v: RECORD_VERSION,
             id: SnapshotId::generate(taken_at, rand_u32()),
-            account: self.account.clone(),
+            account: self.account().clone(),
             taken_at,
             root: root.into(),
             parent: self.parent.as_ref().map(|p| p.id.clone()),
             stats: self.stats.clone(),
-            errors: std::mem::take(&mut self.errors),
             error_count: self.error_count,
-            cursor,
+            meta: meta.into(),
         };
         let mut attempts = 0;
         loop {
-            let key = catalog_keys::snapshot(v.tenant(), v.task(), &self.account, &rec.id);
+            // Which account the id belongs to first: harmless if the commit then fails (it
+            // points at nothing), and a snapshot is never visible without it.
+            let owner = catalog_keys::snapshot_owner(v.tenant(), v.task(), &rec.id);
+            v.catalog()
+                .put(
+                    Record::new(
+                        owner.pk,
+                        owner.sk,
+                        self.account().as_str().as_bytes().to_vec(),
+                    ),
+                    Condition::None,
+                )
+                .await?;
+            let key = catalog_keys::snapshot(v.tenant(), v.task(), self.account(), &rec.id);
             let value = snapshot::seal_record(v.keys(), &key.pk, &key.sk, &rec)?;
             match v
                 .catalog()
@@ -567,15 +751,26 @@ impl SnapshotWriter {
                 Err(e) => return Err(e.into()),
             }
         }
-        // The journal of pending packs has served its purpose: everything it lists is now
-        // either referenced by this snapshot or an orphan. Failing to clear it is harmless.
-        let ppk = catalog_keys::pending(v.tenant(), v.task(), &self.account).pk;
-        if let Ok(pending) = v.catalog().query_all(&ppk, "").await {
-            for p in pending {
-                let _ = v.catalog().delete(&ppk, &p.sk, Condition::None).await;
-            }
-        }
+        self.compact_if_many().await;
         Ok(rec)
+    }
+
+    /// Many segments make every open of the account slower (a resumed run's above all):
+    /// merges them. Runs after the checkpoint or snapshot is recorded, so a failure costs
+    /// nothing but a warning; the next run tries again.
+    async fn compact_if_many(&self) {
+        if self.index.segments.len() + self.segments_written <= COMPACT_FROM {
+            return;
+        }
+        let done = async {
+            let fresh = self.av.reload_index().await?;
+            self.vault().compact_index(&fresh).await?;
+            self.av.forget_index().await;
+            Ok::<_, Error>(())
+        };
+        if let Err(e) = done.await {
+            tracing::warn!(error = %e, "index compaction failed; the next run tries again");
+        }
     }
 }
 
@@ -584,63 +779,4 @@ fn rand_u32() -> u32 {
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
         .expect("the system random generator works");
     u32::from_le_bytes(b)
-}
-
-/// Reads a pack's index with two ranged reads (trailer, then index).
-pub(crate) async fn read_pack_index(v: &Vault, id: &PackId) -> Result<Vec<IndexEntry>> {
-    let key = v.pack_key(id);
-    let what = format!("{id:?}");
-    let size = v.store().size(&key).await?;
-    if size < (pack::MAGIC.len() as u64) + pack::TRAILER_LEN {
-        return Err(Error::damaged(what, "too short to be a pack"));
-    }
-    let trailer = v
-        .store()
-        .get_range(&key, size - pack::TRAILER_LEN, size)
-        .await?;
-    let (s, e) = pack::index_range(&trailer, size, &what)?;
-    let sealed = v.store().get_range(&key, s, e).await?;
-    pack::open_index(v.keys(), id, &sealed, s, &what)
-}
-
-/// Reads `reader` in windows and cuts each window into content-defined chunks that are
-/// slices of it (no copy per chunk). The last chunk of a window is only a candidate — the
-/// data after the window may move its cut point — so it is carried into the next window;
-/// the result is exactly what a streaming chunker would produce.
-fn chunk_windows<R: Read>(
-    mut reader: R,
-    tx: &tokio::sync::mpsc::Sender<std::io::Result<Vec<Bytes>>>,
-) {
-    let mut carry: Vec<u8> = Vec::new();
-    loop {
-        let mut buf = Vec::with_capacity(STREAM_WINDOW);
-        buf.extend_from_slice(&carry);
-        let want = (STREAM_WINDOW - buf.len()) as u64;
-        if let Err(e) = reader.by_ref().take(want).read_to_end(&mut buf) {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-        let eof = buf.len() < STREAM_WINDOW;
-        if buf.is_empty() {
-            return;
-        }
-        let window = Bytes::from(buf);
-        let mut cuts: Vec<(usize, usize)> =
-            fastcdc::v2020::FastCDC::new(&window, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX)
-                .map(|c| (c.offset, c.length))
-                .collect();
-        carry = Vec::new();
-        if !eof {
-            if let Some((o, l)) = cuts.pop() {
-                carry = window[o..o + l].to_vec();
-            }
-        }
-        let chunks = cuts
-            .into_iter()
-            .map(|(o, l)| window.slice(o..o + l))
-            .collect();
-        if tx.blocking_send(Ok(chunks)).is_err() || eof {
-            return;
-        }
-    }
 }

@@ -6,7 +6,7 @@ use domain::{AccountId, TaskId, TenantId};
 use embedded::{FsObjectStore, SqliteCatalog};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use vault::{Entry, EntryKind, Node, Vault, DICT_COPIES};
+use vault::{BlobKind, Entry, EntryKind, Node, Vault, DICT_COPIES};
 
 fn open(dir: &Path) -> Vault {
     let store = Arc::new(FsObjectStore::new(dir.join("objects")).unwrap());
@@ -58,7 +58,7 @@ async fn a_damaged_dictionary_copy_costs_nothing_and_both_are_never_wrong_bytes(
     let account = AccountId::new("anna").unwrap();
     let msgs = messages();
     let v = open(dir.path());
-    let mut w = v.writer(account.clone(), None).await.unwrap();
+    let mut w = v.account(&account).writer(None).await.unwrap();
     let refs = w.store_batch(msgs.clone()).await.unwrap();
     let entries = refs
         .iter()
@@ -76,7 +76,7 @@ async fn a_damaged_dictionary_copy_costs_nothing_and_both_are_never_wrong_bytes(
     // The dictionary was trained and is stored twice; items use it.
     let copies = dict_files(dir.path());
     assert_eq!(copies.len(), DICT_COPIES as usize, "{copies:?}");
-    assert!(v.current_dict().is_some());
+    assert!(v.dict().await.unwrap().is_some());
     let total: u64 = msgs.iter().map(|m| m.len() as u64).sum();
     assert!(stored_bytes(&v, &account).await < total / 4);
 
@@ -84,7 +84,13 @@ async fn a_damaged_dictionary_copy_costs_nothing_and_both_are_never_wrong_bytes(
     flip(&copies[0], 40);
     let v = open(dir.path());
     for (r, m) in refs.iter().zip(&msgs) {
-        assert_eq!(&v.read_blob(r, false).await.unwrap(), m);
+        assert_eq!(
+            &v.account(&account)
+                .read_blob(r, BlobKind::Data)
+                .await
+                .unwrap(),
+            m
+        );
     }
     let report = v
         .verify(std::slice::from_ref(&account), &|_| {})
@@ -99,7 +105,7 @@ async fn a_damaged_dictionary_copy_costs_nothing_and_both_are_never_wrong_bytes(
     let v = open(dir.path());
     let mut failed = 0;
     for (r, m) in refs.iter().zip(&msgs) {
-        match v.read_blob(r, false).await {
+        match v.account(&account).read_blob(r, BlobKind::Data).await {
             Ok(got) => assert_eq!(&got, m, "wrong bytes returned"),
             Err(e) => {
                 assert!(e.is_damage(), "{e}");
@@ -120,5 +126,11 @@ async fn a_damaged_dictionary_copy_costs_nothing_and_both_are_never_wrong_bytes(
 
 /// Bytes the account's one snapshot added to the store.
 async fn stored_bytes(v: &Vault, account: &AccountId) -> u64 {
-    v.latest(account).await.unwrap().unwrap().stats.stored_bytes
+    v.account(account)
+        .latest()
+        .await
+        .unwrap()
+        .unwrap()
+        .stats
+        .stored_bytes
 }

@@ -1,6 +1,10 @@
 //! Property tests of the vault over the embedded adapters: whatever is written reads back
 //! byte-equal (and is not stored twice), and a flipped byte anywhere in a stored object is
-//! detected by `verify` and by reads, never returned as data.
+//! detected by `verify` and by reads, never returned as data. Half the cases compress
+//! small items with a task dictionary, so that path is covered as well.
+//!
+//! They run [`DEFAULT_CASES`] cases each; `LIFEBOAT_PROPTEST_CASES` asks for more
+//! (`bench/vault.sh` offers a 10,000-case run).
 
 use domain::{AccountId, ItemPath, TaskId, TenantId};
 use embedded::{FsObjectStore, SqliteCatalog};
@@ -12,12 +16,39 @@ use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use tempfile::TempDir;
-use vault::{BlobId, BlobRef, Entry, EntryKind, Node, SnapshotRecord, Vault, SMALL_ITEM};
+use vault::codec::Dict;
+use vault::{
+    AccountVault, BlobId, BlobKind, BlobRef, Entry, EntryKind, Node, SnapshotRecord, Vault,
+    SMALL_ITEM,
+};
 
 const TENANT: &str = "acme";
 const TASK: &str = "files";
 const KEY: [u8; 32] = [7; 32];
 const MIB: usize = 1024 * 1024;
+/// Cases per property in an ordinary test run.
+const DEFAULT_CASES: u32 = 1000;
+
+fn cases() -> u32 {
+    std::env::var("LIFEBOAT_PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_CASES)
+}
+
+/// A dictionary trained once for the whole run, offered to the vaults of the cases that
+/// use one (training per case would cost more than the case).
+fn dictionary() -> Dict {
+    static D: OnceLock<Dict> = OnceLock::new();
+    D.get_or_init(|| {
+        let samples: Vec<Vec<u8>> = (0..600)
+            .map(|i| text_bytes(300 + i * 7, i as u64))
+            .collect();
+        let sizes: Vec<usize> = samples.iter().map(Vec::len).collect();
+        Dict::train(&samples.concat(), &sizes, 16 * 1024).expect("a dictionary")
+    })
+    .clone()
+}
 
 fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -39,6 +70,21 @@ struct Fixture {
 }
 
 impl Fixture {
+    async fn with_dict(dict: bool) -> Self {
+        let fx = Self::new();
+        if dict {
+            fx.vault
+                .offer_dict(dictionary())
+                .await
+                .expect("dictionary stored");
+        }
+        fx
+    }
+
+    fn av(&self) -> AccountVault {
+        self.vault.account(&account())
+    }
+
     fn new() -> Self {
         let dir = tempfile::tempdir().expect("a temp dir");
         let store = Arc::new(FsObjectStore::new(dir.path().join("objects")).expect("store"));
@@ -68,25 +114,26 @@ impl Fixture {
         )
     }
 
-    /// The directory holding the packs of `tenant`/`task`.
-    fn pack_dir(&self, tenant: &str, task: &str) -> PathBuf {
-        self.dir
-            .path()
-            .join("objects/t")
-            .join(tenant)
-            .join(task)
-            .join(vault::PACK_KIND)
+    /// The directory holding the objects of `tenant`/`task`.
+    fn task_dir(&self, tenant: &str, task: &str) -> PathBuf {
+        self.dir.path().join("objects/t").join(tenant).join(task)
     }
 
-    /// Every pack file of the fixture's own task, sorted by name.
-    fn pack_files(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.pack_dir(TENANT, TASK))
-            .expect("pack dir")
+    /// Every object file of one kind of the fixture's own task, sorted by name.
+    fn files(&self, kind: &str) -> Vec<PathBuf> {
+        let Ok(dir) = std::fs::read_dir(self.task_dir(TENANT, TASK).join(kind)) else {
+            return Vec::new();
+        };
+        let mut v: Vec<PathBuf> = dir
             .map(|e| e.expect("entry").path())
             .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
             .collect();
         v.sort();
         v
+    }
+
+    fn pack_files(&self) -> Vec<PathBuf> {
+        self.files(vault::PACK_KIND)
     }
 }
 
@@ -116,13 +163,13 @@ enum Spec {
 
 fn size() -> impl Strategy<Value = usize> {
     prop_oneof![
-        2 => Just(0usize),
-        6 => 1usize..4096,
-        4 => 4096usize..300_000,
-        1 => Just(SMALL_ITEM - 1),
-        1 => Just(SMALL_ITEM),
-        1 => Just(SMALL_ITEM + 1),
-        3 => (SMALL_ITEM + 2)..(SMALL_ITEM + 2 * MIB + 12_345),
+        4 => Just(0usize),
+        40 => 1usize..4096,
+        24 => 4096usize..300_000,
+        // Large items are few: each costs a chunker pass over MiB of data, and a thousand
+        // cases must stay a matter of seconds.
+        1 => prop_oneof![Just(SMALL_ITEM - 1), Just(SMALL_ITEM), Just(SMALL_ITEM + 1)],
+        1 => (SMALL_ITEM + 2)..(SMALL_ITEM + 2 * MIB + 12_345),
     ]
 }
 
@@ -212,12 +259,12 @@ enum Pos {
 /// Writes `items` as one snapshot (small ones with `store_batch` in two batches, large
 /// ones with `store_stream`), commits it, and returns the record and each item's content.
 async fn write_snapshot(
-    vault: &Vault,
+    av: &AccountVault,
     parent: Option<SnapshotRecord>,
     items: &[Item],
     day: i64,
 ) -> Result<(SnapshotRecord, Vec<Vec<BlobRef>>), TestCaseError> {
-    let mut w = vault.writer(account(), parent).await.expect("writer");
+    let mut w = av.writer(parent).await.expect("writer");
     let mut refs: Vec<Vec<BlobRef>> = vec![Vec::new(); items.len()];
     let small: Vec<usize> = (0..items.len())
         .filter(|&i| items[i].1.len() <= SMALL_ITEM)
@@ -234,7 +281,7 @@ async fn write_snapshot(
         prop_assert_eq!(got.len(), part.len());
         for (&i, r) in part.iter().zip(got) {
             prop_assert_eq!(r.raw_len as usize, items[i].1.len());
-            prop_assert_eq!(r.id, vault.keys().blob_id(&items[i].1), "content id");
+            prop_assert_eq!(r.id, av.vault().keys().blob_id(&items[i].1), "content id");
             refs[i] = vec![r];
         }
     }
@@ -270,12 +317,12 @@ async fn write_snapshot(
 
 /// Reads every item back through `lookup` and `read_blob` and compares it.
 async fn read_back(
-    vault: &Vault,
+    av: &AccountVault,
     rec: &SnapshotRecord,
     items: &[Item],
 ) -> Result<(), TestCaseError> {
     for (name, data) in items {
-        let e = vault
+        let e = av
             .lookup(&rec.root(), &ItemPath::parse(name.as_bytes()).unwrap())
             .await
             .expect("lookup");
@@ -283,7 +330,7 @@ async fn read_back(
         prop_assert_eq!(e.size as usize, data.len());
         let mut got = Vec::with_capacity(data.len());
         for r in &e.content {
-            got.extend(vault.read_blob(r, false).await.expect("read_blob"));
+            got.extend(av.read_blob(r, BlobKind::Data).await.expect("read_blob"));
         }
         prop_assert!(
             got == *data,
@@ -300,27 +347,29 @@ fn ids(refs: &[Vec<BlobRef>]) -> HashSet<BlobId> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
 
     #[test]
     fn anything_written_reads_back_byte_equal(
         first in prop::collection::vec(spec(), 1..8),
         extra in prop::collection::vec(spec(), 0..4),
+        dict in any::<bool>(),
     ) {
         rt().block_on(async {
-            let fx = Fixture::new();
-            let v = &fx.vault;
+            let fx = Fixture::with_dict(dict).await;
+            let av = fx.av();
             let items1 = materialise(&first, "item", &[]);
-            let (rec1, refs1) = write_snapshot(v, None, &items1, 0).await?;
-            read_back(v, &rec1, &items1).await?;
-            // One new blob per distinct content (chunk), plus the root node.
-            prop_assert_eq!(rec1.stats.new_blobs, ids(&refs1).len() as u64 + 1);
-            prop_assert_eq!(v.latest(&account()).await.unwrap(), Some(rec1.clone()));
+            let (rec1, refs1) = write_snapshot(&av, None, &items1, 0).await?;
+            read_back(&av, &rec1, &items1).await?;
+            // One new blob per distinct content (chunk), plus the root node and the side
+            // data.
+            prop_assert_eq!(rec1.stats.new_blobs, ids(&refs1).len() as u64 + 2);
+            prop_assert_eq!(av.latest().await.unwrap(), Some(rec1.clone()));
 
             // Snapshot 2: the same items again, plus new ones that may repeat old content.
             let added = materialise(&extra, "extra", &items1);
             let items2: Vec<Item> = items1.iter().cloned().chain(added).collect();
-            let (rec2, refs2) = write_snapshot(v, Some(rec1.clone()), &items2, 1).await?;
+            let (rec2, refs2) = write_snapshot(&av, Some(rec1.clone()), &items2, 1).await?;
             prop_assert_eq!(rec2.parent.as_ref(), Some(&rec1.id));
             for (i, r) in refs1.iter().enumerate() {
                 prop_assert_eq!(&refs2[i], r, "an unchanged item keeps its stored blobs");
@@ -328,15 +377,19 @@ proptest! {
             let old = ids(&refs1);
             let new_contents = ids(&refs2).difference(&old).count() as u64;
             let new_root = u64::from(!extra.is_empty());
+            // The side data (no cursor, no errors) is the same as the first one's.
             prop_assert_eq!(rec2.stats.new_blobs, new_contents + new_root);
             if extra.is_empty() {
                 prop_assert_eq!(rec2.root(), rec1.root(), "an unchanged tree is reused");
                 prop_assert_eq!(rec2.stats.packs_written, 0);
                 prop_assert_eq!(rec2.stats.stored_bytes, 0);
             }
-            read_back(v, &rec2, &items2).await?;
-            read_back(v, &rec1, &items1).await?;
-            let all = v.snapshots(&account()).await.unwrap();
+            read_back(&av, &rec2, &items2).await?;
+            read_back(&av, &rec1, &items1).await?;
+            // A fresh handle (nothing cached) reads the same.
+            let fresh = Fixture::open(&fx.store, &fx.catalog, TENANT, TASK, &KEY).account(&account());
+            read_back(&fresh, &rec2, &items2).await?;
+            let all = av.snapshots().await.unwrap();
             prop_assert_eq!(all, vec![rec1, rec2]);
             Ok(())
         })?;
@@ -345,6 +398,7 @@ proptest! {
     #[test]
     fn a_flipped_byte_in_any_object_is_detected_never_returned(
         specs in prop::collection::vec(spec(), 1..6),
+        dict in any::<bool>(),
         pick in any::<Index>(),
         pos in prop_oneof![
             3 => any::<Index>().prop_map(Pos::Anywhere),
@@ -354,64 +408,86 @@ proptest! {
         mask in 1u8..=255,
     ) {
         rt().block_on(async {
-            let fx = Fixture::new();
-            let v = &fx.vault;
+            let fx = Fixture::with_dict(dict).await;
+            let av = fx.av();
             let items = materialise(&specs, "item", &[]);
-            let (rec, refs) = write_snapshot(v, None, &items, 0).await?;
-            let clean = v.verify(&[account()], &|_| {}).await.unwrap();
+            let (rec, refs) = write_snapshot(&av, None, &items, 0).await?;
+            let clean = fx.vault.verify(&[account()], &|_| {}).await.unwrap();
             prop_assert!(clean.is_ok(), "fresh vault damaged: {:?}", clean.damage);
+            let index = av.index().await.unwrap();
 
-            // Flip one byte of one pack, in place.
+            // Flip one byte of one object (pack, index segment, dictionary copy), in place.
             let packs = fx.pack_files();
             prop_assert!(packs.len() >= 2, "a data pack and a tree pack");
-            let file = &packs[pick.index(packs.len())];
-            let mut bytes = std::fs::read(file).unwrap();
-            // The record area lies between the magic and the sealed index, whose length is
-            // in the trailer (read before the flip, which may land in the trailer).
+            let objects: Vec<PathBuf> = packs
+                .iter()
+                .cloned()
+                .chain(fx.files(vault::index::SEGMENT_KIND))
+                .chain(fx.files(vault::DICT_KIND))
+                .collect();
+            let file = objects[pick.index(objects.len())].clone();
+            let kind = file.parent().unwrap().file_name().unwrap().to_str().unwrap().to_string();
+            let mut bytes = std::fs::read(&file).unwrap();
             let n = bytes.len();
-            let index_len = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
-            let records = vault::pack::MAGIC.len()..n - 8 - index_len;
             let at = match pos {
-                Pos::Anywhere(ix) => ix.index(bytes.len()),
-                Pos::Head(i) => i,
-                Pos::FromEnd(i) => bytes.len() - i.min(bytes.len()),
+                Pos::Anywhere(ix) => ix.index(n),
+                Pos::Head(i) => i.min(n - 1),
+                Pos::FromEnd(i) => n - i.min(n),
+            };
+            // For a pack: the record area lies between the magic and the sealed index,
+            // whose length is in the trailer (read before the flip).
+            let records = if kind == vault::PACK_KIND {
+                let index_len = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
+                vault::pack::MAGIC.len()..n - 8 - index_len
+            } else {
+                0..0
             };
             bytes[at] ^= mask;
-            std::fs::write(file, &bytes).unwrap();
-            let pack_hex = file.file_name().unwrap().to_str().unwrap().to_string();
-            let key = v.pack_key(&vault::PackId::from_hex(&pack_hex).unwrap()).to_string();
+            std::fs::write(&file, &bytes).unwrap();
+            let name = file.file_name().unwrap().to_str().unwrap().to_string();
+            let fresh = || Fixture::open(&fx.store, &fx.catalog, TENANT, TASK, &KEY);
 
-            // (a) verify names the object and what it affects.
-            let report = v.verify(&[account()], &|_| {}).await.unwrap();
-            prop_assert!(!report.is_ok(), "flip at {at} of {key} not reported");
-            let named: Vec<_> = report.damage.iter().filter(|d| d.object.starts_with(&key)).collect();
-            prop_assert!(!named.is_empty(), "damage {:?} does not name {key}", report.damage);
-            prop_assert!(named.iter().any(|d| !d.affects.is_empty()), "{:?}", named);
+            // (a) verify names the object, and what it affects unless it is a dictionary
+            // copy (the other copy stands in for it).
+            let report = fresh().verify(&[account()], &|_| {}).await.unwrap();
+            prop_assert!(!report.is_ok(), "flip at {at} of {kind}/{name} not reported");
+            if kind == vault::DICT_KIND {
+                prop_assert!(report.damage.iter().all(|d| d.affects.is_empty()), "{:?}", report.damage);
+            } else {
+                prop_assert!(report.damage.iter().any(|d| !d.affects.is_empty()), "{:?}", report.damage);
+            }
 
-            // Which record (if any) holds the flipped byte.
-            let in_record = |r: &BlobRef| {
-                r.pack.to_hex() == pack_hex
-                    && (r.offset as usize..(r.offset + r.len) as usize).contains(&at)
+            // Which items a flipped record must make unreadable.
+            let pack = vault::Vault::parse_pack_name(&name).map(|(_, p)| p);
+            let in_record = |id: &BlobId| {
+                index.get(id).is_some_and(|l| {
+                    Some(l.pack) == pack
+                        && (l.offset as usize..(l.offset + l.len) as usize).contains(&at)
+                })
             };
-            let root_hit = in_record(&rec.root());
+            let root_hit = in_record(&rec.root().id);
             let mut must_fail: HashSet<usize> = HashSet::new();
             for (i, rs) in refs.iter().enumerate() {
-                if root_hit || rs.iter().any(in_record) {
+                if root_hit || rs.iter().any(|r| in_record(&r.id)) {
                     must_fail.insert(i);
                 }
             }
             if records.contains(&at) {
-                prop_assert!(!must_fail.is_empty(), "byte {at} is in a record nobody references");
+                let referenced = root_hit
+                    || in_record(&BlobRef::from(rec.meta).id)
+                    || !must_fail.is_empty();
+                prop_assert!(referenced, "byte {at} is in a record nobody references");
             }
 
             // (b) every read gives the original bytes or an error, never other bytes.
+            let v = fresh().account(&account());
             let mut failed = HashSet::new();
             for (i, (name, data)) in items.iter().enumerate() {
                 let got = async {
                     let e = v.lookup(&rec.root(), &ItemPath::parse(name.as_bytes()).unwrap()).await?;
                     let mut got = Vec::new();
                     for r in &e.content {
-                        got.extend(v.read_blob(r, false).await?);
+                        got.extend(v.read_blob(r, BlobKind::Data).await?);
                     }
                     Ok::<_, vault::Error>(got)
                 }
@@ -427,14 +503,15 @@ proptest! {
             prop_assert!(must_fail.is_subset(&failed), "affected {must_fail:?}, failed {failed:?}");
 
             // The batched read path (restores) behaves the same.
-            let by_loc: HashMap<(vault::PackId, u32), BlobId> =
-                refs.iter().flatten().map(|r| ((r.pack, r.offset), r.id)).collect();
+            let by_id: HashMap<BlobId, u32> =
+                refs.iter().flatten().map(|r| (r.id, r.raw_len)).collect();
+            let v = fresh().account(&account());
             let mut bad = 0;
-            v.read_many(refs.iter().flatten().copied().collect(), false, |r, got| {
+            let read = v.read_many(refs.iter().flatten().copied().collect(), BlobKind::Data, |r, got| {
                 match got {
                     Ok(b) => {
-                        assert_eq!(v.keys().blob_id(&b), by_loc[&(r.pack, r.offset)]);
-                        assert_eq!(b.len(), r.raw_len as usize);
+                        assert_eq!(v.vault().keys().blob_id(&b), r.id);
+                        assert_eq!(b.len() as u32, by_id[&r.id]);
                     }
                     Err(e) => {
                         assert!(e.is_damage(), "{e}");
@@ -443,9 +520,14 @@ proptest! {
                 }
                 Ok(())
             })
-            .await
-            .unwrap();
-            if records.contains(&at) && !root_hit {
+            .await;
+            match read {
+                Ok(()) => {}
+                // A damaged index segment fails the read as a whole, as damage.
+                Err(e) => prop_assert!(kind == vault::index::SEGMENT_KIND && e.is_damage(), "{e}"),
+            }
+            let data_hit = refs.iter().flatten().any(|r| in_record(&r.id));
+            if records.contains(&at) && data_hit {
                 prop_assert!(bad >= 1, "read_many returned the damaged record");
             }
             Ok(())
@@ -458,13 +540,14 @@ proptest! {
 #[test]
 fn a_record_copied_to_another_task_or_tenant_does_not_open() {
     rt().block_on(async {
-        let fx = Fixture::new();
+        let fx = Fixture::with_dict(true).await;
         let items = vec![
             ("a".to_string(), b"some private bytes".to_vec()),
             ("b".to_string(), text_bytes(2 * MIB, 9)),
+            ("c".to_string(), text_bytes(3000, 4)),
         ];
-        let (rec, refs) = write_snapshot(&fx.vault, None, &items, 0).await.unwrap();
-        let src = fx.pack_dir(TENANT, TASK);
+        let (rec, refs) = write_snapshot(&fx.av(), None, &items, 0).await.unwrap();
+        let src = fx.task_dir(TENANT, TASK);
 
         for (tenant, task, key) in [
             (TENANT, "other-task", KEY),
@@ -472,37 +555,77 @@ fn a_record_copied_to_another_task_or_tenant_does_not_open() {
             (TENANT, TASK, [8; 32]),
         ] {
             let v = Fixture::open(&fx.store, &fx.catalog, tenant, task, &key);
-            // Copy every pack into the other vault's key space (a no-op for the same one).
-            let dst = fx.pack_dir(tenant, task);
-            if dst != src {
-                std::fs::create_dir_all(&dst).unwrap();
-                for f in fx.pack_files() {
-                    std::fs::copy(&f, dst.join(f.file_name().unwrap())).unwrap();
+            let av = v.account(&account());
+            let what = format!("{tenant}/{task}/key {}", key[0]);
+            // Copy every object into the other vault's key space (a no-op for the same
+            // one), renaming packs and segments to the names the other vault looks for.
+            let dst = fx.task_dir(tenant, task);
+            let own_tag = fx.av().tag().to_string();
+            for kind in [
+                vault::PACK_KIND,
+                vault::index::SEGMENT_KIND,
+                vault::DICT_KIND,
+            ] {
+                std::fs::create_dir_all(dst.join(kind)).unwrap();
+                for f in fx.files(kind) {
+                    let name = f.file_name().unwrap().to_str().unwrap();
+                    let renamed = name.replacen(&own_tag, av.tag(), 1);
+                    if dst != src || renamed != name {
+                        std::fs::copy(&f, dst.join(kind).join(renamed)).unwrap();
+                    }
                 }
-                // And the snapshot record into its catalog partition.
-                let from =
-                    catalog_keys::snapshot(fx.vault.tenant(), fx.vault.task(), &account(), &rec.id);
+            }
+            // And the snapshot record into its catalog partition.
+            let from =
+                catalog_keys::snapshot(fx.vault.tenant(), fx.vault.task(), &account(), &rec.id);
+            let to = catalog_keys::snapshot(v.tenant(), v.task(), &account(), &rec.id);
+            if from != to {
                 let r = fx.catalog.get(&from.pk, &from.sk).await.unwrap().unwrap();
-                let to = catalog_keys::snapshot(v.tenant(), v.task(), &account(), &rec.id);
                 fx.catalog
                     .put(Record::new(to.pk, to.sk, r.value), Condition::Absent)
                     .await
                     .unwrap();
             }
-            let what = format!("{tenant}/{task}/key {}", key[0]);
-            for r in refs.iter().flatten().chain([&rec.root()]) {
-                let tree = *r == rec.root();
-                let e = v.read_blob(r, tree).await.expect_err(&what);
+            for r in refs.iter().flatten() {
+                let e = av.read_blob(r, BlobKind::Data).await.expect_err(&what);
                 assert!(e.is_damage(), "{what}: {e}");
             }
-            let e = v.snapshots(&account()).await.expect_err(&what);
+            let e = av
+                .read_blob(&rec.root(), BlobKind::Tree)
+                .await
+                .expect_err(&what);
             assert!(e.is_damage(), "{what}: {e}");
-            assert!(v.snapshot(&account(), &rec.id).await.is_err(), "{what}");
-            let report = v.verify(&[], &|_| {}).await.unwrap();
-            assert!(!report.is_ok(), "{what}: verify accepted foreign packs");
-            assert_eq!(report.damage.len(), fx.pack_files().len(), "{what}");
+            let (good, bad) = av.snapshots_checked().await.unwrap();
+            assert!(good.is_empty(), "{what}: a foreign record opened");
+            assert_eq!(bad.len(), 1, "{what}");
+            assert!(av.snapshot(&rec.id).await.is_err(), "{what}");
+            let report = v.verify(&[account()], &|_| {}).await.unwrap();
+            assert!(!report.is_ok(), "{what}: verify accepted foreign objects");
+            assert!(
+                report
+                    .damage
+                    .iter()
+                    .any(|d| d.object.contains("catalog record")),
+                "{what}: {:?}",
+                report.damage
+            );
+            for p in fx.pack_files() {
+                let hex = p
+                    .file_name()
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .split_once('-')
+                    .unwrap()
+                    .1
+                    .to_string();
+                assert!(
+                    report.damage.iter().any(|d| d.object.contains(&hex)),
+                    "{what}: pack {hex} not reported"
+                );
+            }
         }
         // The original still reads.
-        read_back(&fx.vault, &rec, &items).await.unwrap();
+        read_back(&fx.av(), &rec, &items).await.unwrap();
     });
 }

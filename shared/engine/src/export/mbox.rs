@@ -11,7 +11,7 @@ use crate::{Error, Progress, Result};
 use domain::{ItemFilter, ItemPath};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use vault::{Entry, EntryKind, Vault};
+use vault::{AccountVault, BlobKind, Entry, EntryKind};
 
 /// Adds mboxrd's `>` to body lines that need it, across chunk boundaries.
 #[derive(Default)]
@@ -104,7 +104,7 @@ fn from_line(entry: &Entry) -> String {
 }
 
 struct Walk<'a> {
-    vault: &'a Vault,
+    vault: &'a AccountVault,
     out: &'a mut BufWriter<File>,
     report: &'a mut ExportReport,
     filter: &'a ItemFilter,
@@ -133,7 +133,7 @@ impl Walk<'_> {
                     let mut q = Quoter::default();
                     let mut last = None;
                     for c in &entry.content {
-                        let chunk = self.vault.read_blob(c, false).await?;
+                        let chunk = self.vault.read_blob(c, BlobKind::Data).await?;
                         if let Some(b) = chunk.last() {
                             last = Some(*b);
                         }
@@ -154,7 +154,7 @@ impl Walk<'_> {
 /// Writes the messages (`.eml` items) among the selected entries into an mbox at `out`
 /// (a new file), in the order of the snapshot.
 pub(super) async fn write(
-    vault: &Vault,
+    vault: &AccountVault,
     selected: &[(ItemPath, Entry)],
     out: File,
     filter: &ItemFilter,

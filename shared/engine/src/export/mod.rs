@@ -60,7 +60,8 @@ impl Engine {
         opts: &ExportOptions,
         progress: &dyn Progress,
     ) -> Result<ExportReport> {
-        let vault = self.vault(task).await?;
+        self.check_owned(task, snap).await?;
+        let vault = self.vault(task).await?.account(&snap.account);
         if path.exists() {
             return Err(Error::Invalid(format!(
                 "{} already exists; choose a new file name",

@@ -6,7 +6,7 @@ use crate::{Error, Progress, Result};
 use domain::{escape, ItemFilter, ItemPath};
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use vault::{Entry, EntryKind, Vault};
+use vault::{AccountVault, BlobKind, Entry, EntryKind};
 use zip::write::SimpleFileOptions;
 use zip::{CompressionMethod, ZipWriter};
 
@@ -16,7 +16,7 @@ type Zip = ZipWriter<BufWriter<File>>;
 /// selects are written; a narrowed zip holds no folder entries of its own (its items'
 /// paths carry their folders).
 pub(super) async fn write(
-    vault: &Vault,
+    vault: &AccountVault,
     selected: &[(ItemPath, Entry)],
     out: File,
     filter: &ItemFilter,
@@ -51,7 +51,7 @@ fn zip_err(e: zip::result::ZipError) -> Error {
 }
 
 fn add<'a>(
-    vault: &'a Vault,
+    vault: &'a AccountVault,
     zip: &'a mut Zip,
     entry: &'a Entry,
     item: &'a ItemPath,
@@ -96,7 +96,7 @@ fn add<'a>(
                     .unix_permissions(if entry.mode == 0 { 0o644 } else { entry.mode });
                 zip.start_file(zip_name(item), opts).map_err(zip_err)?;
                 for c in &entry.content {
-                    let data = vault.read_blob(c, false).await.map_err(|e| {
+                    let data = vault.read_blob(c, BlobKind::Data).await.map_err(|e| {
                         Error::Invalid(format!(
                             "{item} cannot be exported: {e} (run `lifeboat verify`)"
                         ))

@@ -2,7 +2,11 @@
 //! Restore <timestamp>` folder of the same or another account), or into a local folder.
 //! The rules for where a restore may go are here, once, for the command line, the API and
 //! restore jobs alike.
+//!
+//! A folder whose stored listing is damaged or missing does not stop a restore: it is
+//! reported with the items that could not be restored, and everything else is restored.
 
+mod partial;
 mod to_dir;
 
 pub use to_dir::RestoreReport;
@@ -14,7 +18,7 @@ use crate::{
     TaskRecord,
 };
 use domain::{restore_label, AccountId, ItemPath, OnConflict, TaskId, RESTORE_PREFIX};
-use vault::{Entry, EntryKind, SnapshotRecord, Vault};
+use vault::{AccountVault, Entry, EntryKind, SnapshotRecord};
 
 /// Where a restore into a source writes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -42,6 +46,11 @@ pub struct RestoreOptions {
     /// folders come along only above a selected item. Restores into a source and zip
     /// exports only.
     pub filter: domain::ItemFilter,
+    /// Restores into a local folder: wait until every restored file is on the disk before
+    /// answering (a power cut after the answer loses nothing). Slower, so asked for: like
+    /// `cp`, a restore otherwise leaves the last of the writing to the system. Either way
+    /// a file gets its name only once it is whole.
+    pub sync: bool,
 }
 
 impl Engine {
@@ -62,7 +71,8 @@ impl Engine {
     ) -> Result<SourceRestoreReport> {
         let (dest, to) = self.destination(task, snap, to).await?;
         let connector = self.connector(&dest, connectors).await?;
-        let vault = self.vault(task).await?;
+        self.check_owned(task, snap).await?;
+        let vault = self.vault(task).await?.account(&snap.account);
         let prefix = if opts.label.is_empty() {
             RESTORE_PREFIX
         } else {
@@ -71,6 +81,7 @@ impl Engine {
         let label = (!opts.in_place)
             .then(|| restore_label(prefix, opts.at.unwrap_or_else(|| self.ports.clock.now())));
         let mut items = Vec::new();
+        let mut damaged = Vec::new();
         for inc in selection(&opts.include) {
             let entry = if inc.is_root() {
                 let mut e = dir_entry(b"");
@@ -90,7 +101,7 @@ impl Engine {
                     }
                 }
             }
-            collect(&vault, inc, entry, &mut items).await?;
+            collect(&vault, inc, entry, &mut items, &mut damaged).await?;
         }
         if !opts.filter.is_empty() {
             items = filtered(items, &opts.filter);
@@ -102,7 +113,9 @@ impl Engine {
             on_conflict: opts.on_conflict,
             items,
         };
-        connector.restore(&job, &RestoreContent { vault }).await
+        let mut report = connector.restore(&job, &RestoreContent { vault }).await?;
+        report.errors.extend(damaged);
+        Ok(report)
     }
 
     /// The task and account a restore writes into: the snapshot's own task and account
@@ -181,26 +194,51 @@ fn filtered(items: Vec<(ItemPath, Entry)>, filter: &domain::ItemFilter) -> Vec<(
         .collect()
 }
 
-/// Lists `entry` and, for a folder, everything below it, parents first.
+/// Lists `entry` and, for a folder, everything below it, parents first. A folder whose
+/// listing is damaged is left out (not even created empty) and reported in `damaged`.
+///
+/// # Errors
+/// Storage that fails otherwise (unreachable: a retry can help).
 fn collect<'a>(
-    vault: &'a Vault,
+    vault: &'a AccountVault,
     at: ItemPath,
     entry: Entry,
     out: &'a mut Vec<(ItemPath, Entry)>,
+    damaged: &'a mut Vec<String>,
 ) -> Boxed<'a, Result<()>> {
     Box::pin(async move {
-        let subtree = entry.subtree;
-        let is_dir = entry.kind == EntryKind::Dir;
+        let node = match (entry.kind, entry.subtree) {
+            (EntryKind::Dir, Some(sub)) => match vault.read_tree(&sub).await {
+                Ok(node) => Some(node),
+                Err(e) if stored_damage(&e) => {
+                    damaged.push(folder_damaged(&at, &e));
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            },
+            _ => None,
+        };
         if !at.is_root() {
             out.push((at.clone(), entry));
         }
-        if let (true, Some(sub)) = (is_dir, subtree) {
-            let node = vault.read_tree(&sub).await?;
-            for child in node.entries {
-                let p = at.join(&child.name)?;
-                collect(vault, p, child, out).await?;
-            }
+        for child in node.into_iter().flat_map(|n| n.entries) {
+            let p = at.join(&child.name)?;
+            collect(vault, p, child, out, damaged).await?;
         }
         Ok(())
     })
+}
+
+/// Whether a failed read means the stored data is damaged or gone (a restore reports the
+/// item and goes on), not that storage is unavailable (the restore fails, to be retried).
+pub(crate) fn stored_damage(e: &vault::Error) -> bool {
+    e.is_damage() || matches!(e, vault::Error::Port(p) if p.is_not_found())
+}
+
+/// The report line of a folder whose stored listing could not be read: nothing in it is
+/// restored.
+pub(crate) fn folder_damaged(item: &ItemPath, e: &vault::Error) -> String {
+    format!(
+        "{item}: folder not restored, nor anything in it: its stored listing is damaged or missing ({e}); run `lifeboat verify`"
+    )
 }

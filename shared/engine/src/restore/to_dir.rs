@@ -6,21 +6,31 @@
 //!
 //! Data is read pack by pack (nearby records in one read, opened in parallel) and written
 //! at its offset in its file, so a full restore reads each pack once whatever the order of
-//! files; a blob shared by many files is read once.
+//! files; a blob shared by many files is read once. Each file is written under a partial
+//! name (see `partial.rs`) and renamed to its own once its last chunk is written and the
+//! file is durable: whatever stops a restore (a crash, a damaged chunk), no file under its
+//! final name lacks part of its content. Whole files are made durable and renamed in
+//! batches, one sync of the file system per batch: a sync per file would cost more than
+//! writing a mailbox's small files.
+//!
+//! A folder whose stored listing is damaged is reported and skipped, as a damaged file is;
+//! everything else is restored.
 
+use super::{folder_damaged, partial, stored_damage};
 use crate::snapshots::{not_found, selection};
 use crate::{Engine, Error, OnConflict, Progress, RestoreOptions, Result, TaskRecord};
 use domain::{restore_label, ItemPath, RESTORE_PREFIX};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{self, File, FileTimes, OpenOptions};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use vault::{BlobRef, Entry, EntryKind, PackId, SnapshotRecord, Vault};
+use vault::{AccountVault, BlobId, BlobKind, BlobRef, Entry, EntryKind, SnapshotRecord};
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RestoreReport {
@@ -35,20 +45,202 @@ pub struct RestoreReport {
     pub errors: Vec<String>,
 }
 
+/// Why a file was not restored when its data could not be read.
+const DATA_DAMAGED: &str =
+    "not restored: its stored data is damaged or missing (run `lifeboat verify`)";
+
+/// Whole files are published (made durable, renamed) while the restore goes on once this
+/// many bytes or files wait: few syncs (a sync per file would cost more than writing a
+/// mailbox's small files), the disk kept writing while the read goes on (so that little is
+/// left to wait for at the end), and a crash loses at most the files of the last batches
+/// (under partial names, never with missing parts under their own).
+const BATCH_BYTES: u64 = 64 << 20;
+const BATCH_FILES: usize = 1024;
+
+/// One file to write. Chunks land from the read's worker threads in any order and in
+/// parallel, so everything here is shared.
 struct FileJob {
     item: String,
     final_path: PathBuf,
-    write_path: PathBuf,
     entry: Entry,
-    /// Chunks still to be written; the writer of the last one sets the file's times.
+    /// The partial file, created by the first chunk that lands (so that a file whose data
+    /// cannot be read costs nothing on disk): its name, or why it could not be created.
+    partial: OnceLock<std::result::Result<PathBuf, String>>,
+    /// Chunks still to be written; the writer of the last one hands the file on to be made
+    /// durable and renamed. A chunk that fails never counts down, so zero means whole.
     remaining: AtomicUsize,
-    failed: AtomicBool,
+    /// The first reason the file cannot be restored; set, the file is never renamed.
+    problem: OnceLock<String>,
+    /// Renamed to its final name: restored.
+    done: AtomicBool,
+}
+
+impl FileJob {
+    fn new(item: &ItemPath, final_path: PathBuf, entry: &Entry) -> Self {
+        FileJob {
+            item: item.to_string(),
+            final_path,
+            remaining: AtomicUsize::new(entry.content.len()),
+            entry: entry.clone(),
+            partial: OnceLock::new(),
+            problem: OnceLock::new(),
+            done: AtomicBool::new(false),
+        }
+    }
+
+    /// The mode the partial file is created with: a file of one chunk (most of a
+    /// mailbox's files) or none gets its own mode, which saves a chmod; a file written in
+    /// several parts keeps the default until its last part, so that every part can open it.
+    fn create_mode(&self) -> (u32, bool) {
+        if self.entry.content.len() <= 1 && self.entry.mode != 0 {
+            let mode = self.entry.mode & 0o777;
+            (mode, mode_survives_umask(mode))
+        } else {
+            (0o666, false)
+        }
+    }
+
+    /// The partial file, open for writing: created by the first caller, opened by the
+    /// others (never created again: if it vanished meanwhile, the file fails rather than
+    /// being renamed with holes).
+    fn open(&self) -> io::Result<File> {
+        let mut fresh = None;
+        let made = self.partial.get_or_init(|| {
+            partial::create(&self.final_path, self.create_mode().0)
+                .map(|(path, f)| {
+                    fresh = Some(f);
+                    path
+                })
+                .map_err(|e| e.to_string())
+        });
+        if let Some(f) = fresh {
+            return Ok(f);
+        }
+        match made {
+            Ok(path) => OpenOptions::new().write(true).open(path),
+            Err(why) => Err(io::Error::other(why.clone())),
+        }
+    }
+
+    /// Writes one chunk at `off`. The writer of the last one sets the file's mode and time
+    /// and answers true: the file is whole, to be made durable and renamed.
+    fn write(&self, data: &[u8], off: u64) -> io::Result<bool> {
+        let f = self.open()?;
+        f.write_all_at(data, off)?;
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            set_meta_of(&f, &self.entry, self.create_mode().1);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    fn partial_path(&self) -> Option<&Path> {
+        match self.partial.get() {
+            Some(Ok(path)) => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Renames the whole, durable file to its name: only now does it appear.
+    fn rename_into_place(&self) {
+        if self.problem.get().is_some() {
+            return;
+        }
+        let renamed = match self.partial_path() {
+            Some(path) => fs::rename(path, &self.final_path),
+            None => Err(io::Error::other("its partial file is gone")),
+        };
+        match renamed {
+            Ok(()) => self.done.store(true, Ordering::Release),
+            Err(e) => self.fail(format!("cannot be written: {e}")),
+        }
+    }
+
+    /// Records why the file is not restored (the first reason wins).
+    fn fail(&self, why: String) {
+        let _ = self.problem.set(why);
+    }
+
+    /// Removes what is left of a file that was not restored.
+    fn discard(&self) {
+        if let Some(path) = self.partial_path() {
+            let _ = fs::remove_file(path);
+        }
+    }
+}
+
+/// Whole files waiting to be published (indexes into the plan's files), with their bytes.
+#[derive(Default)]
+struct Ready {
+    files: Vec<usize>,
+    bytes: u64,
+}
+
+impl Ready {
+    /// The files waiting, when they make a batch (or whatever waits, at the end).
+    fn take_batch(ready: &Mutex<Ready>, at_end: bool) -> Option<Vec<usize>> {
+        let mut r = ready.lock().unwrap_or_else(|e| e.into_inner());
+        let full = r.bytes >= BATCH_BYTES || r.files.len() >= BATCH_FILES;
+        if r.files.is_empty() || !(full || at_end) {
+            return None;
+        }
+        r.bytes = 0;
+        Some(std::mem::take(&mut r.files))
+    }
+}
+
+/// Renames each whole file of `batch` to its name. With `sync`, the files are made
+/// durable first (one sync per file system), and the last batch is synced once more after
+/// its renames, so that a restore that answers has its files in place for good.
+fn publish(files: &[FileJob], batch: &[usize], last: bool, sync: bool) {
+    if sync {
+        let partials: Vec<&Path> = batch
+            .iter()
+            .filter_map(|&i| files[i].partial_path())
+            .collect();
+        if let Err(e) = partial::make_durable(&partials) {
+            for &i in batch {
+                files[i].fail(format!("cannot be made durable: {e}"));
+            }
+            return;
+        }
+    }
+    for &i in batch {
+        files[i].rename_into_place();
+    }
+    if last && sync {
+        let placed: Vec<&Path> = files
+            .iter()
+            .filter(|f| f.done.load(Ordering::Acquire))
+            .map(|f| f.final_path.as_path())
+            .collect();
+        if let Err(e) = partial::make_durable(&placed) {
+            tracing::warn!(error = %e, "restored files could not be synced");
+        }
+    }
 }
 
 struct Plan {
     label: String,
     files: Vec<FileJob>,
+    /// Files already whole (empty ones, written while planning), to be published.
+    whole: Vec<usize>,
     dirs: Vec<(PathBuf, Entry)>,
+    /// Restored paths whose names look like partial names (a snapshot of a folder where a
+    /// restore once crashed): the clean-up of stale partial files leaves them.
+    partial_like: HashSet<PathBuf>,
+}
+
+impl Plan {
+    /// Notes a path this restore writes, for the clean-up of stale partial files.
+    fn writes(&mut self, path: &Path) {
+        if path
+            .file_name()
+            .is_some_and(|n| partial::partial_of(n.as_bytes()).is_some())
+        {
+            self.partial_like.insert(path.to_path_buf());
+        }
+    }
 }
 
 fn os(seg: &[u8]) -> &OsStr {
@@ -100,7 +292,8 @@ impl Engine {
                 "a selection by sender, subject or days applies to restores into the source and to zip exports; restore a folder's items with --include".into(),
             ));
         }
-        let vault = self.vault(task).await?;
+        self.check_owned(task, snap).await?;
+        let vault = self.vault(task).await?.account(&snap.account);
         let prefix = if opts.label.is_empty() {
             RESTORE_PREFIX
         } else {
@@ -140,7 +333,9 @@ impl Engine {
         let mut plan = Plan {
             label,
             files: Vec::new(),
+            whole: Vec::new(),
             dirs: Vec::new(),
+            partial_like: HashSet::new(),
         };
         for (inc, entry) in selected {
             let mut dest = base.clone();
@@ -158,14 +353,22 @@ impl Engine {
         }
         let total: u64 = plan.files.iter().map(|f| f.entry.size).sum();
         progress.set_total(total);
-        write_data(&vault, &mut plan, progress).await?;
+        write_data(&vault, &mut plan, progress, opts.sync).await?;
+        if opts.in_place {
+            // A new restore folder holds nothing stale: only in place can an earlier,
+            // interrupted restore have left partial files beside the ones written now.
+            partial::remove_stale(
+                plan.files.iter().map(|f| f.final_path.as_path()),
+                &plan.partial_like,
+            );
+        }
         finish(plan, &mut report);
         Ok(report)
     }
 }
 
 fn plan_entry<'a>(
-    vault: &'a Vault,
+    vault: &'a AccountVault,
     entry: &'a Entry,
     dest: PathBuf,
     item: &'a ItemPath,
@@ -176,12 +379,26 @@ fn plan_entry<'a>(
     Box::pin(async move {
         match entry.kind {
             EntryKind::Dir => {
+                // The listing first: a folder whose listing is damaged is reported and
+                // not created, and the restore goes on with everything else. Storage that
+                // is unreachable fails the restore (a retry can help).
+                let node = match entry.subtree {
+                    Some(sub) => match vault.read_tree(&sub).await {
+                        Ok(node) => Some(node),
+                        Err(e) if stored_damage(&e) => {
+                            report.errors.push(folder_damaged(item, &e));
+                            return Ok(());
+                        }
+                        Err(e) => return Err(e.into()),
+                    },
+                    None => None,
+                };
                 match fs::create_dir(&dest) {
                     Ok(()) => {}
                     // An existing folder is used, but never a link to one: following it
                     // could write outside the restore's target.
                     Err(e)
-                        if e.kind() == std::io::ErrorKind::AlreadyExists
+                        if e.kind() == io::ErrorKind::AlreadyExists
                             && dest.symlink_metadata().is_ok_and(|m| m.is_dir()) => {}
                     Err(e) => {
                         report
@@ -191,14 +408,11 @@ fn plan_entry<'a>(
                     }
                 }
                 report.folders += 1;
-                if let Some(sub) = entry.subtree {
-                    let node = vault.read_tree(&sub).await?;
-                    for child in &node.entries {
-                        let child_item = item.join(&child.name)?;
-                        let child_dest = dest.join(os(&child.name));
-                        plan_entry(vault, child, child_dest, &child_item, opts, plan, report)
-                            .await?;
-                    }
+                plan.writes(&dest);
+                for child in node.iter().flat_map(|n| &n.entries) {
+                    let child_item = item.join(&child.name)?;
+                    let child_dest = dest.join(os(&child.name));
+                    plan_entry(vault, child, child_dest, &child_item, opts, plan, report).await?;
                 }
                 // The snapshot's root has no metadata of its own: leave the target's alone.
                 if !item.is_root() {
@@ -211,10 +425,8 @@ fn plan_entry<'a>(
                     Some(d) => d,
                     None => return Ok(()),
                 };
-                if dest.symlink_metadata().is_ok() {
-                    let _ = fs::remove_file(&dest);
-                }
-                if let Err(e) = std::os::unix::fs::symlink(os(&target), &dest) {
+                plan.writes(&dest);
+                if let Err(e) = partial::symlink(os(&target), &dest) {
                     report
                         .errors
                         .push(format!("{item}: link cannot be created: {e}"));
@@ -224,41 +436,20 @@ fn plan_entry<'a>(
                 let Some(final_path) = resolve_conflict(&dest, opts, plan, report) else {
                     return Ok(());
                 };
-                let write_path = if opts.in_place && final_path.symlink_metadata().is_ok() {
-                    // Replace: write beside, then rename over, so a failed restore never
-                    // leaves the original half-overwritten.
-                    let mut n = b".".to_vec();
-                    n.extend_from_slice(
-                        final_path
-                            .file_name()
-                            .map(|n| n.as_bytes())
-                            .unwrap_or_default(),
-                    );
-                    n.extend_from_slice(b".lifeboat-partial");
-                    let p = final_path.with_file_name(os(&n));
-                    let _ = fs::remove_file(&p);
-                    p
-                } else {
-                    final_path.clone()
-                };
+                plan.writes(&final_path);
+                let job = FileJob::new(item, final_path, entry);
                 if entry.content.is_empty() {
-                    // Nothing to read: create it now (data-bearing files are created by
-                    // their first chunk's write).
-                    if let Err(e) = File::create(&write_path) {
-                        report
-                            .errors
-                            .push(format!("{item}: cannot be written: {e}"));
-                        return Ok(());
+                    // Nothing to read: written now, and published with the first batch
+                    // (data-bearing files are created by their first chunk's write).
+                    match job.open() {
+                        Ok(f) => {
+                            set_meta_of(&f, entry, job.create_mode().1);
+                            plan.whole.push(plan.files.len());
+                        }
+                        Err(e) => job.fail(format!("cannot be written: {e}")),
                     }
                 }
-                plan.files.push(FileJob {
-                    item: item.to_string(),
-                    final_path,
-                    write_path,
-                    remaining: AtomicUsize::new(entry.content.len()),
-                    failed: AtomicBool::new(false),
-                    entry: entry.clone(),
-                });
+                plan.files.push(job);
             }
         }
         Ok(())
@@ -291,20 +482,34 @@ fn resolve_conflict(
             }
             Some(candidate)
         }
+        // Written under a partial name and renamed over the original, which stays whole
+        // until then.
         OnConflict::Replace => Some(dest.to_path_buf()),
     }
 }
 
 /// Writes every chunk at its offset in its file. Chunks are written by the worker threads
-/// that open them, in parallel; a chunk shared by several files is read once.
-async fn write_data(vault: &Vault, plan: &mut Plan, progress: &dyn Progress) -> Result<()> {
-    // Every place each blob goes: (file, offset in file).
-    let mut targets: HashMap<(PackId, u32), Vec<(usize, u64)>> = HashMap::new();
+/// that open them, in parallel; a chunk shared by several files is read once. Files made
+/// whole by their last chunk are published in batches as the read goes on (see
+/// [`publish`]), the rest at its end.
+///
+/// # Errors
+/// Storage that fails otherwise than with damage (unavailable, throttled): the files not
+/// whole are then removed; the whole ones are published and stay.
+async fn write_data(
+    vault: &AccountVault,
+    plan: &mut Plan,
+    progress: &dyn Progress,
+    sync: bool,
+) -> Result<()> {
+    // Every place each blob goes: (file, offset in file). Blobs are known by their id
+    // alone: where one is stored is the vault's business.
+    let mut targets: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
     let mut refs: Vec<BlobRef> = Vec::new();
     for (i, job) in plan.files.iter().enumerate() {
         let mut off = 0u64;
         for c in &job.entry.content {
-            let t = targets.entry((c.pack, c.offset)).or_default();
+            let t = targets.entry(c.id).or_default();
             if t.is_empty() {
                 refs.push(*c);
             }
@@ -314,101 +519,129 @@ async fn write_data(vault: &Vault, plan: &mut Plan, progress: &dyn Progress) -> 
     }
     let files = Arc::new(std::mem::take(&mut plan.files));
     let written = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(Mutex::new(Ready {
+        files: std::mem::take(&mut plan.whole),
+        bytes: 0,
+    }));
     let sink = {
         let files = files.clone();
         let written = written.clone();
+        let ready = ready.clone();
         Arc::new(move |r: &BlobRef, data: vault::Result<Vec<u8>>| {
-            let Some(places) = targets.get(&(r.pack, r.offset)) else {
+            let Some(places) = targets.get(&r.id) else {
                 return Ok(());
             };
             let data = match data {
                 Ok(d) => d,
-                Err(e) => {
+                Err(e) if stored_damage(&e) => {
                     tracing::warn!(error = %e, "blob could not be restored");
                     for &(i, _) in places {
-                        files[i].failed.store(true, Ordering::Relaxed);
+                        files[i].fail(DATA_DAMAGED.to_string());
                     }
                     return Ok(());
                 }
+                // Storage unavailable is no damage: the restore fails, to be run again,
+                // rather than report sound files as damaged.
+                Err(e) => return Err(e),
             };
             for &(i, off) in places {
                 let job = &files[i];
-                if job.failed.load(Ordering::Relaxed) {
+                if job.problem.get().is_some() {
                     continue;
                 }
-                // A file of one chunk is created with its mode, which saves a chmod per
-                // file (most of a mailbox's files); a file written in several parts keeps
-                // the default until its last part, so that every part can open it.
-                let whole = job.entry.content.len() == 1 && job.entry.mode != 0;
-                let mode = if whole { job.entry.mode & 0o777 } else { 0o666 };
-                let res = OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .mode(mode)
-                    .open(&job.write_path)
-                    .and_then(|f| {
-                        f.write_all_at(&data, off)?;
-                        if job.remaining.fetch_sub(1, Ordering::AcqRel) == 1
-                            && job.write_path == job.final_path
-                        {
-                            set_meta_of(&f, &job.entry, whole && mode_survives_umask(mode));
-                        }
-                        Ok(())
-                    });
-                if let Err(e) = res {
-                    job.failed.store(true, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "restore write failed");
+                match job.write(&data, off) {
+                    // Whole: without a sync to wait for, it takes its name at once, on
+                    // this worker, while the read goes on.
+                    Ok(true) if !sync => job.rename_into_place(),
+                    Ok(true) => {
+                        let mut r = ready.lock().unwrap_or_else(|e| e.into_inner());
+                        r.files.push(i);
+                        r.bytes += job.entry.size;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "restore write failed");
+                        job.fail(format!("cannot be written: {e}"));
+                    }
                 }
                 written.fetch_add(data.len() as u64, Ordering::Relaxed);
             }
             Ok(())
         })
     };
-    // Progress is reported every 100 ms while the read runs; the read's end is not
+    // Progress is reported every 100 ms while the read runs, and a batch of whole files is
+    // published when one is ready and the previous one is done; the read's end is not
     // waited for beyond its own completion.
-    let mut read = std::pin::pin!(vault.read_many_parallel(refs, false, sink));
-    let mut shown = 0;
-    let res = loop {
-        tokio::select! {
-            r = &mut read => break r,
-            _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
-                let now = written.load(Ordering::Relaxed);
-                progress.advance(now - shown);
-                shown = now;
+    let mut publishing: Option<tokio::task::JoinHandle<()>> = None;
+    let res = {
+        let mut read = std::pin::pin!(vault.read_many_parallel(refs, BlobKind::Data, sink));
+        let mut shown = 0;
+        let res = loop {
+            tokio::select! {
+                r = &mut read => break r,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                    let now = written.load(Ordering::Relaxed);
+                    progress.advance(now - shown);
+                    shown = now;
+                    if publishing.as_ref().is_none_or(|p| p.is_finished()) {
+                        if let Some(batch) = Ready::take_batch(&ready, false) {
+                            let files = files.clone();
+                            publishing = Some(tokio::task::spawn_blocking(move || {
+                                publish(&files, &batch, false, sync)
+                            }));
+                        }
+                    }
+                }
+            }
+        };
+        progress.advance(written.load(Ordering::Relaxed) - shown);
+        res
+    };
+    if let Some(p) = publishing {
+        p.await.map_err(worker_failed)?;
+    }
+    // A read that failed may leave workers finishing the chunks they hold (blocking
+    // tasks run to their end): wait until the last lets go of the sink, so that no chunk
+    // lands after the clean-up below.
+    while Arc::strong_count(&files) > 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // What is whole is published even when the read failed: those files are sound.
+    let batch = Ready::take_batch(&ready, true).unwrap_or_default();
+    let last = files.clone();
+    tokio::task::spawn_blocking(move || publish(&last, &batch, true, sync))
+        .await
+        .map_err(worker_failed)?;
+    plan.files = Arc::try_unwrap(files).unwrap_or_else(|_| unreachable!("the sink is gone"));
+    if let Err(e) = res {
+        for job in &plan.files {
+            if !job.done.load(Ordering::Acquire) {
+                job.discard();
             }
         }
-    };
-    progress.advance(written.load(Ordering::Relaxed) - shown);
-    res?;
-    plan.files = Arc::try_unwrap(files).unwrap_or_else(|_| unreachable!("the sink is gone"));
+        return Err(e.into());
+    }
     Ok(())
+}
+
+fn worker_failed(e: tokio::task::JoinError) -> Error {
+    Error::io("a restore worker failed", io::Error::other(e))
 }
 
 fn finish(plan: Plan, report: &mut RestoreReport) {
     for job in plan.files {
-        if job.failed.load(Ordering::Relaxed) {
-            let _ = fs::remove_file(&job.write_path);
-            report.errors.push(format!(
-                "{}: not restored: its stored data is damaged or missing (run `lifeboat verify`)",
-                job.item
-            ));
+        if job.done.load(Ordering::Acquire) {
+            report.files += 1;
+            report.bytes += job.entry.size;
             continue;
         }
-        if job.write_path != job.final_path {
-            if let Err(e) = fs::rename(&job.write_path, &job.final_path) {
-                let _ = fs::remove_file(&job.write_path);
-                report
-                    .errors
-                    .push(format!("{}: cannot be replaced: {e}", job.item));
-                continue;
-            }
-            set_meta(&job.final_path, &job.entry);
-        } else if job.entry.content.is_empty() {
-            set_meta(&job.final_path, &job.entry);
-        }
-        report.files += 1;
-        report.bytes += job.entry.size;
+        job.discard();
+        let why = job
+            .problem
+            .get()
+            .map_or(DATA_DAMAGED, String::as_str)
+            .to_string();
+        report.errors.push(format!("{}: {why}", job.item));
     }
     // Folders last, deepest first, so writing their content does not bump their times.
     for (path, entry) in plan.dirs.iter() {
@@ -447,5 +680,39 @@ fn set_meta(path: &Path, entry: &Entry) {
     }
     if let Ok(f) = File::open(path) {
         let _ = f.set_times(FileTimes::new().set_modified(system_time(entry.mtime_ns)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn whole_files_go_in_batches_and_all_at_the_end() {
+        let ready = Mutex::new(Ready::default());
+        assert_eq!(Ready::take_batch(&ready, true), None, "nothing waits");
+        for i in 0..BATCH_FILES - 1 {
+            let mut r = ready.lock().unwrap();
+            r.files.push(i);
+            r.bytes += 1;
+        }
+        assert_eq!(Ready::take_batch(&ready, false), None, "not a batch yet");
+        ready.lock().unwrap().files.push(BATCH_FILES - 1);
+        let batch = Ready::take_batch(&ready, false).expect("a batch by count");
+        assert_eq!(batch.len(), BATCH_FILES);
+        ready.lock().unwrap().files.push(7);
+        ready.lock().unwrap().bytes = BATCH_BYTES;
+        assert_eq!(
+            Ready::take_batch(&ready, false),
+            Some(vec![7]),
+            "a batch by size"
+        );
+        ready.lock().unwrap().files.push(8);
+        assert_eq!(Ready::take_batch(&ready, false), None);
+        assert_eq!(
+            Ready::take_batch(&ready, true),
+            Some(vec![8]),
+            "the rest at the end"
+        );
     }
 }

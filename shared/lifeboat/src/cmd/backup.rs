@@ -6,7 +6,7 @@ use crate::progress::Bar;
 use anyhow::Result;
 use connectors::BuiltIn;
 use domain::TaskId;
-use engine::{BackupOptions, Engine, SnapshotRecord, SnapshotView};
+use engine::{BackupOptions, Engine, ItemError, SnapshotRecord, SnapshotView};
 use std::sync::Arc;
 
 #[derive(clap::Args)]
@@ -56,16 +56,19 @@ pub async fn run(eng: &Engine, args: Args) -> Result<u8> {
             .await?
             .into_snapshot()?;
         bar.finish();
-        if snap.error_count > 0 {
+        let errors = if snap.error_count > 0 {
             code = EXIT_PARTIAL;
-        }
+            eng.snapshot_errors(&task, &snap).await?
+        } else {
+            Vec::new()
+        };
         if args.json {
             out.push(Shown {
-                snapshot: SnapshotView::from(&snap),
+                snapshot: SnapshotView::from(&snap).with_errors(errors),
                 peak_rss_bytes: peak_rss_bytes(),
             });
         } else {
-            print_backup(&task.name, &snap);
+            print_backup(&task.name, &snap, &errors);
         }
     }
     if args.json {
@@ -81,7 +84,7 @@ fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn print_backup(task: &TaskId, s: &SnapshotRecord) {
+fn print_backup(task: &TaskId, s: &SnapshotRecord, errors: &[ItemError]) {
     let st = &s.stats;
     println!(
         "snapshot {} of {task}/{}: {} items ({} read), {} folders, {} bytes; stored {} new bytes in {} blobs, {} packs",
@@ -89,11 +92,11 @@ fn print_backup(task: &TaskId, s: &SnapshotRecord) {
     );
     if s.error_count > 0 {
         eprintln!("lifeboat: {} items had problems:", s.error_count);
-        for e in &s.errors {
+        for e in errors {
             eprintln!("  {}: {}", e.path, e.message);
         }
-        if s.error_count as usize > s.errors.len() {
-            eprintln!("  … and {} more", s.error_count as usize - s.errors.len());
+        if s.error_count as usize > errors.len() {
+            eprintln!("  … and {} more", s.error_count as usize - errors.len());
         }
     }
 }

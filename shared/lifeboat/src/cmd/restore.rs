@@ -36,6 +36,9 @@ pub struct Args {
     /// What an in-place restore does with items that exist: skip, copy or replace.
     #[arg(long, default_value = "skip", requires = "in_place")]
     on_conflict: OnConflict,
+    /// With --to: wait until every restored file is on the disk before finishing.
+    #[arg(long, requires = "to")]
+    sync: bool,
     #[command(flatten)]
     select: Select,
     #[arg(long)]
@@ -53,6 +56,7 @@ pub async fn run(eng: &Engine, args: Args) -> Result<u8> {
         label: String::new(),
         at: None,
         filter: args.select.filter(),
+        sync: args.sync,
     };
     let Some(to) = args.to else {
         let dest = Destination {

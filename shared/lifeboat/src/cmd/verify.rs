@@ -52,6 +52,18 @@ pub async fn run(eng: &Engine, args: Args) -> Result<u8> {
                     println!("    affects no snapshot");
                 }
             }
+            if !report.affected_snapshots.is_empty() {
+                println!("  snapshots that cannot be restored whole:");
+                for s in &report.affected_snapshots {
+                    println!("    {s}");
+                }
+            }
+            if report.marked > 0 {
+                println!(
+                    "  {} damaged items recorded: the next backup stores them again where the source still has them",
+                    report.marked
+                );
+            }
         }
         out.push(Shown {
             task: task.name,

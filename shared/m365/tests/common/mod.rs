@@ -140,6 +140,14 @@ impl Env {
             .expect("the user is an account")
     }
 
+    /// The item problems recorded with a snapshot.
+    pub async fn errors(&self, s: &SnapshotRecord) -> Vec<engine::ItemError> {
+        self.engine
+            .snapshot_errors(&self.task, s)
+            .await
+            .expect("the snapshot's side data reads")
+    }
+
     /// A backup of `a` to the end, a day after the last one.
     pub async fn backup(&self, a: &AccountInfo) -> engine::Result<SnapshotRecord> {
         self.test.advance(chrono::Duration::days(1));

@@ -1,0 +1,460 @@
+//! The location index of one account: which pack, offset and length hold each blob the
+//! account's snapshots name. Trees name blobs by id only, so a pack can be rewritten
+//! (merged, emptied of dead blobs, deleted) by writing new locations here.
+//!
+//! The index of a task is kept per account: a blob is only ever referenced by its own
+//! account's snapshots (deduplication runs within an account's history), so one account's
+//! backup or restore reads only its own part, however many accounts the task has, and one
+//! person's data can be erased without reading anyone else's.
+//!
+//! It is a set of immutable, sealed segments (`idx/<account tag>-<time>-<random>`), each
+//! written once: by a backup for each pack once it is durable (so a crashed run's uploads
+//! are known to the next one), by a backup or `verify` for locations found damaged, by a
+//! compaction, and later by a repack (new locations, packs dropped). Reading merges them
+//! in name order:
+//!
+//! - a location known as damaged stays damaged, whichever segment says so;
+//! - of two sound locations of one blob the later wins (both hold the same bytes);
+//! - locations in dropped packs are forgotten.
+//!
+//! Compaction merges every segment into one, written under a name that sorts just after
+//! the newest it replaces, then deletes the ones it replaced; a reader that meets a
+//! segment deleted under it lists again.
+
+use crate::crypto::{BlobId, SealKind};
+use crate::error::{Error, Result};
+use crate::pack::{BlobKind, PackId};
+use crate::Vault;
+use ports::{ObjectKey, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+
+/// Object kind of index segments.
+pub const SEGMENT_KIND: &str = "idx";
+/// A backup that pauses or commits with more segments than this compacts them, so that
+/// opening the account (a resumed run above all) reads a bounded number of segments.
+pub const COMPACT_FROM: usize = 8;
+/// Segments read at once while loading.
+const LOAD_PARALLEL: usize = 8;
+
+const SEGMENT_VERSION: u8 = 1;
+
+/// Where a blob lies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Loc {
+    pub pack: PackId,
+    pub offset: u32,
+    /// Sealed length.
+    pub len: u32,
+    pub raw_len: u32,
+    pub kind: BlobKind,
+    /// `verify` found the record at this location damaged.
+    pub damaged: bool,
+}
+
+/// A location as held in memory: the pack interned (an index of 1,000,000 blobs in a few
+/// hundred packs would otherwise repeat 32-byte pack names a million times).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Slot {
+    pack: u32,
+    offset: u32,
+    len: u32,
+    raw_len: u32,
+    kind: BlobKind,
+    damaged: bool,
+}
+
+/// One account's merged index.
+#[derive(Default, Debug)]
+pub struct AccountIndex {
+    packs: Vec<PackId>,
+    pack_ix: HashMap<PackId, u32>,
+    map: HashMap<BlobId, Slot>,
+    /// The segments merged, by name, in order.
+    pub(crate) segments: Vec<String>,
+}
+
+impl AccountIndex {
+    fn intern(&mut self, p: PackId) -> u32 {
+        if let Some(ix) = self.pack_ix.get(&p) {
+            return *ix;
+        }
+        self.packs.push(p);
+        let ix = (self.packs.len() - 1) as u32;
+        self.pack_ix.insert(p, ix);
+        ix
+    }
+
+    fn loc(&self, s: &Slot) -> Loc {
+        Loc {
+            pack: self.packs[s.pack as usize],
+            offset: s.offset,
+            len: s.len,
+            raw_len: s.raw_len,
+            kind: s.kind,
+            damaged: s.damaged,
+        }
+    }
+
+    /// Where the blob lies (possibly a damaged location: check [`Loc::damaged`]).
+    pub fn get(&self, id: &BlobId) -> Option<Loc> {
+        self.map.get(id).map(|s| self.loc(s))
+    }
+
+    /// Whether a sound copy of the blob, of this kind, is stored: what a writer may reuse.
+    pub fn has_sound(&self, id: &BlobId, kind: BlobKind) -> bool {
+        self.map
+            .get(id)
+            .is_some_and(|s| !s.damaged && s.kind == kind)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Every known blob and its location.
+    pub fn iter(&self) -> impl Iterator<Item = (BlobId, Loc)> + '_ {
+        self.map.iter().map(|(id, s)| (*id, self.loc(s)))
+    }
+
+    /// The packs any location names.
+    pub fn packs(&self) -> HashSet<PackId> {
+        self.map
+            .values()
+            .map(|s| self.packs[s.pack as usize])
+            .collect()
+    }
+
+    /// Adds a location (a blob this run stored): a later sound location wins.
+    pub fn insert(&mut self, id: BlobId, loc: Loc) {
+        let pack = self.intern(loc.pack);
+        let slot = Slot {
+            pack,
+            offset: loc.offset,
+            len: loc.len,
+            raw_len: loc.raw_len,
+            kind: loc.kind,
+            damaged: loc.damaged,
+        };
+        match self.map.get(&id) {
+            Some(old) if old.pack == slot.pack && old.offset == slot.offset => {
+                // One location: damage, once known, stays.
+                let damaged = old.damaged || slot.damaged;
+                self.map.insert(id, Slot { damaged, ..slot });
+            }
+            Some(old) if slot.damaged && !old.damaged => {}
+            _ => {
+                self.map.insert(id, slot);
+            }
+        }
+    }
+
+    /// Applies one segment (segments are applied in name order).
+    fn apply(&mut self, seg: SegmentWire, damaged_at: &mut HashSet<(PackId, u32)>) {
+        for e in &seg.entries {
+            let pack = seg.packs[e.pack as usize];
+            let damaged = e.damaged || damaged_at.contains(&(pack, e.offset));
+            if e.damaged {
+                damaged_at.insert((pack, e.offset));
+            }
+            self.insert(
+                BlobId(e.id),
+                Loc {
+                    pack,
+                    offset: e.offset,
+                    len: e.len,
+                    raw_len: e.raw_len,
+                    kind: e.kind,
+                    damaged,
+                },
+            );
+        }
+        if !seg.dropped.is_empty() {
+            let dropped: HashSet<u32> = seg
+                .dropped
+                .iter()
+                .filter_map(|p| self.pack_ix.get(p).copied())
+                .collect();
+            self.map.retain(|_, s| !dropped.contains(&s.pack));
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct EntryWire {
+    id: [u8; 32],
+    kind: BlobKind,
+    pack: u32,
+    offset: u32,
+    len: u32,
+    raw_len: u32,
+    damaged: bool,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct SegmentWire {
+    v: u8,
+    packs: Vec<PackId>,
+    entries: Vec<EntryWire>,
+    /// Packs deleted (by a prune or repack): every location in them is forgotten.
+    dropped: Vec<PackId>,
+}
+
+/// A segment being put together: new locations, damage marks, dropped packs.
+#[derive(Default)]
+pub struct Segment {
+    wire: SegmentWire,
+    pack_ix: HashMap<PackId, u32>,
+}
+
+impl Segment {
+    pub fn is_empty(&self) -> bool {
+        self.wire.entries.is_empty() && self.wire.dropped.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.wire.entries.len()
+    }
+
+    pub fn add(&mut self, id: BlobId, loc: Loc) {
+        let next = self.wire.packs.len() as u32;
+        let pack = *self.pack_ix.entry(loc.pack).or_insert_with(|| {
+            self.wire.packs.push(loc.pack);
+            next
+        });
+        self.wire.entries.push(EntryWire {
+            id: id.0,
+            kind: loc.kind,
+            pack,
+            offset: loc.offset,
+            len: loc.len,
+            raw_len: loc.raw_len,
+            damaged: loc.damaged,
+        });
+    }
+
+    pub fn drop_pack(&mut self, p: PackId) {
+        self.wire.dropped.push(p);
+    }
+
+    /// Everything a merged index knows, as one segment (compaction).
+    pub fn of(index: &AccountIndex) -> Segment {
+        let mut s = Segment::default();
+        let mut all: Vec<(BlobId, Loc)> = index.iter().collect();
+        all.sort_by_key(|(id, _)| *id);
+        for (id, loc) in all {
+            s.add(id, loc);
+        }
+        s
+    }
+}
+
+fn seal_id(name: &str) -> [u8; 32] {
+    *blake3::hash(name.as_bytes()).as_bytes()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut b = vec![0u8; bytes];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("the system random generator works");
+    hex::encode(b)
+}
+
+impl Vault {
+    fn segment_key(&self, name: &str) -> ObjectKey {
+        ObjectKey::new(self.tenant(), self.task(), SEGMENT_KIND, name)
+    }
+
+    fn segment_prefix(&self, tag: &str) -> String {
+        format!(
+            "{}{tag}-",
+            ObjectKey::kind_prefix(self.tenant(), self.task(), SEGMENT_KIND)
+        )
+    }
+
+    /// Writes a segment for the account with tag `tag`; returns its name. Names sort by
+    /// the time they were written.
+    pub(crate) async fn write_segment(&self, tag: &str, seg: Segment) -> Result<String> {
+        let ms = chrono::Utc::now().timestamp_millis().max(0);
+        let name = format!("{tag}-{ms:013}-{}", random_hex(4));
+        self.put_segment(&name, seg).await?;
+        Ok(name)
+    }
+
+    async fn put_segment(&self, name: &str, seg: Segment) -> Result<()> {
+        let mut wire = seg.wire;
+        wire.v = SEGMENT_VERSION;
+        let plain = postcard::to_allocvec(&wire)
+            .map_err(|e| Error::Format(format!("index segment: {e}")))?;
+        let sealed = self
+            .keys()
+            .seal(SealKind::IndexSegment, &seal_id(name), &plain)?;
+        match self
+            .store()
+            .put_if_absent(&self.segment_key(name), sealed.into())
+            .await
+        {
+            Ok(()) => Ok(()),
+            // The same compaction done by someone else: the same content.
+            Err(e) if e.kind() == ports::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn read_segment(&self, name: &str) -> Result<SegmentWire> {
+        let key = self.segment_key(name);
+        let sealed = self.store().get(&key).await?;
+        let what = format!("index segment {key}");
+        let plain = self
+            .keys()
+            .open(SealKind::IndexSegment, &seal_id(name), &sealed, &what)?;
+        let wire: SegmentWire = postcard::from_bytes(&plain)
+            .map_err(|e| Error::damaged(&what, format!("does not parse: {e}")))?;
+        if wire.v != SEGMENT_VERSION {
+            return Err(Error::Format(format!(
+                "{what}: format {} is not one this build reads",
+                wire.v
+            )));
+        }
+        if wire
+            .entries
+            .iter()
+            .any(|e| e.pack as usize >= wire.packs.len())
+        {
+            return Err(Error::damaged(what, "names a pack it does not list"));
+        }
+        Ok(wire)
+    }
+
+    /// The names of an account's segments, in order.
+    pub(crate) async fn segment_names(&self, tag: &str) -> Result<Vec<String>> {
+        let mut names: Vec<String> = self
+            .store()
+            .list_all(&self.segment_prefix(tag))
+            .await?
+            .into_iter()
+            .map(|(k, _)| k.id().to_string())
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Loads and merges an account's index: one listing and the segments, read in
+    /// parallel. A segment deleted while we read (a compaction) makes us list again.
+    ///
+    /// # Errors
+    /// A store failure, or `Damaged` for a segment that does not open: an index that
+    /// cannot be read whole is not guessed at.
+    pub(crate) async fn load_index(&self, tag: &str) -> Result<AccountIndex> {
+        let mut attempts = 0;
+        'again: loop {
+            let names = self.segment_names(tag).await?;
+            let mut index = AccountIndex::default();
+            let mut damaged_at = HashSet::new();
+            for group in names.chunks(LOAD_PARALLEL) {
+                let mut reads = tokio::task::JoinSet::new();
+                for (i, name) in group.iter().enumerate() {
+                    let this = self.clone();
+                    let name = name.clone();
+                    reads.spawn(async move { (i, this.read_segment(&name).await) });
+                }
+                let mut got: Vec<Option<SegmentWire>> = (0..group.len()).map(|_| None).collect();
+                while let Some(done) = reads.join_next().await {
+                    let (i, seg) =
+                        done.map_err(|e| Error::Format(format!("index read failed: {e}")))?;
+                    match seg {
+                        Ok(s) => got[i] = Some(s),
+                        Err(Error::Port(e)) if e.is_not_found() && attempts < 5 => {
+                            attempts += 1;
+                            continue 'again;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                }
+                for seg in got.into_iter().flatten() {
+                    index.apply(seg, &mut damaged_at);
+                }
+            }
+            index.segments = names;
+            return Ok(index);
+        }
+    }
+
+    /// Merges the segments `index` was loaded from into one and deletes them. Safe beside
+    /// readers (they list again when a segment goes) and beside writers (their segments
+    /// are newer and not touched).
+    pub(crate) async fn compact_index(&self, index: &AccountIndex) -> Result<()> {
+        let Some(last) = index.segments.last() else {
+            return Ok(());
+        };
+        if index.segments.len() < 2 {
+            return Ok(());
+        }
+        // Sorts right after the newest segment it replaces, before anything written later.
+        let name = format!("{last}c");
+        self.put_segment(&name, Segment::of(index)).await?;
+        for old in &index.segments {
+            match self.store().delete(&self.segment_key(old)).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(pack: u8, offset: u32, damaged: bool) -> Loc {
+        Loc {
+            pack: PackId([pack; 32]),
+            offset,
+            len: 10,
+            raw_len: 5,
+            kind: BlobKind::Data,
+            damaged,
+        }
+    }
+
+    #[test]
+    fn damage_sticks_to_its_location_and_a_sound_copy_wins() {
+        let id = BlobId([9; 32]);
+        let mut damaged_at = HashSet::new();
+        let mut ix = AccountIndex::default();
+        let seg = |entries: Vec<Loc>, dropped: Vec<u8>| {
+            let mut s = Segment::default();
+            for l in entries {
+                s.add(id, l);
+            }
+            for p in dropped {
+                s.drop_pack(PackId([p; 32]));
+            }
+            s.wire
+        };
+        ix.apply(seg(vec![loc(1, 8, false)], vec![]), &mut damaged_at);
+        assert!(ix.has_sound(&id, BlobKind::Data));
+        assert!(!ix.has_sound(&id, BlobKind::Tree));
+        ix.apply(seg(vec![loc(1, 8, true)], vec![]), &mut damaged_at);
+        assert!(!ix.has_sound(&id, BlobKind::Data));
+        // A later segment that still lists the damaged location does not heal it.
+        ix.apply(seg(vec![loc(1, 8, false)], vec![]), &mut damaged_at);
+        assert!(!ix.has_sound(&id, BlobKind::Data));
+        // A new copy elsewhere does.
+        ix.apply(seg(vec![loc(2, 8, false)], vec![]), &mut damaged_at);
+        assert_eq!(ix.get(&id).unwrap().pack, PackId([2; 32]));
+        assert!(ix.has_sound(&id, BlobKind::Data));
+        // A damage mark on the old location no longer matters.
+        ix.apply(seg(vec![loc(1, 8, true)], vec![]), &mut damaged_at);
+        assert!(ix.has_sound(&id, BlobKind::Data));
+        // Dropping the pack forgets the blob.
+        ix.apply(seg(vec![], vec![2]), &mut damaged_at);
+        assert!(ix.get(&id).is_none());
+    }
+}
