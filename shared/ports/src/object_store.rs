@@ -105,9 +105,10 @@ pub trait ObjectStore: Send + Sync {
 
     /// Writes an object of any size read from `source`, only if nothing is under `key`,
     /// holding at most a part of it in memory at a time where the store allows (S3's
-    /// multipart upload); returns its size. An interrupted write leaves no object. The
-    /// default gathers the whole object and calls [`ObjectStore::put_if_absent`]: right for
-    /// a local store, whose objects are files, and for objects known to be small.
+    /// multipart upload, a temporary file for the local store); returns its size. An
+    /// interrupted write leaves no object. The default gathers the whole object and calls
+    /// [`ObjectStore::put_if_absent`]: right only for stores that hold little (test
+    /// doubles), since an export may be many GB.
     ///
     /// # Errors
     /// `AlreadyExists` as [`ObjectStore::put_if_absent`]; what `source` returns.
