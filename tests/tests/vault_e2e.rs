@@ -3,10 +3,11 @@
 
 use domain::{ItemPath, TenantId};
 use engine::Ports;
-use engine::{BackupEnd, BackupOptions, Engine, NoProgress, RestoreOptions, TaskRecord};
+use engine::{
+    BackupEnd, BackupOptions, Engine, NoProgress, RestoreOptions, SnapshotRecord, TaskRecord,
+};
 use lifeboat_tests::{backup, folder_task, random_bytes, read_tree, write, TestEnv};
 use ports::{catalog_keys, Catalog, Condition, EncryptionContext, ObjectStoreExt, Record};
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use testkit::fake::{FakeConnectors, FakeItem, FakeSource};
@@ -30,19 +31,25 @@ async fn open_vault(env: &TestEnv, task: &TaskRecord) -> vault::Vault {
     )
 }
 
-fn pack_file(env: &TestEnv, task: &TaskRecord, tag: &str, pack: &vault::PackId) -> PathBuf {
-    env.dir
+/// Flips a byte inside the stored record of the first chunk of `path` in `snap`.
+async fn damage_content(env: &TestEnv, task: &TaskRecord, snap: &SnapshotRecord, path: &[u8]) {
+    let v = open_vault(env, task).await;
+    let av = v.account(&snap.account);
+    let entry = av
+        .lookup(&snap.root(), &ItemPath::parse(path).unwrap())
+        .await
+        .unwrap();
+    let loc = av.index().await.unwrap().get(&entry.content[0].id).unwrap();
+    let file = env
+        .dir
         .path()
         .join("objects/t/acme")
         .join(task.name.as_str())
         .join(vault::PACK_KIND)
-        .join(format!("{tag}-{}", pack.to_hex()))
-}
-
-fn flip(path: &Path, at: usize) {
-    let mut b = std::fs::read(path).unwrap();
-    b[at] ^= 0x20;
-    std::fs::write(path, b).unwrap();
+        .join(format!("{}-{}", av.tag(), loc.pack.to_hex()));
+    let mut b = std::fs::read(&file).unwrap();
+    b[loc.offset as usize + 20] ^= 0x20;
+    std::fs::write(&file, b).unwrap();
 }
 
 /// A byte flipped in the record of a file's content, the file touched, a backup: the new
@@ -59,17 +66,7 @@ async fn a_damaged_blob_is_stored_again_when_the_file_is_read_again() {
     let task = folder_task(&eng, "files", &src).await;
     let s1 = backup(&eng, &task).await;
 
-    let v = open_vault(&env, &task).await;
-    let av = v.account(&s1.account);
-    let entry = av
-        .lookup(&s1.root(), &ItemPath::parse(b"notes/a.txt").unwrap())
-        .await
-        .unwrap();
-    let loc = av.index().await.unwrap().get(&entry.content[0].id).unwrap();
-    flip(
-        &pack_file(&env, &task, av.tag(), &loc.pack),
-        loc.offset as usize + 20,
-    );
+    damage_content(&env, &task, &s1, b"notes/a.txt").await;
     // Touched: read again, the same bytes (and no verify in between).
     env.advance(chrono::Duration::hours(1));
     let now = std::time::SystemTime::now() + Duration::from_secs(5);
@@ -116,17 +113,7 @@ async fn a_blob_marked_damaged_by_verify_is_read_again_without_a_touch() {
     write(&src, b"b.txt", &random_bytes(10_000, 4));
     let task = folder_task(&eng, "files", &src).await;
     let s1 = backup(&eng, &task).await;
-    let v = open_vault(&env, &task).await;
-    let av = v.account(&s1.account);
-    let entry = av
-        .lookup(&s1.root(), &ItemPath::parse(b"b.txt").unwrap())
-        .await
-        .unwrap();
-    let loc = av.index().await.unwrap().get(&entry.content[0].id).unwrap();
-    flip(
-        &pack_file(&env, &task, av.tag(), &loc.pack),
-        loc.offset as usize + 30,
-    );
+    damage_content(&env, &task, &s1, b"b.txt").await;
     let report = eng.verify(&task, &NoProgress).await.unwrap();
     assert_eq!(report.marked, 1, "{report:?}");
 

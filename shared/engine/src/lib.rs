@@ -17,6 +17,7 @@ mod delete;
 mod diff;
 mod error;
 mod export;
+pub mod partial;
 mod restore;
 mod search;
 mod snapshots;

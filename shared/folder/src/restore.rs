@@ -15,31 +15,16 @@
 //! folder) removes the partial files an interrupted run left for the names it writes.
 
 use domain::{ItemPath, OnConflict, RESTORE_PREFIX};
-use engine::{Entry, EntryKind, Error, RestoreContent, Result, SourceRestore, SourceRestoreReport};
-use std::collections::{HashMap, HashSet};
+use engine::{
+    partial, Entry, EntryKind, Error, RestoreContent, Result, SourceRestore, SourceRestoreReport,
+};
+use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fs::{self, File, FileTimes, OpenOptions};
-use std::hash::BuildHasher;
-use std::io::{self, Write};
+use std::fs::{self, File, FileTimes};
+use std::io::Write;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// What sits between a file's name and the random part of its partial name.
-const PARTIAL_MARK: &[u8] = b".lifeboat-partial-";
-
-/// Hex digits of the random part.
-const PARTIAL_HEX: usize = 16;
-
-/// How much of a name its partial name keeps: names are at most 255 bytes, and a partial
-/// name adds 35.
-const STEM_MAX: usize = 200;
-
-/// Names drawn before giving up on a partial file: a taken name is a leftover or a
-/// coincidence, and eight in a row means something else is wrong.
-const ATTEMPTS: usize = 8;
 
 fn local(base: &Path, item: &ItemPath) -> PathBuf {
     let mut p = base.to_path_buf();
@@ -47,14 +32,6 @@ fn local(base: &Path, item: &ItemPath) -> PathBuf {
         p.push(OsStr::from_bytes(seg));
     }
     p
-}
-
-fn system_time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
 }
 
 /// `report.pdf` -> `report (Lifeboat Restore).pdf`, then `… 2).pdf` and so on while that
@@ -81,60 +58,6 @@ fn beside(path: &Path) -> PathBuf {
     unreachable!("some name is free")
 }
 
-/// The part of `name` its partial names keep.
-fn stem(name: &[u8]) -> &[u8] {
-    &name[..name.len().min(STEM_MAX)]
-}
-
-/// A fresh partial name for `path`, in its folder (so that the rename is atomic).
-/// `RandomState` is seeded from the system's randomness and moves on at every use; the
-/// counter makes two draws differ for sure.
-fn partial_path(path: &Path) -> PathBuf {
-    static DRAWS: AtomicU64 = AtomicU64::new(0);
-    let random = std::collections::hash_map::RandomState::new()
-        .hash_one(DRAWS.fetch_add(1, Ordering::Relaxed));
-    let mut name = b".".to_vec();
-    name.extend_from_slice(stem(
-        path.file_name().map(|n| n.as_bytes()).unwrap_or_default(),
-    ));
-    name.extend_from_slice(PARTIAL_MARK);
-    name.extend_from_slice(format!("{random:016x}").as_bytes());
-    path.with_file_name(OsStr::from_bytes(&name))
-}
-
-/// The (shortened) name a partial file was written for; `None` for any other name.
-fn partial_of(name: &[u8]) -> Option<&[u8]> {
-    let rest = name.strip_prefix(b".")?;
-    let (head, hex) = rest.split_at(rest.len().checked_sub(PARTIAL_HEX)?);
-    if !hex
-        .iter()
-        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
-    {
-        return None;
-    }
-    head.strip_suffix(PARTIAL_MARK).filter(|s| !s.is_empty())
-}
-
-/// Makes something new under a fresh partial name beside `path` with `make`, drawing
-/// another name while the drawn one is taken: a partial file never reuses an existing one.
-fn with_partial_name<T>(
-    path: &Path,
-    mut make: impl FnMut(&Path) -> io::Result<T>,
-) -> io::Result<(PathBuf, T)> {
-    for _ in 0..ATTEMPTS {
-        let tmp = partial_path(path);
-        match make(&tmp) {
-            Ok(made) => return Ok((tmp, made)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        "no free temporary name beside it",
-    ))
-}
-
 /// What a restore wrote, for removing stale partial files at its end.
 #[derive(Default)]
 struct Written {
@@ -149,36 +72,15 @@ impl Written {
     fn item(&mut self, path: &Path) {
         if path
             .file_name()
-            .is_some_and(|n| partial_of(n.as_bytes()).is_some())
+            .is_some_and(|n| partial::partial_of(n.as_bytes()).is_some())
         {
             self.partial_like.insert(path.to_path_buf());
         }
     }
 
-    /// Removes the partial files an interrupted run left beside the files written now,
-    /// reading each of their folders once. They are garbage by construction: nothing reads
-    /// a partial file but the run that writes it. What cannot be removed stays, harmless.
+    /// Removes the partial files an interrupted run left beside the files written now.
     fn remove_stale(&self) {
-        let mut by_dir: HashMap<&Path, HashSet<&[u8]>> = HashMap::new();
-        for path in &self.files {
-            if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
-                by_dir.entry(dir).or_default().insert(stem(name.as_bytes()));
-            }
-        }
-        for (dir, stems) in by_dir {
-            let Ok(entries) = fs::read_dir(dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let name = entry.file_name();
-                let path = entry.path();
-                if partial_of(name.as_bytes()).is_some_and(|s| stems.contains(s))
-                    && !self.partial_like.contains(&path)
-                {
-                    let _ = fs::remove_file(&path);
-                }
-            }
-        }
+        partial::remove_stale(self.files.iter().map(PathBuf::as_path), &self.partial_like);
     }
 }
 
@@ -228,7 +130,8 @@ pub(crate) async fn restore(
             let _ = fs::set_permissions(&path, fs::Permissions::from_mode(entry.mode));
         }
         if let Ok(f) = File::open(&path) {
-            let _ = f.set_times(FileTimes::new().set_modified(system_time(entry.mtime_ns)));
+            let _ =
+                f.set_times(FileTimes::new().set_modified(partial::system_time(entry.mtime_ns)));
         }
     }
     Ok(report)
@@ -263,12 +166,7 @@ fn link(
         return Ok(());
     };
     let link_target = OsStr::from_bytes(entry.link.as_deref().unwrap_or_default());
-    let (tmp, ()) = with_partial_name(&to, |tmp| std::os::unix::fs::symlink(link_target, tmp))
-        .map_err(|e| e.to_string())?;
-    fs::rename(&tmp, &to).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        e.to_string()
-    })?;
+    partial::symlink(link_target, &to).map_err(|e| e.to_string())?;
     report.items += 1;
     Ok(())
 }
@@ -285,10 +183,7 @@ async fn file(
     };
     // Written under a partial name and renamed once whole and durable: a replaced file is
     // never half written, and a damaged item or a crash leaves nothing under its name.
-    let (tmp, mut f) = with_partial_name(&to, |tmp| {
-        OpenOptions::new().write(true).create_new(true).open(tmp)
-    })
-    .map_err(|e| e.to_string())?;
+    let (tmp, mut f) = partial::create(&to, 0o600).map_err(|e| e.to_string())?;
     let written = async {
         content
             .read_chunks(entry, |chunk| {
@@ -301,7 +196,7 @@ async fn file(
             f.set_permissions(fs::Permissions::from_mode(entry.mode))
                 .map_err(|e| e.to_string())?;
         }
-        f.set_times(FileTimes::new().set_modified(system_time(entry.mtime_ns)))
+        f.set_times(FileTimes::new().set_modified(partial::system_time(entry.mtime_ns)))
             .map_err(|e| e.to_string())?;
         f.sync_all().map_err(|e| e.to_string())?;
         fs::rename(&tmp, &to).map_err(|e| e.to_string())
@@ -319,36 +214,6 @@ async fn file(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn partial_names_stand_for_their_file_and_never_reuse_a_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let to = dir.path().join("n".repeat(255));
-        let (tmp, _) = with_partial_name(&to, |p| {
-            OpenOptions::new().write(true).create_new(true).open(p)
-        })
-        .unwrap();
-        let name = tmp.file_name().unwrap().as_bytes();
-        assert!(name.len() <= 255, "a long name keeps a usable partial name");
-        assert_eq!(
-            partial_of(name),
-            Some(stem(to.file_name().unwrap().as_bytes()))
-        );
-        // Every draw taken: no existing file is ever written as a partial one.
-        let taken = with_partial_name(&to, |_| -> io::Result<()> {
-            Err(io::ErrorKind::AlreadyExists.into())
-        });
-        assert!(taken.is_err());
-        for other in [
-            &b"1.txt"[..],
-            b".1.txt.lifeboat-partial",
-            b".1.txt.lifeboat-partial-0123456789ABCDEF",
-            b".lifeboat-partial-0123456789abcdef",
-            b".lifeboat-restore-1.txt",
-        ] {
-            assert_eq!(partial_of(other), None);
-        }
-    }
 
     #[test]
     fn only_stale_partials_of_written_names_are_removed() {

@@ -138,25 +138,7 @@ impl AccountVault {
     /// # Errors
     /// A catalog failure.
     pub async fn latest(&self) -> Result<Option<SnapshotRecord>> {
-        let v = self.vault();
-        v.check_format(false).await?;
-        let pk = catalog_keys::snapshots(v.tenant(), v.task(), self.account()).pk;
-        let mut after: Option<String> = None;
-        loop {
-            let page = v
-                .catalog()
-                .query(&pk, "", after.as_deref(), 4, true)
-                .await?;
-            for r in &page.records {
-                if let Ok(s) = self.open_snapshot(&pk, &r.sk, &r.value) {
-                    return Ok(Some(s));
-                }
-            }
-            match page.next {
-                Some(n) => after = Some(n),
-                None => return Ok(None),
-            }
-        }
+        self.newest(None).await
     }
 
     /// One snapshot, by id: one catalog read.
@@ -185,12 +167,20 @@ impl AccountVault {
         &self,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<Option<SnapshotRecord>> {
+        self.newest(Some(at)).await
+    }
+
+    /// The newest snapshot that opens, of all or of those taken at or before `at`.
+    async fn newest(
+        &self,
+        at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<Option<SnapshotRecord>> {
         let v = self.vault();
         v.check_format(false).await?;
         let pk = catalog_keys::snapshots(v.tenant(), v.task(), self.account()).pk;
         // Everything sorting before the first id of the next millisecond.
-        let bound = SnapshotId::generate(at + chrono::Duration::milliseconds(1), 0);
-        let mut after = Some(bound.to_string());
+        let mut after = at
+            .map(|at| SnapshotId::generate(at + chrono::Duration::milliseconds(1), 0).to_string());
         loop {
             let page = v
                 .catalog()
@@ -198,7 +188,7 @@ impl AccountVault {
                 .await?;
             for r in &page.records {
                 if let Ok(s) = self.open_snapshot(&pk, &r.sk, &r.value) {
-                    if s.taken_at <= at {
+                    if at.is_none_or(|at| s.taken_at <= at) {
                         return Ok(Some(s));
                     }
                 }

@@ -29,8 +29,6 @@ pub(crate) struct DictCell {
     /// this handle's writer replaces a "none".
     known: std::sync::RwLock<Option<Option<Dict>>>,
     loading: tokio::sync::Mutex<()>,
-    /// Copies found damaged: (object, problem).
-    damage: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 fn seal_id(copy: u32) -> [u8; 32] {
@@ -51,7 +49,7 @@ impl Vault {
     }
 
     /// The task's dictionary, if it has one: read at most once per handle, from the first
-    /// copy that opens. A damaged copy is reported by [`Vault::dict_damage`]; were every
+    /// copy that opens. A damaged copy is named by `verify`; were every
     /// copy damaged, the items that need the dictionary fail to read, as damage, never as
     /// wrong bytes.
     ///
@@ -81,12 +79,9 @@ impl Vault {
                 };
                 match self.open_dict(&key, copy, &sealed) {
                     Ok(d) => return Ok(Some(d)),
+                    // `verify` reads every copy and names this one.
                     Err(e) => {
-                        tracing::warn!(object = %key, error = %e, "damaged dictionary copy");
-                        cell.damage
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .push((key.to_string(), e.to_string()));
+                        tracing::warn!(object = %key, error = %e, "damaged dictionary copy")
                     }
                 }
             }
@@ -146,16 +141,6 @@ impl Vault {
             found.clear();
         }
         Ok(found)
-    }
-
-    /// Dictionary copies found damaged: (object, problem).
-    pub fn dict_damage(&self) -> Vec<(String, String)> {
-        self.inner
-            .dict
-            .damage
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
     }
 
     /// Offers a freshly trained dictionary as the task's. Returns the task's dictionary:

@@ -108,25 +108,9 @@ impl AccountIndex {
             .is_some_and(|s| !s.damaged && s.kind == kind)
     }
 
-    pub fn len(&self) -> usize {
-        self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
-
     /// Every known blob and its location.
     pub fn iter(&self) -> impl Iterator<Item = (BlobId, Loc)> + '_ {
         self.map.iter().map(|(id, s)| (*id, self.loc(s)))
-    }
-
-    /// The packs any location names.
-    pub fn packs(&self) -> HashSet<PackId> {
-        self.map
-            .values()
-            .map(|s| self.packs[s.pack as usize])
-            .collect()
     }
 
     /// Adds a location (a blob this run stored): a later sound location wins.

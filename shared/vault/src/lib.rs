@@ -31,7 +31,6 @@ pub use tree::{BlobRef, Entry, EntryKind, Node};
 pub use verify::{Damage, VerifyReport};
 pub use writer::{SnapshotWriter, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, SMALL_ITEM};
 
-use crypto::SealKind;
 use domain::{AccountId, TaskId, TenantId};
 use ports::{catalog_keys, Catalog, Condition, ObjectKey, ObjectStore, Record};
 use serde::{Deserialize, Serialize};
@@ -179,9 +178,5 @@ impl Vault {
             ))),
             None => Ok(()),
         }
-    }
-
-    fn seal_kind(kind: BlobKind) -> SealKind {
-        kind.seal_kind()
     }
 }

@@ -79,9 +79,7 @@ impl Vault {
     /// does not hash to its id.
     pub fn open_blob(&self, r: &BlobRef, kind: BlobKind, sealed: &[u8]) -> Result<Vec<u8>> {
         let what = format!("blob {}", r.id);
-        let encoded = self
-            .keys()
-            .open(Vault::seal_kind(kind), &r.id.0, sealed, &what)?;
+        let encoded = self.keys().open(kind.seal_kind(), &r.id.0, sealed, &what)?;
         let dict = self.dict_now();
         let find = move |id: u32| dict.clone().filter(|d| d.id == id);
         let plain = codec::decode(&encoded, r.raw_len as usize, &find, &what)?;

@@ -143,10 +143,6 @@ impl SnapshotWriter {
         self.av.vault()
     }
 
-    pub fn account_vault(&self) -> &AccountVault {
-        &self.av
-    }
-
     pub fn account(&self) -> &AccountId {
         self.av.account()
     }
@@ -200,10 +196,6 @@ impl SnapshotWriter {
         &self.errors
     }
 
-    pub fn error_count(&self) -> u64 {
-        self.error_count
-    }
-
     /// Stores a batch of small items (each at most a few MiB) and returns one reference per
     /// item, in order. Items the vault already holds are not stored again.
     ///
@@ -249,60 +241,52 @@ impl SnapshotWriter {
     /// piece, gets the reference it had and nothing is written.
     pub async fn store_tree(&mut self, mut node: Node) -> Result<BlobRef> {
         node.normalise();
-        let pieces = tree::leaf_pieces(node.entries);
-        let mut children = Vec::with_capacity(pieces.len());
-        let mut encoded = Vec::with_capacity(pieces.len());
-        for p in pieces {
-            let first = p.first().map(|e| e.name.clone()).unwrap_or_default();
-            let entries = p.len() as u64;
-            encoded.push(Bytes::from(Piece::Leaf(p).encode()));
-            children.push((first, entries));
+        let leaves = tree::leaf_pieces(node.entries)
+            .into_iter()
+            .map(|p| {
+                let first = p.first().map(|e| e.name.clone()).unwrap_or_default();
+                (first, p.len() as u64, Piece::Leaf(p))
+            })
+            .collect();
+        let mut level = self.store_pieces(leaves).await?;
+        while level.len() > 1 {
+            let branches = tree::branch_pieces(level)
+                .into_iter()
+                .map(|g| {
+                    let first = g[0].first.clone();
+                    let entries = g.iter().map(|c| c.entries).sum();
+                    (first, entries, Piece::Branch(g))
+                })
+                .collect();
+            level = self.store_pieces(branches).await?;
         }
+        Ok(level[0].node)
+    }
+
+    /// Stores one level of a folder's pieces (first name, entries below, piece) and
+    /// returns them as the children of the level above.
+    async fn store_pieces(&mut self, pieces: Vec<(Vec<u8>, u64, Piece)>) -> Result<Vec<Child>> {
+        let encoded = pieces
+            .iter()
+            .map(|(_, _, p)| Bytes::from(p.encode()))
+            .collect();
         let refs = self.store(encoded, BlobKind::Tree).await?;
-        let mut level: Vec<Child> = children
+        Ok(pieces
             .into_iter()
             .zip(refs)
-            .map(|((first, entries), node)| Child {
+            .map(|((first, entries, _), node)| Child {
                 first,
                 node,
                 entries,
             })
-            .collect();
-        loop {
-            if level.len() == 1 {
-                return Ok(level[0].node);
-            }
-            let groups = tree::branch_pieces(level);
-            let mut next = Vec::with_capacity(groups.len());
-            let mut encoded = Vec::with_capacity(groups.len());
-            for g in groups {
-                let first = g[0].first.clone();
-                let entries = g.iter().map(|c| c.entries).sum();
-                encoded.push(Bytes::from(Piece::Branch(g).encode()));
-                next.push((first, entries));
-            }
-            let refs = self.store(encoded, BlobKind::Tree).await?;
-            level = next
-                .into_iter()
-                .zip(refs)
-                .map(|((first, entries), node)| Child {
-                    first,
-                    node,
-                    entries,
-                })
-                .collect();
-        }
+            .collect())
     }
 
-    fn is_known(&self, id: &BlobId, kind: BlobKind) -> bool {
+    /// Whether a sound copy of the blob is stored, or stored by this run: what may be
+    /// reused (the account tree reuses a folder node of the previous snapshot only then).
+    pub fn is_sound(&self, id: &BlobId, kind: BlobKind) -> bool {
         (self.index.has_sound(id, kind) && !self.distrusted.contains(id))
             || self.added.contains_key(&(*id, kind))
-    }
-
-    /// Whether a sound copy of the blob is stored (for the account tree: a folder node of
-    /// the previous snapshot is reused only if it is).
-    pub fn is_sound(&self, id: &BlobId, kind: BlobKind) -> bool {
-        self.is_known(id, kind)
     }
 
     /// Content handed over fresh by the source that the vault already holds from an
@@ -394,7 +378,7 @@ impl SnapshotWriter {
             };
             let mut seen = HashSet::new();
             let todo: Vec<usize> = (0..ids.len())
-                .filter(|&i| !self.is_known(&ids[i], kind) && seen.insert(ids[i]))
+                .filter(|&i| !self.is_sound(&ids[i], kind) && seen.insert(ids[i]))
                 .collect();
             self.collect_samples(&items, &todo).await?;
         }
@@ -438,7 +422,7 @@ impl SnapshotWriter {
         let mut refs = Vec::with_capacity(done.len());
         for (id, raw_len, sealed) in done {
             let r = BlobRef { id, raw_len };
-            if self.is_known(&id, kind) {
+            if self.is_sound(&id, kind) {
                 // Known before this batch, or sealed twice within it: keep the first.
                 refs.push(r);
                 continue;

@@ -6,7 +6,6 @@
 //! A folder whose stored listing is damaged or missing does not stop a restore: it is
 //! reported with the items that could not be restored, and everything else is restored.
 
-mod partial;
 mod to_dir;
 
 pub use to_dir::RestoreReport;

@@ -16,7 +16,8 @@
 //! A folder whose stored listing is damaged is reported and skipped, as a damaged file is;
 //! everything else is restored.
 
-use super::{folder_damaged, partial, stored_damage};
+use super::{folder_damaged, stored_damage};
+use crate::partial;
 use crate::snapshots::{not_found, selection};
 use crate::{Engine, Error, OnConflict, Progress, RestoreOptions, Result, TaskRecord};
 use domain::{restore_label, ItemPath, RESTORE_PREFIX};
@@ -29,7 +30,7 @@ use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use vault::{AccountVault, BlobId, BlobKind, BlobRef, Entry, EntryKind, SnapshotRecord};
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -245,14 +246,6 @@ impl Plan {
 
 fn os(seg: &[u8]) -> &OsStr {
     OsStr::from_bytes(seg)
-}
-
-fn system_time(ns: i64) -> SystemTime {
-    if ns >= 0 {
-        UNIX_EPOCH + Duration::from_nanos(ns as u64)
-    } else {
-        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
-    }
 }
 
 /// `report.pdf` -> `report (Lifeboat Restore 2026-…).pdf`, then `… 2).pdf` and so on when
@@ -671,7 +664,7 @@ fn set_meta_of(f: &File, entry: &Entry, mode_is_set: bool) {
     if entry.mode != 0 && (!mode_is_set || entry.mode & 0o7000 != 0) {
         let _ = f.set_permissions(fs::Permissions::from_mode(entry.mode));
     }
-    let _ = f.set_times(FileTimes::new().set_modified(system_time(entry.mtime_ns)));
+    let _ = f.set_times(FileTimes::new().set_modified(partial::system_time(entry.mtime_ns)));
 }
 
 fn set_meta(path: &Path, entry: &Entry) {
@@ -679,7 +672,7 @@ fn set_meta(path: &Path, entry: &Entry) {
         let _ = fs::set_permissions(path, fs::Permissions::from_mode(entry.mode));
     }
     if let Ok(f) = File::open(path) {
-        let _ = f.set_times(FileTimes::new().set_modified(system_time(entry.mtime_ns)));
+        let _ = f.set_times(FileTimes::new().set_modified(partial::system_time(entry.mtime_ns)));
     }
 }
 

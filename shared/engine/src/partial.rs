@@ -1,16 +1,18 @@
 //! The temporary names of files being restored to disk. A file is written as
-//! `.<name>.lifeboat-partial-<16 hex>` beside its final name, made durable, and renamed to
-//! its name only once all of it is there: a crash, a damaged chunk or a full disk never
+//! `.<name>.lifeboat-partial-<16 hex>` beside its final name and renamed to its name only
+//! once all of it is there: a crash, a damaged chunk or a full disk never
 //! leaves a file with missing (zero-filled) parts under its real name, and a replaced file
 //! is never half overwritten.
 //!
 //! The random part keeps a partial name clear of real files and of what a crashed run left
 //! behind (files are created with `O_EXCL`, and a taken name is simply drawn again), so a
 //! rerun is never confused by leftovers; an in-place restore removes those it finds for
-//! the names it writes. The folder connector names its partial files the same way.
+//! the names it writes.
 //!
-//! A partial file is made durable before its rename ([`make_durable`]), or a crash could
-//! leave the new name on a file whose data never reached the disk.
+//! When a restore is asked to wait for the disk (`RestoreOptions::sync`), a partial file is
+//! made durable before its rename (`make_durable`), or a power cut could leave the new
+//! name on a file whose data never reached the disk. The helpers here are shared by the
+//! engine's restore to a folder and the folder connector's restore.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -52,7 +54,7 @@ fn random() -> u64 {
 
 /// A fresh partial name for `final_path`, in the same folder (so that the rename that
 /// publishes it is atomic).
-pub(super) fn partial_path(final_path: &Path) -> PathBuf {
+fn partial_path(final_path: &Path) -> PathBuf {
     let name = final_path
         .file_name()
         .map(|n| n.as_bytes())
@@ -66,7 +68,7 @@ pub(super) fn partial_path(final_path: &Path) -> PathBuf {
 
 /// The (shortened) name a partial file was written for, or `None` when `name` is not a
 /// partial name.
-pub(super) fn partial_of(name: &[u8]) -> Option<&[u8]> {
+pub fn partial_of(name: &[u8]) -> Option<&[u8]> {
     let rest = name.strip_prefix(b".")?;
     let hex_at = rest.len().checked_sub(RANDOM_HEX)?;
     let (head, hex) = rest.split_at(hex_at);
@@ -85,7 +87,7 @@ pub(super) fn partial_of(name: &[u8]) -> Option<&[u8]> {
 ///
 /// # Errors
 /// The file cannot be created (a folder that is not writable, a full disk).
-pub(super) fn create(final_path: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
+pub fn create(final_path: &Path, mode: u32) -> io::Result<(PathBuf, File)> {
     for _ in 0..ATTEMPTS {
         let path = partial_path(final_path);
         match OpenOptions::new()
@@ -110,7 +112,7 @@ pub(super) fn create(final_path: &Path, mode: u32) -> io::Result<(PathBuf, File)
 ///
 /// # Errors
 /// The link cannot be created or renamed (a folder is in the way).
-pub(super) fn symlink(target: &OsStr, dest: &Path) -> io::Result<()> {
+pub fn symlink(target: &OsStr, dest: &Path) -> io::Result<()> {
     for _ in 0..ATTEMPTS {
         let path = partial_path(dest);
         match std::os::unix::fs::symlink(target, &path) {
@@ -137,7 +139,7 @@ pub(super) fn symlink(target: &OsStr, dest: &Path) -> io::Result<()> {
 /// # Errors
 /// A sync that fails (the disk reports an error). A path that is gone is skipped: what
 /// comes next with it (its rename) fails and says so.
-pub(super) fn make_durable(paths: &[&Path]) -> io::Result<()> {
+pub(crate) fn make_durable(paths: &[&Path]) -> io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         // Each folder is opened rather than its files: a restored file may be unreadable
@@ -188,10 +190,7 @@ fn syncfs(f: &File) -> io::Result<()> {
 ///
 /// Leftovers are garbage by construction: nothing ever reads a partial file but the run
 /// that writes it. What cannot be read or removed stays, and is harmless.
-pub(super) fn remove_stale<'a>(
-    written: impl IntoIterator<Item = &'a Path>,
-    keep: &HashSet<PathBuf>,
-) {
+pub fn remove_stale<'a>(written: impl IntoIterator<Item = &'a Path>, keep: &HashSet<PathBuf>) {
     let mut by_dir: HashMap<&Path, HashSet<&[u8]>> = HashMap::new();
     for path in written {
         if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
@@ -210,6 +209,17 @@ pub(super) fn remove_stale<'a>(
                 let _ = fs::remove_file(&path);
             }
         }
+    }
+}
+
+/// A stored modification time (nanoseconds since the epoch, before it too) as the
+/// system's, for setting a restored file's time.
+pub fn system_time(ns: i64) -> std::time::SystemTime {
+    use std::time::{Duration, UNIX_EPOCH};
+    if ns >= 0 {
+        UNIX_EPOCH + Duration::from_nanos(ns as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_nanos(ns.unsigned_abs())
     }
 }
 
