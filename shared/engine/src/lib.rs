@@ -18,6 +18,7 @@ mod diff;
 mod error;
 mod export;
 pub mod partial;
+mod prune;
 mod restore;
 mod search;
 mod snapshots;
@@ -36,13 +37,15 @@ pub use diff::{Change, ChangeKind};
 pub use domain::OnConflict;
 pub use error::{Error, ErrorKind, Result};
 pub use export::{ExportFormat, ExportOptions, ExportReport};
+pub use prune::{AccountPrune, TaskPruneReport};
 pub use restore::{Destination, RestoreOptions, RestoreReport};
 pub use search::{SearchHit, SearchQuery, SearchResults, MAX_RESULTS};
 pub use tasks::{NewTask, SourceConfig, TaskRecord, DEFAULT_BACKUP_HOUR, SCHEDULE_SHARDS};
 pub use usage::{Usage, UsageAccount, TRIAL_DAYS};
 /// What a connector stores and reads back; connectors build entries of the account tree.
 pub use vault::{
-    Entry, EntryKind, ItemError, SnapshotRecord, SnapshotStats, VerifyReport, SMALL_ITEM,
+    Entry, EntryKind, ItemError, PruneOptions, PruneReport, SnapshotRecord, SnapshotStats,
+    VerifyReport, DEFAULT_GRACE, SMALL_ITEM,
 };
 pub use view::{EntryView, SnapshotView, TaskView};
 

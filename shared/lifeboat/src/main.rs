@@ -51,6 +51,12 @@ enum Cmd {
     Diff(cmd::diff::Args),
     /// Read every stored object and check it; exit status 2 on any damage.
     Verify(cmd::verify::Args),
+    /// Delete packs nothing needs any more (left by crashed runs, emptied by a repack),
+    /// once they have been dead for the grace period. Safe beside running backups.
+    Prune(cmd::prune::Args),
+    /// Move what snapshots need out of small and mostly dead packs into full ones, then
+    /// prune. Safe beside running backups.
+    Repack(cmd::prune::Args),
     /// Delete this installation's tenant: its keys first, then all its data.
     DeleteTenant {
         /// Confirms that every backup is to be destroyed.
@@ -151,6 +157,8 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Export(args) => cmd::export::run(&eng, args).await,
         Cmd::Diff(args) => cmd::diff::run(&eng, args).await,
         Cmd::Verify(args) => cmd::verify::run(&eng, args).await,
+        Cmd::Prune(args) => cmd::prune::run(&eng, args, false).await,
+        Cmd::Repack(args) => cmd::prune::run(&eng, args, true).await,
         Cmd::DeleteTenant { yes } => {
             if !yes {
                 bail!(

@@ -291,12 +291,27 @@ impl AccountVault {
     ///
     /// # Errors
     /// Only what `sink` returns, or a failure to load the index.
-    pub async fn read_many<F>(&self, refs: Vec<BlobRef>, kind: BlobKind, sink: F) -> Result<()>
+    pub async fn read_many<F>(&self, refs: Vec<BlobRef>, kind: BlobKind, mut sink: F) -> Result<()>
     where
         F: FnMut(&BlobRef, Result<Vec<u8>>) -> Result<()>,
     {
         let ix = self.prepare(kind).await?;
-        self.read_many_in(&ix, refs, kind, sink).await
+        // What fails as damage is read once more after reloading the index: a repack may
+        // have moved it and a prune deleted the pack since the index was read.
+        let mut again = Vec::new();
+        self.read_many_in(&ix, refs, kind, |r, got| match got {
+            Err(e) if e.is_damage() => {
+                again.push(*r);
+                Ok(())
+            }
+            got => sink(r, got),
+        })
+        .await?;
+        if again.is_empty() {
+            return Ok(());
+        }
+        let ix = self.reload_index().await?;
+        self.read_many_in(&ix, again, kind, sink).await
     }
 
     /// As [`AccountVault::read_many`], with the index the caller holds.
@@ -359,8 +374,39 @@ impl AccountVault {
     where
         F: Fn(&BlobRef, Result<Vec<u8>>) -> Result<()> + Send + Sync + 'static,
     {
+        // As in `read_many`: what fails as damage is tried once more on a fresh index.
+        let again = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let first = {
+            let (sink, again) = (sink.clone(), again.clone());
+            Arc::new(move |r: &BlobRef, got: Result<Vec<u8>>| match got {
+                Err(e) if e.is_damage() => {
+                    again.lock().expect("not poisoned").push(*r);
+                    Ok(())
+                }
+                got => sink(r, got),
+            })
+        };
         let ix = self.prepare(kind).await?;
-        let (found, lost) = Self::locate(&ix, refs);
+        self.read_many_parallel_in(&ix, refs, kind, first).await?;
+        let again = std::mem::take(&mut *again.lock().expect("not poisoned"));
+        if again.is_empty() {
+            return Ok(());
+        }
+        let ix = self.reload_index().await?;
+        self.read_many_parallel_in(&ix, again, kind, sink).await
+    }
+
+    async fn read_many_parallel_in<F>(
+        &self,
+        ix: &AccountIndex,
+        refs: Vec<BlobRef>,
+        kind: BlobKind,
+        sink: Arc<F>,
+    ) -> Result<()>
+    where
+        F: Fn(&BlobRef, Result<Vec<u8>>) -> Result<()> + Send + Sync + 'static,
+    {
+        let (found, lost) = Self::locate(ix, refs);
         for (r, e) in lost {
             sink(&r, Err(e))?;
         }

@@ -19,7 +19,7 @@ use crate::codec::{self, Dict, DICT_MAX_ITEM};
 use crate::crypto::BlobId;
 use crate::error::{Error, Result};
 use crate::index::{AccountIndex, Loc, Segment, COMPACT_FROM};
-use crate::pack::{BlobKind, PackBuilder, PACK_TARGET};
+use crate::pack::{BlobKind, PackBuilder, PackId, PACK_TARGET};
 use crate::snapshot::{
     self, ItemError, SnapshotMeta, SnapshotRecord, SnapshotStats, MAX_ERROR_BYTES,
     MAX_RECORDED_ERRORS, RECORD_VERSION,
@@ -49,6 +49,10 @@ pub const CHUNK_MAX: u32 = 4 * 1024 * 1024;
 /// Bytes of stored copies a run reads back at most to confirm them before reusing them
 /// for content the source handed over fresh (see `SnapshotWriter::confirm_reused`).
 pub const CONFIRM_BUDGET: u64 = 1 << 30;
+
+/// A writer records nothing that uses a condemned pack due for deletion within this long
+/// (ms; see `SnapshotWriter::check_not_pruned`).
+const COMMIT_MARGIN: i64 = 60_000;
 
 /// Pack uploads in flight per writer: enough to overlap upload with hashing and
 /// compression; each holds one pack (~8 MiB) in memory.
@@ -94,10 +98,14 @@ pub struct SnapshotWriter {
     confirm_spent: u64,
     data: Option<PackBuilder>,
     trees: Option<PackBuilder>,
-    inflight: JoinSet<Result<()>>,
+    inflight: JoinSet<Result<String>>,
     /// Damage marks found by this run, for its last segment.
     segment: Segment,
-    segments_written: usize,
+    /// The index segments this run wrote.
+    own_segments: HashSet<String>,
+    /// Packs this run wrote or reused blobs from (beyond its parent's): none of them may
+    /// have been pruned under it when it records its checkpoint or snapshot.
+    used_packs: HashSet<PackId>,
     stats: SnapshotStats,
     errors: Vec<ItemError>,
     error_count: u64,
@@ -127,7 +135,8 @@ impl SnapshotWriter {
             trees: None,
             inflight: JoinSet::new(),
             segment: Segment::default(),
-            segments_written: 0,
+            own_segments: HashSet::new(),
+            used_packs: HashSet::new(),
             stats: SnapshotStats::default(),
             errors: Vec::new(),
             error_count: 0,
@@ -424,6 +433,11 @@ impl SnapshotWriter {
             let r = BlobRef { id, raw_len };
             if self.is_sound(&id, kind) {
                 // Known before this batch, or sealed twice within it: keep the first.
+                if !self.added.contains_key(&(id, kind)) {
+                    if let Some(l) = self.index.get(&id) {
+                        self.used_packs.insert(l.pack);
+                    }
+                }
                 refs.push(r);
                 continue;
             }
@@ -522,6 +536,7 @@ impl SnapshotWriter {
             self.join_one().await?;
         }
         self.stats.packs_written += 1;
+        self.used_packs.insert(id);
         let v = self.vault().clone();
         let tag = self.av.tag().to_string();
         self.inflight.spawn(async move {
@@ -552,15 +567,14 @@ impl SnapshotWriter {
                     },
                 );
             }
-            v.write_segment(&tag, seg).await?;
-            Ok(())
+            v.write_segment(&tag, seg).await
         });
         Ok(())
     }
 
     /// A finished upload: its pack and segment are durable.
-    async fn uploaded(&mut self) {
-        self.segments_written += 1;
+    async fn uploaded(&mut self, segment: String) {
+        self.own_segments.insert(segment);
         // Readers through this handle must see the new locations.
         self.av.forget_index().await;
     }
@@ -569,8 +583,8 @@ impl SnapshotWriter {
     async fn write_segment(&mut self) -> Result<()> {
         let seg = std::mem::take(&mut self.segment);
         if !seg.is_empty() {
-            self.vault().write_segment(self.av.tag(), seg).await?;
-            self.segments_written += 1;
+            let name = self.vault().write_segment(self.av.tag(), seg).await?;
+            self.own_segments.insert(name);
             self.av.forget_index().await;
         }
         Ok(())
@@ -579,8 +593,7 @@ impl SnapshotWriter {
     async fn join_one(&mut self) -> Result<()> {
         match self.inflight.join_next().await {
             Some(Ok(r)) => {
-                r?;
-                self.uploaded().await;
+                self.uploaded(r?).await;
                 Ok(())
             }
             Some(Err(e)) => Err(Error::Format(format!("pack upload task failed: {e}"))),
@@ -591,8 +604,9 @@ impl SnapshotWriter {
     /// Surfaces an upload failure early instead of at commit.
     async fn reap_finished(&mut self) -> Result<()> {
         while let Some(done) = self.inflight.try_join_next() {
-            done.map_err(|e| Error::Format(format!("pack upload task failed: {e}")))??;
-            self.uploaded().await;
+            let name =
+                done.map_err(|e| Error::Format(format!("pack upload task failed: {e}")))??;
+            self.uploaded(name).await;
         }
         Ok(())
     }
@@ -605,6 +619,39 @@ impl SnapshotWriter {
             self.join_one().await?;
         }
         self.write_segment().await
+    }
+
+    /// Checks, right before a checkpoint or snapshot is recorded, that no pack this run
+    /// wrote or reused from was pruned under it (see `prune.rs`): dropped, or condemned
+    /// with less than [`COMMIT_MARGIN`] (a quarter of its grace, if less) to go. A sweep
+    /// cannot come sooner, so the record is in the catalog before any sweep looks.
+    ///
+    /// # Errors
+    /// `Conflict` when one was: nothing is recorded, and the next run stores that content
+    /// again.
+    async fn check_not_pruned(&self) -> Result<()> {
+        let (condemned, dropped) = self
+            .vault()
+            .verdicts_since(self.av.tag(), &self.index, &self.own_segments)
+            .await?;
+        let now = Utc::now().timestamp_millis();
+        let mut lost = self.used_packs.iter().filter(|p| {
+            let known = self.index.condemned(p);
+            dropped.contains(*p)
+                || known
+                    .or_else(|| condemned.get(*p).copied())
+                    .is_some_and(|c| {
+                        let margin = COMMIT_MARGIN.min((c.not_before - c.at) / 4);
+                        c.not_before - now < margin
+                    })
+        });
+        if let Some(p) = lost.next() {
+            return Err(Error::Conflict(format!(
+                "{p:?}, which this backup used, was pruned while it ran; nothing was \
+                 recorded, and the next run stores that content again"
+            )));
+        }
+        Ok(())
     }
 
     /// Stores the side data (cursor, errors) as a blob of its own.
@@ -645,6 +692,7 @@ impl SnapshotWriter {
     ) -> Result<()> {
         let meta = self.store_meta(cursor).await?;
         self.settle().await?;
+        self.check_not_pruned().await?;
         let v = self.vault().clone();
         let key = catalog_keys::checkpoint(v.tenant(), v.task(), self.account());
         let cp = snapshot::Checkpoint {
@@ -685,6 +733,7 @@ impl SnapshotWriter {
         }
         let meta = self.store_meta(cursor).await?;
         self.settle().await?;
+        self.check_not_pruned().await?;
         let v = self.vault().clone();
         // Snapshot ids sort by time to the millisecond; a snapshot never sorts before its
         // parent, even when a clock says the same millisecond (or goes back).
@@ -743,7 +792,7 @@ impl SnapshotWriter {
     /// merges them. Runs after the checkpoint or snapshot is recorded, so a failure costs
     /// nothing but a warning; the next run tries again.
     async fn compact_if_many(&self) {
-        if self.index.segments.len() + self.segments_written <= COMPACT_FROM {
+        if self.index.segments.len() + self.own_segments.len() <= COMPACT_FROM {
             return;
         }
         let done = async {

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod diff;
 pub mod export;
+pub mod prune;
 pub mod restore;
 pub mod snapshots;
 pub mod task;
