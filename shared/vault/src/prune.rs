@@ -44,6 +44,10 @@ pub const SMALL_PACK: u64 = (PACK_TARGET / 4) as u64;
 /// A live pack whose live records fill less than this share of it is rewritten.
 pub const MOSTLY_DEAD: f64 = 0.5;
 
+/// A writer records nothing that uses a condemned pack due for deletion within this long
+/// (ms), or within a quarter of its grace if that is less.
+const COMMIT_MARGIN: i64 = 60_000;
+
 /// What a prune or repack is asked to do.
 #[derive(Clone, Debug)]
 pub struct PruneOptions {
@@ -535,4 +539,37 @@ impl<'a> Repacker<'a> {
         report.new_packs += self.packs;
         Ok(())
     }
+}
+
+/// Checks, right before a writer records a checkpoint or snapshot, that no pack it wrote or
+/// reused from (`used`) was pruned under it: dropped, or condemned with less than
+/// [`COMMIT_MARGIN`] (a quarter of its grace, if less) to go. A sweep cannot come sooner,
+/// so the record is in the catalog before any sweep looks. `index` is the writer's view,
+/// `own` the segments it wrote.
+///
+/// # Errors
+/// `Conflict` when one was: nothing is recorded, and the next run stores that content
+/// again.
+pub(crate) async fn check_not_pruned(
+    av: &AccountVault,
+    index: &AccountIndex,
+    own: &HashSet<String>,
+    used: &HashSet<PackId>,
+) -> Result<()> {
+    let (condemned, dropped) = av.vault().verdicts_since(av.tag(), index, own).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let lost = used.iter().find(|p| {
+        dropped.contains(*p)
+            || index
+                .condemned(p)
+                .or_else(|| condemned.get(*p).copied())
+                .is_some_and(|c| c.not_before - now < COMMIT_MARGIN.min((c.not_before - c.at) / 4))
+    });
+    if let Some(p) = lost {
+        return Err(Error::Conflict(format!(
+            "{p:?}, which this backup used, was pruned while it ran; nothing was recorded, \
+             and the next run stores that content again"
+        )));
+    }
+    Ok(())
 }

@@ -50,10 +50,6 @@ pub const CHUNK_MAX: u32 = 4 * 1024 * 1024;
 /// for content the source handed over fresh (see `SnapshotWriter::confirm_reused`).
 pub const CONFIRM_BUDGET: u64 = 1 << 30;
 
-/// A writer records nothing that uses a condemned pack due for deletion within this long
-/// (ms; see `SnapshotWriter::check_not_pruned`).
-const COMMIT_MARGIN: i64 = 60_000;
-
 /// Pack uploads in flight per writer: enough to overlap upload with hashing and
 /// compression; each holds one pack (~8 MiB) in memory.
 pub const MAX_INFLIGHT_PUTS: usize = 2;
@@ -621,37 +617,10 @@ impl SnapshotWriter {
         self.write_segment().await
     }
 
-    /// Checks, right before a checkpoint or snapshot is recorded, that no pack this run
-    /// wrote or reused from was pruned under it (see `prune.rs`): dropped, or condemned
-    /// with less than [`COMMIT_MARGIN`] (a quarter of its grace, if less) to go. A sweep
-    /// cannot come sooner, so the record is in the catalog before any sweep looks.
-    ///
-    /// # Errors
-    /// `Conflict` when one was: nothing is recorded, and the next run stores that content
-    /// again.
+    /// See [`crate::prune::check_not_pruned`].
     async fn check_not_pruned(&self) -> Result<()> {
-        let (condemned, dropped) = self
-            .vault()
-            .verdicts_since(self.av.tag(), &self.index, &self.own_segments)
-            .await?;
-        let now = Utc::now().timestamp_millis();
-        let mut lost = self.used_packs.iter().filter(|p| {
-            let known = self.index.condemned(p);
-            dropped.contains(*p)
-                || known
-                    .or_else(|| condemned.get(*p).copied())
-                    .is_some_and(|c| {
-                        let margin = COMMIT_MARGIN.min((c.not_before - c.at) / 4);
-                        c.not_before - now < margin
-                    })
-        });
-        if let Some(p) = lost.next() {
-            return Err(Error::Conflict(format!(
-                "{p:?}, which this backup used, was pruned while it ran; nothing was \
-                 recorded, and the next run stores that content again"
-            )));
-        }
-        Ok(())
+        crate::prune::check_not_pruned(&self.av, &self.index, &self.own_segments, &self.used_packs)
+            .await
     }
 
     /// Stores the side data (cursor, errors) as a blob of its own.
