@@ -10,8 +10,8 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use domain::{
-    AccountId, BackupJob, ExportJob, ItemPath, JobEnvelope, JobKind, OnConflict, RestoreJob,
-    TaskId, TenantId,
+    AccountId, BackupJob, ExportJob, ItemPath, JobEnvelope, JobKind, OnConflict, PruneJob,
+    RestoreJob, TaskId, TenantId,
 };
 use engine::{Engine, EntryView, SearchQuery, SnapshotView, SourceConfig, TaskRecord, TaskView};
 use serde::Deserialize;
@@ -51,6 +51,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/tasks/{task}/search", get(search_items))
         .route("/v1/tasks/{task}/restores", post(restore))
         .route("/v1/tasks/{task}/exports", post(export))
+        .route("/v1/tasks/{task}/prunes", post(prune))
         .route("/v1/jobs/{job}", get(job_status))
         .route("/v1/jobs/{job}/download", get(download))
         .route("/v1/billing/usage", get(usage))
@@ -379,6 +380,46 @@ async fn export(
         snapshot: snap.id.clone(),
         include,
         filter: r.filter,
+    });
+    let rec = jobs::transfer::submit(&st.ports, st.transfers.as_ref(), job).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::to_value(rec).expect("serialises")),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PruneRequest {
+    #[serde(default)]
+    repack: bool,
+    /// Hours a condemned pack waits before it is deleted (24 unless given).
+    grace_hours: Option<i64>,
+}
+
+async fn prune(
+    State(st): State<AppState>,
+    Tenant(e): Tenant,
+    Path(task): Path<String>,
+    body: Option<Json<PruneRequest>>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let t = e.task(&task).await?;
+    let r = body.map(|Json(r)| r).unwrap_or_default();
+    let grace_secs = match r.grace_hours {
+        None => engine::DEFAULT_GRACE.num_seconds(),
+        Some(h) if (0..=24 * 365).contains(&h) => h * 3600,
+        Some(h) => {
+            return Err(ApiError::bad_request(format!(
+                "grace_hours must be between 0 and 8760, not {h}"
+            )))
+        }
+    };
+    let job = JobKind::Prune(PruneJob {
+        job: jobs::transfer::new_job_id(st.ports.clock.now()),
+        tenant: e.tenant().clone(),
+        task: t.name.clone(),
+        repack: r.repack,
+        grace_secs,
     });
     let rec = jobs::transfer::submit(&st.ports, st.transfers.as_ref(), job).await?;
     Ok((

@@ -498,6 +498,61 @@ async fn browse_search_backup_restore_export_and_bill() {
     assert_eq!(&bytes[..2], b"PK");
     assert_eq!(done["export_bytes"], bytes.len());
 
+    // A repack with no grace (nothing else runs): the job reports the task's packs, and
+    // the snapshot still exports whole from wherever its blobs now lie.
+    let (st, bad) = s
+        .call(
+            Some("acme"),
+            "POST",
+            "/v1/tasks/docs/prunes",
+            Some(json!({"grace_hours": -1})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}");
+    let (st, job) = s
+        .call(
+            Some("acme"),
+            "POST",
+            "/v1/tasks/docs/prunes",
+            Some(json!({"repack": true, "grace_hours": 0})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{job}");
+    assert_eq!(job["kind"], "repack");
+    assert!(job.get("account").is_none(), "{job}");
+    jobs::drain(&s.worker, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let done = s
+        .get("acme", &format!("/v1/jobs/{}", job["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(done["state"], "done", "{done}");
+    assert!(
+        done["report"]["total"]["packs"].as_u64().unwrap() >= 2,
+        "{done}"
+    );
+    assert_eq!(done["report"]["accounts"][0]["account"], ANNA, "{done}");
+    let (st, again) = s
+        .call(
+            Some("acme"),
+            "POST",
+            "/v1/tasks/docs/exports",
+            Some(json!({"account": ANNA, "snapshot": "latest"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    jobs::drain(&s.worker, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let again = s
+        .get(
+            "acme",
+            &format!("/v1/jobs/{}", again["id"].as_str().unwrap()),
+        )
+        .await;
+    assert_eq!(again["state"], "done", "{again}");
+    assert_eq!(again["export_bytes"], json!(bytes.len()));
+
     // Billing: acme's two accounts (one per task) were protected this month, free during
     // the trial; globex's account is not acme's.
     let usage = s.get("acme", "/v1/billing/usage").await;
@@ -589,6 +644,7 @@ async fn another_tenants_ids_are_not_found() {
             "/v1/tasks/docs/exports".into(),
             Some(json!({"account": ANNA, "snapshot": snap})),
         ),
+        ("POST", "/v1/tasks/docs/prunes".into(), Some(json!({}))),
         ("GET", format!("/v1/jobs/{job}"), None),
         ("GET", format!("/v1/jobs/{job}/download"), None),
     ];
@@ -619,7 +675,7 @@ async fn every_documented_route_exists() {
     let s = Server::start().await;
     let doc: Value = serde_json::from_str(api::OPENAPI).unwrap();
     let paths = doc["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 15);
+    assert_eq!(paths.len(), 16);
     for (path, ops) in paths {
         let concrete = path
             .replace("{task}", "docs")

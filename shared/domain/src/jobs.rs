@@ -85,12 +85,25 @@ pub struct ExportJob {
     pub filter: crate::ItemFilter,
 }
 
+/// Reclaim a task's space: prune (delete packs dead for the grace period) and, when
+/// `repack` is set, first merge small and mostly dead packs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneJob {
+    pub job: String,
+    pub tenant: TenantId,
+    pub task: TaskId,
+    pub repack: bool,
+    /// How long a condemned pack waits before it is deleted, in seconds.
+    pub grace_secs: i64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum JobKind {
     Backup(BackupJob),
     Restore(RestoreJob),
     Export(ExportJob),
+    Prune(PruneJob),
 }
 
 /// `{"v":1,"kind":"backup",...}` on the wire.

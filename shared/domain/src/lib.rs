@@ -11,7 +11,9 @@ mod path;
 
 pub use filter::ItemFilter;
 pub use ids::{AccountId, IdError, SnapshotId, TaskId, TenantId};
-pub use jobs::{BackupJob, ExportJob, JobEnvelope, JobKind, OnConflict, RestoreJob, JOB_VERSION};
+pub use jobs::{
+    BackupJob, ExportJob, JobEnvelope, JobKind, OnConflict, PruneJob, RestoreJob, JOB_VERSION,
+};
 pub use path::{escape, unescape};
 pub use path::{ItemPath, PathError};
 

@@ -68,6 +68,8 @@ pub enum Outcome {
     Restored { items: u64, errors: u64 },
     /// An export's zip is stored and offered for download.
     Exported { bytes: u64 },
+    /// A prune or repack finished: packs deleted and the bytes they held.
+    Pruned { deleted: u64, freed_bytes: u64 },
     /// The job failed for good; its record says why.
     Failed { error: String },
 }

@@ -2,7 +2,7 @@
 //! that failed, so that only those come back), or the local queue until it is empty.
 
 use crate::fetch::{run_backup, Outcome};
-use crate::transfer::{run_export, run_restore};
+use crate::transfer::{run_export, run_prune, run_restore};
 use crate::Context;
 use domain::{JobEnvelope, JobKind};
 use serde::Serialize;
@@ -55,6 +55,7 @@ pub async fn handle(ctx: &Context, msg: &Incoming) -> Handled {
             },
             JobKind::Restore(job) => report(run_restore(ctx, &job).await),
             JobKind::Export(job) => report(run_export(ctx, &job).await),
+            JobKind::Prune(job) => report(run_prune(ctx, &job).await),
         },
     };
     Handled {

@@ -1,4 +1,4 @@
-//! Restore and export jobs: asked for through the API, queued, run by the restorer, and
+//! Restore, export and prune jobs: asked for through the API, queued, run by the restorer, and
 //! reported through a job record (`job#<id>` in the tenant's partition) that the API reads.
 //!
 //! A job runs once even when delivered twice: a finished job is not run again, and a job
@@ -10,10 +10,11 @@ use crate::fetch::Outcome;
 use crate::Context;
 use chrono::{DateTime, Utc};
 use domain::{
-    AccountId, ExportJob, JobEnvelope, JobKind, RestoreJob, SnapshotId, TaskId, TenantId,
+    AccountId, ExportJob, JobEnvelope, JobKind, PruneJob, RestoreJob, SnapshotId, TaskId, TenantId,
 };
 use engine::{
-    Destination, Error, ExportFormat, ExportOptions, NoProgress, Ports, RestoreOptions, Result,
+    Destination, Error, ExportFormat, ExportOptions, NoProgress, Ports, PruneOptions,
+    RestoreOptions, Result,
 };
 use ports::{catalog_keys, Condition, ErrorKind, ObjectKey, Queue, Record};
 use serde::{Deserialize, Serialize};
@@ -30,16 +31,19 @@ pub enum JobState {
     Failed,
 }
 
-/// What the API shows of a restore or export job.
+/// What the API shows of a restore, export or prune job.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobRecord {
     pub id: String,
-    /// `restore` or `export`.
+    /// `restore`, `export`, `prune` or `repack`.
     pub kind: String,
     pub state: JobState,
     pub task: TaskId,
-    pub account: AccountId,
-    pub snapshot: SnapshotId,
+    /// The account and snapshot restored or exported (a prune is about the whole task).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotId>,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -112,7 +116,7 @@ async fn save(ports: &Ports, tenant: &TenantId, job: &JobRecord, version: u64) -
     }
 }
 
-/// Records a restore or export job and queues it. The job's record exists before its
+/// Records a restore, export or prune job and queues it. The job's record exists before its
 /// message, so the API can always show a job it accepted.
 ///
 /// # Errors
@@ -122,11 +126,33 @@ pub async fn submit(ports: &Ports, transfers: &dyn Queue, job: JobKind) -> Resul
     let (tenant, rec) = match &job {
         JobKind::Restore(j) => (
             &j.tenant,
-            new_record(&j.job, "restore", &j.task, &j.account, &j.snapshot, now),
+            new_record(
+                &j.job,
+                "restore",
+                &j.task,
+                Some((&j.account, &j.snapshot)),
+                now,
+            ),
         ),
         JobKind::Export(j) => (
             &j.tenant,
-            new_record(&j.job, "export", &j.task, &j.account, &j.snapshot, now),
+            new_record(
+                &j.job,
+                "export",
+                &j.task,
+                Some((&j.account, &j.snapshot)),
+                now,
+            ),
+        ),
+        JobKind::Prune(j) => (
+            &j.tenant,
+            new_record(
+                &j.job,
+                if j.repack { "repack" } else { "prune" },
+                &j.task,
+                None,
+                now,
+            ),
         ),
         JobKind::Backup(_) => {
             return Err(Error::Invalid("backups are queued for the fetcher".into()));
@@ -150,8 +176,7 @@ fn new_record(
     id: &str,
     kind: &str,
     task: &TaskId,
-    account: &AccountId,
-    snapshot: &SnapshotId,
+    item: Option<(&AccountId, &SnapshotId)>,
     now: DateTime<Utc>,
 ) -> JobRecord {
     JobRecord {
@@ -159,8 +184,8 @@ fn new_record(
         kind: kind.to_string(),
         state: JobState::Queued,
         task: task.clone(),
-        account: account.clone(),
-        snapshot: snapshot.clone(),
+        account: item.map(|(a, _)| a.clone()),
+        snapshot: item.map(|(_, s)| s.clone()),
         created_at: now,
         started_at: None,
         finished_at: None,
@@ -408,4 +433,34 @@ pub async fn run_export(ctx: &Context, job: &ExportJob) -> Result<Outcome> {
     )
     .await;
     outcome_of(result, |_| Outcome::Exported { bytes })
+}
+
+/// Runs a prune (or repack) job over every account of the task. Safe to run again after a
+/// crash or a redelivery: every step of the protocol is (see the vault's `prune.rs`).
+/// Verdicts are dated by the wall clock, as the writers that check them are.
+///
+/// # Errors
+/// A catalog failure; the prune's own failure is recorded in the job record.
+pub async fn run_prune(ctx: &Context, job: &PruneJob) -> Result<Outcome> {
+    let (rec, version) = match start(ctx, &job.tenant, &job.job).await? {
+        Ok(v) => v,
+        Err(o) => return Ok(o),
+    };
+    let result = async {
+        let engine = ctx.engine(&job.tenant);
+        let task = engine.task(job.task.as_str()).await?;
+        let opts = PruneOptions {
+            now: Utc::now(),
+            grace: chrono::Duration::try_seconds(job.grace_secs.max(0))
+                .unwrap_or(engine::DEFAULT_GRACE),
+            repack: job.repack,
+        };
+        engine.prune(&task, &opts, &NoProgress).await
+    }
+    .await;
+    finish(ctx, &job.tenant, rec, version, &result).await?;
+    outcome_of(result, |r| Outcome::Pruned {
+        deleted: r.total.deleted,
+        freed_bytes: r.total.deleted_bytes,
+    })
 }
