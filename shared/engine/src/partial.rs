@@ -82,6 +82,14 @@ pub fn partial_of(name: &[u8]) -> Option<&[u8]> {
     (!stem.is_empty()).then_some(stem)
 }
 
+/// Whether `name` is a partial name: exactly `.<name>.lifeboat-partial-<16 lowercase hex>`,
+/// as [`create`] makes them. What such a file holds is garbage whoever finds it (a crashed
+/// restore's leftover), so a backup of a folder leaves it out rather than store it as a
+/// user's file.
+pub fn is_partial_name(name: &[u8]) -> bool {
+    partial_of(name).is_some()
+}
+
 /// Creates a new, empty partial file for `final_path` with `mode`, under a name no file
 /// has; returns its name and the open file.
 ///
@@ -250,6 +258,30 @@ mod tests {
             assert_eq!(
                 partial_of(other),
                 None,
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+
+    #[test]
+    fn only_names_made_here_are_partial_names() {
+        for _ in 0..4 {
+            let p = partial_path(Path::new("/x/report.pdf"));
+            assert!(is_partial_name(p.file_name().unwrap().as_bytes()));
+        }
+        assert!(is_partial_name(b".a b.lifeboat-partial-0123456789abcdef"));
+        for other in [
+            &b"report.pdf"[..],
+            b".lifeboat-partial-0123456789abcdef",
+            b".a.lifeboat-partial-0123456789abcdef.txt",
+            b".a.lifeboat-partial-0123456789abcdeg",
+            b".a.lifeboat-partial-0123456789abcdef0",
+            b"a.lifeboat-partial-0123456789abcdef",
+            b".a.lifeboat-partial-",
+        ] {
+            assert!(
+                !is_partial_name(other),
                 "{:?}",
                 String::from_utf8_lossy(other)
             );
