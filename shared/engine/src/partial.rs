@@ -7,7 +7,9 @@
 //! The random part keeps a partial name clear of real files and of what a crashed run left
 //! behind (files are created with `O_EXCL`, and a taken name is simply drawn again), so a
 //! rerun is never confused by leftovers; an in-place restore removes those it finds for
-//! the names it writes.
+//! the names it covers (written or skipped), and a backup of a folder leaves them out
+//! ([`is_partial_name`]): a restore into a folder that is itself backed up, killed midway,
+//! must not turn its half-written files into the user's.
 //!
 //! When a restore is asked to wait for the disk (`RestoreOptions::sync`), a partial file is
 //! made durable before its rename (`make_durable`), or a power cut could leave the new
@@ -192,9 +194,9 @@ fn syncfs(f: &File) -> io::Result<()> {
 }
 
 /// Removes the partial files an earlier, interrupted restore left beside the files at
-/// `written`, reading each of their folders once. Paths in `keep` stay, whatever their
-/// name: they were restored by this run (a snapshot may hold a file named like a partial
-/// file, left in the source by a crash).
+/// `written` (those this run restored, and those it found there and skipped), reading each
+/// of their folders once. Paths in `keep` stay, whatever their name: they were restored by
+/// this run (a snapshot taken before backups left partial files out may hold one).
 ///
 /// Leftovers are garbage by construction: nothing ever reads a partial file but the run
 /// that writes it. What cannot be read or removed stays, and is harmless.

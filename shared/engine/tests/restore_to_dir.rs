@@ -386,3 +386,36 @@ async fn an_in_place_rerun_removes_stale_partial_files_of_the_names_it_writes() 
     want.insert(format!("Inbox/{other}"), b"not ours to judge".to_vec());
     assert_eq!(files_under(&to), want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_rerun_removes_stale_partial_files_of_the_names_it_skips() {
+    let b = backed_up(vec![
+        (1, "Inbox", noise(3000, 1)),
+        (2, "Inbox", noise(5000, 2)),
+    ])
+    .await;
+    let to = b.env.folder("in-place");
+    let inbox = to.join("Inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    // An in-place restore that replaced 1.eml was killed: the file keeps its version, and
+    // its partial file is beside it.
+    std::fs::write(inbox.join("1.eml"), b"kept as it is").unwrap();
+    let stale = ".1.eml.lifeboat-partial-0123456789abcdef";
+    std::fs::write(inbox.join(stale), vec![0u8; 4096]).unwrap();
+
+    let opts = RestoreOptions {
+        in_place: true,
+        on_conflict: OnConflict::Skip,
+        ..Default::default()
+    };
+    let report = b
+        .engine
+        .restore_to_dir(&b.task, &b.snap, &to, &opts, &NoProgress)
+        .await
+        .expect("the restore");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.files, report.skipped), (1, 1));
+    let mut want = b.files.clone();
+    want.insert("Inbox/1.eml".into(), b"kept as it is".to_vec());
+    assert_eq!(files_under(&to), want, "the skipped file's partial is gone");
+}
