@@ -110,16 +110,27 @@ pub(crate) async fn restore(
     };
     let mut dirs = Vec::new();
     let mut written = Written::default();
+    // Folders that could not be made: nothing below them is written (items come parents
+    // first), or it would go wherever a link in their place points.
+    let mut refused: Vec<PathBuf> = Vec::new();
     for (item, entry) in &job.items {
         let path = local(&base, item);
+        if refused.iter().any(|r| path.starts_with(r)) {
+            continue;
+        }
         written.item(&path);
         let done = match entry.kind {
-            EntryKind::Dir => fs::create_dir_all(&path)
-                .map(|()| {
+            EntryKind::Dir => match folder(&path) {
+                Ok(()) => {
                     report.folders += 1;
                     dirs.push((path.clone(), entry));
-                })
-                .map_err(|e| e.to_string()),
+                    Ok(())
+                }
+                Err(why) => {
+                    refused.push(path.clone());
+                    Err(why)
+                }
+            },
             EntryKind::Symlink => link(&path, entry, job.on_conflict, &mut report, &mut written),
             EntryKind::File => {
                 file(
@@ -150,6 +161,31 @@ pub(crate) async fn restore(
         }
     }
     Ok(report)
+}
+
+/// Makes the folder `path`, or uses the folder there, but never a link to one: following
+/// it would write outside the restore's target (and, replacing, overwrite what is there).
+fn folder(path: &Path) -> std::result::Result<(), String> {
+    // The folders above come first in a restore's items; made here only if some list
+    // lacks them.
+    let made = match path.parent() {
+        Some(parent) => fs::create_dir_all(parent).and_then(|()| fs::create_dir(path)),
+        None => fs::create_dir(path),
+    };
+    match made {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                Ok(())
+            } else {
+                Err(
+                    "folder not restored, nor anything in it: a file or link is in its place"
+                        .into(),
+                )
+            }
+        }
+        Err(e) => Err(format!("folder not restored, nor anything in it: {e}")),
+    }
 }
 
 /// Where an item goes, given what is there: `None` to skip it. Both its name and where it

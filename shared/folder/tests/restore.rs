@@ -2,12 +2,13 @@
 //! folder whose listing is damaged and a file with a damaged chunk are reported, the rest
 //! is restored byte for byte, nothing appears under its name without all of its content,
 //! and a rerun into the same restore folder (a restore job delivered again) clears what
-//! an interrupted run left.
+//! an interrupted run left. And in place, a link where the snapshot has a folder is not
+//! followed.
 
 mod common;
 
 use common::{files_under, folder_task, noise, Folders};
-use domain::{restore_label, ItemPath, RESTORE_PREFIX};
+use domain::{restore_label, ItemPath, OnConflict, RESTORE_PREFIX};
 use engine::{Destination, Engine, ErrorKind, NoProgress, RestoreOptions};
 use std::collections::BTreeMap;
 use testkit::damage;
@@ -118,4 +119,52 @@ async fn a_restore_into_the_folder_reports_damage_and_a_rerun_clears_leftovers()
         "the sound files byte for byte; no partial file, stale or new; nothing of big.bin"
     );
     assert!(!target.join("bad").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_never_writes_through_a_link_in_a_folders_place() {
+    let env = TestEnv::new();
+    let engine = env.engine(TENANT);
+    let src = env.folder("src");
+    for (p, body) in [
+        ("docs/a.txt", noise(3000, 1)),
+        ("docs/b.txt", noise(4000, 2)),
+    ] {
+        std::fs::create_dir_all(src.join("docs")).unwrap();
+        std::fs::write(src.join(p), body).unwrap();
+    }
+    std::fs::write(src.join("top.txt"), noise(500, 3)).unwrap();
+    let task = folder_task(&engine, TASK, &src).await;
+    let snap = backup_all(&engine, &task, &Folders).await.pop().unwrap();
+
+    // Since the backup, docs has become a link to another folder, whose a.txt is not the
+    // snapshot's.
+    let elsewhere = env.folder("elsewhere");
+    std::fs::write(elsewhere.join("a.txt"), b"not to be replaced").unwrap();
+    std::fs::remove_dir_all(src.join("docs")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, src.join("docs")).unwrap();
+    std::fs::remove_file(src.join("top.txt")).unwrap();
+
+    let opts = RestoreOptions {
+        in_place: true,
+        on_conflict: OnConflict::Replace,
+        ..Default::default()
+    };
+    let report = engine
+        .restore(&task, &snap, &Destination::default(), &opts, &Folders)
+        .await
+        .unwrap();
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(
+        report.errors[0].starts_with("docs: folder not restored"),
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(report.items, 1, "top.txt only");
+    assert_eq!(
+        files_under(&elsewhere),
+        BTreeMap::from([("a.txt".to_string(), b"not to be replaced".to_vec())]),
+        "nothing written through the link"
+    );
+    assert!(src.join("docs").symlink_metadata().unwrap().is_symlink());
 }
