@@ -419,3 +419,42 @@ async fn an_in_place_rerun_removes_stale_partial_files_of_the_names_it_skips() {
     want.insert("Inbox/1.eml".into(), b"kept as it is".to_vec());
     assert_eq!(files_under(&to), want, "the skipped file's partial is gone");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_never_writes_through_a_link_in_a_folders_place() {
+    let b = backed_up(vec![
+        (1, "Inbox", noise(3000, 1)),
+        (2, "Inbox", noise(4000, 2)),
+        (3, "Sent", noise(5000, 3)),
+    ])
+    .await;
+    let to = b.env.folder("in-place");
+    // Inbox is a link to another folder, whose 1.eml is not the snapshot's.
+    let elsewhere = b.env.folder("elsewhere");
+    std::fs::write(elsewhere.join("1.eml"), b"not to be replaced").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, to.join("Inbox")).unwrap();
+    let untouched = BTreeMap::from([("1.eml".to_string(), b"not to be replaced".to_vec())]);
+
+    for include in [vec![], vec![path("Inbox/1.eml"), path("Sent")]] {
+        let opts = RestoreOptions {
+            include,
+            in_place: true,
+            on_conflict: OnConflict::Replace,
+            ..Default::default()
+        };
+        let report = b
+            .engine
+            .restore_to_dir(&b.task, &b.snap, &to, &opts, &NoProgress)
+            .await
+            .expect("the restore");
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        assert!(report.errors[0].starts_with("Inbox"), "{:?}", report.errors);
+        assert_eq!(report.files, 1, "Sent/3.eml only");
+        assert_eq!(files_under(&elsewhere), untouched);
+        assert!(to.join("Inbox").symlink_metadata().unwrap().is_symlink());
+        assert_eq!(
+            std::fs::read(to.join("Sent/3.eml")).unwrap(),
+            b.files["Sent/3.eml"]
+        );
+    }
+}

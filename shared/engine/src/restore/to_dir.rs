@@ -347,14 +347,19 @@ impl Engine {
             names: opts.in_place.then(Vec::new),
             partial_like: HashSet::new(),
         };
-        for (inc, entry) in selected {
+        'selected: for (inc, entry) in selected {
+            // The folders above a selected item, made one by one: in place, one of them
+            // may be a link now, not to be followed.
             let mut dest = base.clone();
-            if let Some(parent) = inc.parent() {
-                for seg in parent.segments() {
-                    dest.push(os(seg));
+            for seg in inc.parent().iter().flat_map(|p| p.segments()) {
+                dest.push(os(seg));
+                if let Err(e) = make_folder(&dest) {
+                    report.errors.push(format!(
+                        "{inc}: not restored: {} cannot be its folder: {e}",
+                        dest.display()
+                    ));
+                    continue 'selected;
                 }
-                fs::create_dir_all(&dest)
-                    .map_err(|e| Error::io(format!("cannot create {}", dest.display()), e))?;
             }
             if let Some(name) = inc.file_name() {
                 dest.push(os(name));
@@ -400,19 +405,11 @@ fn plan_entry<'a>(
                     },
                     None => None,
                 };
-                match fs::create_dir(&dest) {
-                    Ok(()) => {}
-                    // An existing folder is used, but never a link to one: following it
-                    // could write outside the restore's target.
-                    Err(e)
-                        if e.kind() == io::ErrorKind::AlreadyExists
-                            && dest.symlink_metadata().is_ok_and(|m| m.is_dir()) => {}
-                    Err(e) => {
-                        report
-                            .errors
-                            .push(format!("{item}: folder cannot be created: {e}"));
-                        return Ok(());
-                    }
+                if let Err(e) = make_folder(&dest) {
+                    report
+                        .errors
+                        .push(format!("{item}: folder cannot be created: {e}"));
+                    return Ok(());
                 }
                 report.folders += 1;
                 plan.writes(&dest);
@@ -468,6 +465,24 @@ fn plan_entry<'a>(
         }
         Ok(())
     })
+}
+
+/// Makes the folder `dest`, or uses the folder there, but never a link to one: following
+/// it could write outside the restore's target.
+///
+/// # Errors
+/// A file or link in its place, or a folder that cannot be made.
+fn make_folder(dest: &Path) -> io::Result<()> {
+    match fs::create_dir(dest) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if dest.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                Ok(())
+            } else {
+                Err(io::Error::new(e.kind(), "a file or link is in its place"))
+            }
+        }
+        made => made,
+    }
 }
 
 /// Applies the conflict policy; `None` means skip the item.
