@@ -7,7 +7,9 @@
 //! The random part keeps a partial name clear of real files and of what a crashed run left
 //! behind (files are created with `O_EXCL`, and a taken name is simply drawn again), so a
 //! rerun is never confused by leftovers; an in-place restore removes those it finds for
-//! the names it writes.
+//! the names it covers (written or skipped), and a backup of a folder leaves them out
+//! ([`is_partial_name`]): a restore into a folder that is itself backed up, killed midway,
+//! must not turn its half-written files into the user's.
 //!
 //! When a restore is asked to wait for the disk (`RestoreOptions::sync`), a partial file is
 //! made durable before its rename (`make_durable`), or a power cut could leave the new
@@ -80,6 +82,14 @@ pub fn partial_of(name: &[u8]) -> Option<&[u8]> {
     }
     let stem = head.strip_suffix(MARK)?;
     (!stem.is_empty()).then_some(stem)
+}
+
+/// Whether `name` is a partial name: exactly `.<name>.lifeboat-partial-<16 lowercase hex>`,
+/// as [`create`] makes them. What such a file holds is garbage whoever finds it (a crashed
+/// restore's leftover), so a backup of a folder leaves it out rather than store it as a
+/// user's file.
+pub fn is_partial_name(name: &[u8]) -> bool {
+    partial_of(name).is_some()
 }
 
 /// Creates a new, empty partial file for `final_path` with `mode`, under a name no file
@@ -184,9 +194,9 @@ fn syncfs(f: &File) -> io::Result<()> {
 }
 
 /// Removes the partial files an earlier, interrupted restore left beside the files at
-/// `written`, reading each of their folders once. Paths in `keep` stay, whatever their
-/// name: they were restored by this run (a snapshot may hold a file named like a partial
-/// file, left in the source by a crash).
+/// `written` (those this run restored, and those it found there and skipped), reading each
+/// of their folders once. Paths in `keep` stay, whatever their name: they were restored by
+/// this run (a snapshot taken before backups left partial files out may hold one).
 ///
 /// Leftovers are garbage by construction: nothing ever reads a partial file but the run
 /// that writes it. What cannot be read or removed stays, and is harmless.
@@ -250,6 +260,30 @@ mod tests {
             assert_eq!(
                 partial_of(other),
                 None,
+                "{:?}",
+                String::from_utf8_lossy(other)
+            );
+        }
+    }
+
+    #[test]
+    fn only_names_made_here_are_partial_names() {
+        for _ in 0..4 {
+            let p = partial_path(Path::new("/x/report.pdf"));
+            assert!(is_partial_name(p.file_name().unwrap().as_bytes()));
+        }
+        assert!(is_partial_name(b".a b.lifeboat-partial-0123456789abcdef"));
+        for other in [
+            &b"report.pdf"[..],
+            b".lifeboat-partial-0123456789abcdef",
+            b".a.lifeboat-partial-0123456789abcdef.txt",
+            b".a.lifeboat-partial-0123456789abcdeg",
+            b".a.lifeboat-partial-0123456789abcdef0",
+            b"a.lifeboat-partial-0123456789abcdef",
+            b".a.lifeboat-partial-",
+        ] {
+            assert!(
+                !is_partial_name(other),
                 "{:?}",
                 String::from_utf8_lossy(other)
             );

@@ -76,6 +76,27 @@ async fn backed_up(items: Vec<(u32, &str, Vec<u8>)>) -> BackedUp {
     }
 }
 
+impl BackedUp {
+    /// Restores `include` (everything when empty) in place into `to`.
+    async fn restore_in_place(
+        &self,
+        to: &Path,
+        on_conflict: OnConflict,
+        include: Vec<ItemPath>,
+    ) -> engine::RestoreReport {
+        let opts = RestoreOptions {
+            include,
+            in_place: true,
+            on_conflict,
+            ..Default::default()
+        };
+        self.engine
+            .restore_to_dir(&self.task, &self.snap, to, &opts, &NoProgress)
+            .await
+            .expect("the restore")
+    }
+}
+
 /// Every file under `dir` by its path there, with its bytes; folders are walked, not
 /// listed.
 fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -331,16 +352,9 @@ async fn storage_failing_midway_leaves_only_whole_files_and_a_rerun_finishes() {
     }
 
     // Run again in place over what the first run wrote: everything, whole.
-    let opts = RestoreOptions {
-        in_place: true,
-        on_conflict: OnConflict::Replace,
-        ..Default::default()
-    };
     let report = b
-        .engine
-        .restore_to_dir(&b.task, &b.snap, &target, &opts, &NoProgress)
-        .await
-        .expect("the rerun");
+        .restore_in_place(&target, OnConflict::Replace, vec![])
+        .await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(files_under(&target), b.files);
 }
@@ -370,19 +384,63 @@ async fn an_in_place_rerun_removes_stale_partial_files_of_the_names_it_writes() 
     std::fs::write(inbox.join(other), b"not ours to judge").unwrap();
     std::fs::write(inbox.join("1.eml"), b"an older version").unwrap();
 
-    let opts = RestoreOptions {
-        in_place: true,
-        on_conflict: OnConflict::Replace,
-        ..Default::default()
-    };
-    let report = b
-        .engine
-        .restore_to_dir(&b.task, &b.snap, &to, &opts, &NoProgress)
-        .await
-        .expect("the restore");
+    let report = b.restore_in_place(&to, OnConflict::Replace, vec![]).await;
     assert!(report.errors.is_empty(), "{:?}", report.errors);
     assert_eq!(report.files, 3);
     let mut want = b.files.clone();
     want.insert(format!("Inbox/{other}"), b"not ours to judge".to_vec());
     assert_eq!(files_under(&to), want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_rerun_removes_stale_partial_files_of_the_names_it_skips() {
+    let b = backed_up(vec![
+        (1, "Inbox", noise(3000, 1)),
+        (2, "Inbox", noise(5000, 2)),
+    ])
+    .await;
+    let to = b.env.folder("in-place");
+    let inbox = to.join("Inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    // An in-place restore that replaced 1.eml was killed: the file keeps its version, and
+    // its partial file is beside it.
+    std::fs::write(inbox.join("1.eml"), b"kept as it is").unwrap();
+    let stale = ".1.eml.lifeboat-partial-0123456789abcdef";
+    std::fs::write(inbox.join(stale), vec![0u8; 4096]).unwrap();
+
+    let report = b.restore_in_place(&to, OnConflict::Skip, vec![]).await;
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!((report.files, report.skipped), (1, 1));
+    let mut want = b.files.clone();
+    want.insert("Inbox/1.eml".into(), b"kept as it is".to_vec());
+    assert_eq!(files_under(&to), want, "the skipped file's partial is gone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_never_writes_through_a_link_in_a_folders_place() {
+    let b = backed_up(vec![
+        (1, "Inbox", noise(3000, 1)),
+        (2, "Inbox", noise(4000, 2)),
+        (3, "Sent", noise(5000, 3)),
+    ])
+    .await;
+    let to = b.env.folder("in-place");
+    // Inbox is a link to another folder, whose 1.eml is not the snapshot's.
+    let elsewhere = b.env.folder("elsewhere");
+    std::fs::write(elsewhere.join("1.eml"), b"not to be replaced").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, to.join("Inbox")).unwrap();
+    let untouched = BTreeMap::from([("1.eml".to_string(), b"not to be replaced".to_vec())]);
+
+    for include in [vec![], vec![path("Inbox/1.eml"), path("Sent")]] {
+        let report = b.restore_in_place(&to, OnConflict::Replace, include).await;
+        assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+        assert!(report.errors[0].starts_with("Inbox"), "{:?}", report.errors);
+        assert_eq!(report.files, 1, "Sent/3.eml only");
+        assert_eq!(files_under(&elsewhere), untouched);
+        assert!(to.join("Inbox").symlink_metadata().unwrap().is_symlink());
+        assert_eq!(
+            std::fs::read(to.join("Sent/3.eml")).unwrap(),
+            b.files["Sent/3.eml"]
+        );
+    }
 }

@@ -5,11 +5,12 @@
 //! parallel by the tree; large files are streamed through the chunker.
 //!
 //! Nothing is lost to a read failure: an unreadable file or folder keeps its previous
-//! version, and the failure is recorded with the snapshot.
+//! version, and the failure is recorded with the snapshot. The partial files of a restore
+//! into the folder (running, or killed) are never backed up (see [`walk`]).
 
 use bytes::Bytes;
 use domain::ItemPath;
-use engine::{AccountTree, Entry, EntryKind, Error, Result, SMALL_ITEM};
+use engine::{partial, AccountTree, Entry, EntryKind, Error, Result, SMALL_ITEM};
 use rayon::prelude::*;
 use std::collections::HashSet;
 use std::fs::{self, File, Metadata};
@@ -65,6 +66,11 @@ struct Pending {
 type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
 /// Brings the tree's folder `at` up to date with the directory `dir`, and everything below.
+///
+/// Partial files (`.<name>.lifeboat-partial-<16 hex>`, [`partial::is_partial_name`]) are
+/// left out, and one a previous snapshot holds is dropped: they are what a restore into
+/// this folder writes before renaming a whole file to its name, so one found here is a
+/// file being restored or the leftover of a restore that was killed, never the user's.
 pub(crate) fn walk<'a>(
     tree: &'a mut AccountTree,
     dir: &'a Path,
@@ -76,6 +82,7 @@ pub(crate) fn walk<'a>(
                 let mut v = Vec::new();
                 for ent in rd {
                     match ent {
+                        Ok(ent) if partial::is_partial_name(ent.file_name().as_bytes()) => {}
                         Ok(ent) => v.push((ent.file_name().as_bytes().to_vec(), ent.path())),
                         Err(e) => {
                             // An entry that cannot be listed cannot be told from a deleted

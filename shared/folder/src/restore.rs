@@ -12,7 +12,8 @@
 //! uses too), made durable and renamed only once whole: a crash or a damaged chunk never
 //! leaves a file with missing parts under its name, and the random part keeps partial
 //! names clear of real files. A rerun (a restore job delivered again writes into the same
-//! folder) removes the partial files an interrupted run left for the names it writes.
+//! folder) removes the partial files an interrupted run left for the names it writes or
+//! skips, so that they do not pile up (and a backup of the folder leaves them out anyway).
 
 use domain::{ItemPath, OnConflict, RESTORE_PREFIX};
 use engine::{
@@ -61,7 +62,9 @@ fn beside(path: &Path) -> PathBuf {
 /// What a restore wrote, for removing stale partial files at its end.
 #[derive(Default)]
 struct Written {
-    /// Files written (whether or not they could be), whose stale partials go.
+    /// The names of the files and links of the restore: written (whether or not they
+    /// could be), skipped because they exist, or the copy's name beside one; their stale
+    /// partials go.
     files: Vec<PathBuf>,
     /// Restored items whose names look like partial names (a snapshot of a folder where a
     /// restore once crashed): never removed as stale.
@@ -78,7 +81,13 @@ impl Written {
         }
     }
 
-    /// Removes the partial files an interrupted run left beside the files written now.
+    /// Notes a name a file or link of the restore goes to (see `files`).
+    fn covers(&mut self, path: &Path) {
+        self.item(path);
+        self.files.push(path.to_path_buf());
+    }
+
+    /// Removes the partial files an interrupted run left beside the names covered now.
     fn remove_stale(&self) {
         partial::remove_stale(self.files.iter().map(PathBuf::as_path), &self.partial_like);
     }
@@ -101,21 +110,38 @@ pub(crate) async fn restore(
     };
     let mut dirs = Vec::new();
     let mut written = Written::default();
+    // Folders that could not be made: nothing below them is written (items come parents
+    // first), or it would go wherever a link in their place points.
+    let mut refused: Vec<PathBuf> = Vec::new();
     for (item, entry) in &job.items {
         let path = local(&base, item);
+        if refused.iter().any(|r| path.starts_with(r)) {
+            continue;
+        }
         written.item(&path);
         let done = match entry.kind {
-            EntryKind::Dir => fs::create_dir_all(&path)
-                .map(|()| {
+            EntryKind::Dir => match folder(&path) {
+                Ok(()) => {
                     report.folders += 1;
                     dirs.push((path.clone(), entry));
-                })
-                .map_err(|e| e.to_string()),
-            EntryKind::Symlink => link(&path, entry, job.on_conflict, &mut report),
+                    Ok(())
+                }
+                Err(why) => {
+                    refused.push(path.clone());
+                    Err(why)
+                }
+            },
+            EntryKind::Symlink => link(&path, entry, job.on_conflict, &mut report, &mut written),
             EntryKind::File => {
-                let done = file(&path, entry, job.on_conflict, content, &mut report).await;
-                written.files.push(path);
-                done
+                file(
+                    &path,
+                    entry,
+                    job.on_conflict,
+                    content,
+                    &mut report,
+                    &mut written,
+                )
+                .await
             }
         };
         if let Err(why) = done {
@@ -137,12 +163,40 @@ pub(crate) async fn restore(
     Ok(report)
 }
 
-/// Where an item goes, given what is there: `None` to skip it.
+/// Makes the folder `path`, or uses the folder there, but never a link to one: following
+/// it would write outside the restore's target (and, replacing, overwrite what is there).
+fn folder(path: &Path) -> std::result::Result<(), String> {
+    // The folders above come first in a restore's items; made here only if some list
+    // lacks them.
+    let made = match path.parent() {
+        Some(parent) => fs::create_dir_all(parent).and_then(|()| fs::create_dir(path)),
+        None => fs::create_dir(path),
+    };
+    match made {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+                Ok(())
+            } else {
+                Err(
+                    "folder not restored, nor anything in it: a file or link is in its place"
+                        .into(),
+                )
+            }
+        }
+        Err(e) => Err(format!("folder not restored, nor anything in it: {e}")),
+    }
+}
+
+/// Where an item goes, given what is there: `None` to skip it. Both its name and where it
+/// goes are noted in `written`, for the clean-up of stale partial files.
 fn target(
     path: &Path,
     on_conflict: OnConflict,
     report: &mut SourceRestoreReport,
+    written: &mut Written,
 ) -> Option<PathBuf> {
+    written.files.push(path.to_path_buf());
     if fs::symlink_metadata(path).is_err() {
         return Some(path.to_path_buf());
     }
@@ -151,7 +205,11 @@ fn target(
             report.skipped += 1;
             None
         }
-        OnConflict::Copy => Some(beside(path)),
+        OnConflict::Copy => {
+            let to = beside(path);
+            written.covers(&to);
+            Some(to)
+        }
         OnConflict::Replace => Some(path.to_path_buf()),
     }
 }
@@ -161,8 +219,9 @@ fn link(
     entry: &Entry,
     on_conflict: OnConflict,
     report: &mut SourceRestoreReport,
+    written: &mut Written,
 ) -> std::result::Result<(), String> {
-    let Some(to) = target(path, on_conflict, report) else {
+    let Some(to) = target(path, on_conflict, report, written) else {
         return Ok(());
     };
     let link_target = OsStr::from_bytes(entry.link.as_deref().unwrap_or_default());
@@ -177,8 +236,9 @@ async fn file(
     on_conflict: OnConflict,
     content: &RestoreContent,
     report: &mut SourceRestoreReport,
+    written: &mut Written,
 ) -> std::result::Result<(), String> {
-    let Some(to) = target(path, on_conflict, report) else {
+    let Some(to) = target(path, on_conflict, report, written) else {
         return Ok(());
     };
     // Written under a partial name and renamed once whole and durable: a replaced file is

@@ -2,73 +2,20 @@
 //! folder whose listing is damaged and a file with a damaged chunk are reported, the rest
 //! is restored byte for byte, nothing appears under its name without all of its content,
 //! and a rerun into the same restore folder (a restore job delivered again) clears what
-//! an interrupted run left.
+//! an interrupted run left. And in place, a link where the snapshot has a folder is not
+//! followed.
 
-use domain::{restore_label, ItemPath, TaskId, RESTORE_PREFIX};
-use engine::{
-    Connector, Connectors, Destination, Engine, ErrorKind, NewTask, NoProgress, RestoreOptions,
-    Result, TaskRecord,
-};
-use folder::{FolderConnector, FolderSettings};
+mod common;
+
+use common::{files_under, folder_task, noise, Folders};
+use domain::{restore_label, ItemPath, OnConflict, RESTORE_PREFIX};
+use engine::{Destination, Engine, ErrorKind, NoProgress, RestoreOptions};
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
 use testkit::damage;
 use testkit::env::{backup_all, TestEnv};
 
 const TENANT: &str = "acme";
 const TASK: &str = "docs";
-
-/// The folder connector alone, as a build of Lifeboat with no other source opens tasks.
-struct Folders;
-
-impl Connectors for Folders {
-    fn open(
-        &self,
-        task: &TaskRecord,
-        secret: Option<zeroize::Zeroizing<String>>,
-    ) -> Result<Arc<dyn Connector>> {
-        FolderConnector::open_dyn(task, secret)
-    }
-
-    fn offers(&self, connector: &str) -> bool {
-        connector == folder::CONNECTOR
-    }
-}
-
-/// Bytes that do not compress, different for every seed.
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-/// Every file under `dir` by its path there, with its bytes.
-fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for e in std::fs::read_dir(dir).expect("a folder") {
-            let p = e.expect("an entry").path();
-            if p.is_dir() {
-                walk(root, &p, out);
-            } else {
-                let rel = p.strip_prefix(root).expect("under root");
-                out.insert(
-                    rel.to_string_lossy().into_owned(),
-                    std::fs::read(&p).expect("a file"),
-                );
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_into_the_folder_reports_damage_and_a_rerun_clears_leftovers() {
@@ -90,18 +37,7 @@ async fn a_restore_into_the_folder_reports_damage_and_a_rerun_clears_leftovers()
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, body).unwrap();
     }
-    let task = engine
-        .add_task(
-            NewTask {
-                name: TaskId::new(TASK).unwrap(),
-                source: FolderSettings::new(&src).unwrap().to_source(),
-                secret: None,
-                backup_hour: None,
-            },
-            &Folders,
-        )
-        .await
-        .unwrap();
+    let task = folder_task(&engine, TASK, &src).await;
     let snap = backup_all(&engine, &task, &Folders).await.pop().unwrap();
     let (engine, task, snap) = (&engine, &task, &snap);
 
@@ -183,4 +119,52 @@ async fn a_restore_into_the_folder_reports_damage_and_a_rerun_clears_leftovers()
         "the sound files byte for byte; no partial file, stale or new; nothing of big.bin"
     );
     assert!(!target.join("bad").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_place_restore_never_writes_through_a_link_in_a_folders_place() {
+    let env = TestEnv::new();
+    let engine = env.engine(TENANT);
+    let src = env.folder("src");
+    for (p, body) in [
+        ("docs/a.txt", noise(3000, 1)),
+        ("docs/b.txt", noise(4000, 2)),
+    ] {
+        std::fs::create_dir_all(src.join("docs")).unwrap();
+        std::fs::write(src.join(p), body).unwrap();
+    }
+    std::fs::write(src.join("top.txt"), noise(500, 3)).unwrap();
+    let task = folder_task(&engine, TASK, &src).await;
+    let snap = backup_all(&engine, &task, &Folders).await.pop().unwrap();
+
+    // Since the backup, docs has become a link to another folder, whose a.txt is not the
+    // snapshot's.
+    let elsewhere = env.folder("elsewhere");
+    std::fs::write(elsewhere.join("a.txt"), b"not to be replaced").unwrap();
+    std::fs::remove_dir_all(src.join("docs")).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, src.join("docs")).unwrap();
+    std::fs::remove_file(src.join("top.txt")).unwrap();
+
+    let opts = RestoreOptions {
+        in_place: true,
+        on_conflict: OnConflict::Replace,
+        ..Default::default()
+    };
+    let report = engine
+        .restore(&task, &snap, &Destination::default(), &opts, &Folders)
+        .await
+        .unwrap();
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(
+        report.errors[0].starts_with("docs: folder not restored"),
+        "{:?}",
+        report.errors
+    );
+    assert_eq!(report.items, 1, "top.txt only");
+    assert_eq!(
+        files_under(&elsewhere),
+        BTreeMap::from([("a.txt".to_string(), b"not to be replaced".to_vec())]),
+        "nothing written through the link"
+    );
+    assert!(src.join("docs").symlink_metadata().unwrap().is_symlink());
 }

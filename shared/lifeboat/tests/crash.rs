@@ -5,11 +5,12 @@
 
 mod common;
 
+use common::kill::*;
 use common::*;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const KIB: usize = 1 << 10;
@@ -127,65 +128,9 @@ fn count_packs(objects: &Path) -> usize {
     n
 }
 
-/// How a killed run ended.
-#[derive(Debug)]
-struct Attempt {
-    delay: Duration,
-    /// The process had exited on its own before the kill.
-    finished_first: bool,
-    success: bool,
-}
-
-fn kill_after(lb: &Lifeboat, delay: Duration) -> Attempt {
-    let mut child = lb
-        .command(["backup", "t", "--json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start lifeboat backup");
-    std::thread::sleep(delay);
-    let finished_first = child.try_wait().unwrap().is_some();
-    if !finished_first {
-        // SIGKILL on Unix.
-        child.kill().unwrap();
-    }
-    let status = child.wait().unwrap();
-    Attempt {
-        delay,
-        finished_first,
-        success: status.success(),
-    }
-}
-
-/// Starts a backup and kills it once the object store holds `packs` pack files (or lets it
-/// finish, if it does so first).
-fn kill_at_packs(lb: &Lifeboat, objects: &Path, packs: usize) -> Attempt {
-    let start = Instant::now();
-    let mut child = lb
-        .command(["backup", "t", "--json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start lifeboat backup");
-    let finished_first = loop {
-        if child.try_wait().unwrap().is_some() {
-            break true;
-        }
-        if count_packs(objects) >= packs {
-            break false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    };
-    if !finished_first {
-        // SIGKILL on Unix.
-        child.kill().unwrap();
-    }
-    let status = child.wait().unwrap();
-    Attempt {
-        delay: start.elapsed(),
-        finished_first,
-        success: status.success(),
-    }
+/// `lifeboat backup t`, to be killed.
+fn backup(lb: &Lifeboat) -> Command {
+    lb.command(["backup", "t", "--json"])
 }
 
 #[test]
@@ -223,13 +168,7 @@ fn backups_killed_at_any_point_leave_a_consistent_home() {
 
     // Time an uninterrupted day-2 backup on a copy of the home, to place the kills.
     let probe = dir.path().join("probe-home");
-    let cp = Command::new("cp")
-        .arg("-a")
-        .arg(&lb.home)
-        .arg(&probe)
-        .status()
-        .unwrap();
-    assert!(cp.success());
+    copy_dir(&lb.home, &probe);
     let t = Instant::now();
     let full = Lifeboat::new(&probe).backup_json("t", 0);
     let full_time = t.elapsed();
@@ -246,18 +185,14 @@ fn backups_killed_at_any_point_leave_a_consistent_home() {
     let mut packs_at_last_commit = count_packs(&objects);
     let mut expected: Vec<String> = vec![id1.clone()];
 
-    // Kills from 20 ms to 90% of the uninterrupted time, denser early: every killed run
-    // leaves packs that the next one reuses, so later runs get further in the same time.
-    const KILLS: usize = 12;
-    let first = Duration::from_millis(20);
-    let last = full_time
-        .mul_f64(0.9)
-        .max(first + Duration::from_millis(100));
+    // Kills from 20 ms to 60% of the uninterrupted time, denser early: every killed run
+    // leaves packs that the next one reuses, so later runs get further in the same time
+    // (and the last ones commit; a later delay would only time runs that finish).
+    const KILLS: usize = 20;
+    let delays = kill_delays(KILLS, Duration::from_millis(20), full_time, 0.6);
     let mut attempts = Vec::new();
-    for i in 0..KILLS {
-        let x = i as f64 / (KILLS - 1) as f64;
-        let delay = first + (last - first).mul_f64(x * x);
-        let a = kill_after(&lb, delay);
+    for (i, delay) in delays.into_iter().enumerate() {
+        let a = kill_after(backup(&lb), delay);
 
         let v = lb.run(["verify"]);
         assert_eq!(
@@ -300,7 +235,7 @@ fn backups_killed_at_any_point_leave_a_consistent_home() {
             n => panic!("{n} new snapshots from one run: {ids:?}"),
         };
 
-        if i % 3 == 0 || i == KILLS - 1 {
+        if i % 4 == 0 || i == KILLS - 1 {
             let out = dir.path().join(format!("restore-{i}"));
             lb.ok(["restore", "t", "--snapshot", &id1, "--to", ps(&out)]);
             assert_tree_is(&day1_tree, "the day-1 source", &only_restore_folder(&out));
@@ -325,7 +260,9 @@ fn backups_killed_at_any_point_leave_a_consistent_home() {
             extra <= 3,
             "no run could be killed after three packs: {attempts:?}"
         );
-        let a = kill_at_packs(&lb, &objects, packs_at_last_commit + 3);
+        let a = kill_when(backup(&lb), || {
+            count_packs(&objects) >= packs_at_last_commit + 3
+        });
         let v = lb.run(["verify"]);
         assert_eq!(v.code, Some(0), "verify after {a:?}:\n{}", v.show());
         let ids = lb.snapshot_ids("t");
@@ -386,7 +323,7 @@ fn backups_killed_at_any_point_leave_a_consistent_home() {
         "the rerun stored {rerun_stored} bytes, no less than without reuse \
          ({reference_stored}): the killed runs' pending packs were not reused"
     );
-    let killed = attempts.iter().filter(|a| !a.finished_first).count();
+    let killed = attempts.iter().filter(|a| a.killed()).count();
     assert!(
         killed >= KILLS / 3,
         "most runs were really killed: {attempts:?}"

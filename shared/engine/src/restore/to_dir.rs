@@ -227,19 +227,35 @@ struct Plan {
     /// Files already whole (empty ones, written while planning), to be published.
     whole: Vec<usize>,
     dirs: Vec<(PathBuf, Entry)>,
-    /// Restored paths whose names look like partial names (a snapshot of a folder where a
-    /// restore once crashed): the clean-up of stale partial files leaves them.
+    /// In place: the names of the files and links this restore covers (written, skipped
+    /// because they exist, or restored beside as a copy), whose stale partial files it
+    /// removes at its end. A new restore folder holds nothing stale: `None`.
+    names: Option<Vec<PathBuf>>,
+    /// Restored paths whose names look like partial names (a snapshot taken before
+    /// backups left partial files out): the clean-up of stale partial files leaves them.
     partial_like: HashSet<PathBuf>,
 }
 
 impl Plan {
-    /// Notes a path this restore writes, for the clean-up of stale partial files.
+    /// Notes a path this restore writes or finds in place, so that a partial-looking
+    /// one is kept by the clean-up of stale partial files.
     fn writes(&mut self, path: &Path) {
         if path
             .file_name()
-            .is_some_and(|n| partial::partial_of(n.as_bytes()).is_some())
+            .is_some_and(|n| partial::is_partial_name(n.as_bytes()))
         {
             self.partial_like.insert(path.to_path_buf());
+        }
+    }
+
+    /// Notes the name of a file or link of the snapshot (and, apart, the name it is
+    /// written under when that differs), whatever the conflict rule makes of it: a
+    /// partial file of that name is an earlier, interrupted run's leftover, whether this
+    /// run writes the name or skips it.
+    fn covers(&mut self, path: &Path) {
+        self.writes(path);
+        if let Some(names) = &mut self.names {
+            names.push(path.to_path_buf());
         }
     }
 }
@@ -328,16 +344,22 @@ impl Engine {
             files: Vec::new(),
             whole: Vec::new(),
             dirs: Vec::new(),
+            names: opts.in_place.then(Vec::new),
             partial_like: HashSet::new(),
         };
-        for (inc, entry) in selected {
+        'selected: for (inc, entry) in selected {
+            // The folders above a selected item, made one by one: in place, one of them
+            // may be a link now, not to be followed.
             let mut dest = base.clone();
-            if let Some(parent) = inc.parent() {
-                for seg in parent.segments() {
-                    dest.push(os(seg));
+            for seg in inc.parent().iter().flat_map(|p| p.segments()) {
+                dest.push(os(seg));
+                if let Err(e) = make_folder(&dest) {
+                    report.errors.push(format!(
+                        "{inc}: not restored: {} cannot be its folder: {e}",
+                        dest.display()
+                    ));
+                    continue 'selected;
                 }
-                fs::create_dir_all(&dest)
-                    .map_err(|e| Error::io(format!("cannot create {}", dest.display()), e))?;
             }
             if let Some(name) = inc.file_name() {
                 dest.push(os(name));
@@ -347,13 +369,10 @@ impl Engine {
         let total: u64 = plan.files.iter().map(|f| f.entry.size).sum();
         progress.set_total(total);
         write_data(&vault, &mut plan, progress, opts.sync).await?;
-        if opts.in_place {
-            // A new restore folder holds nothing stale: only in place can an earlier,
-            // interrupted restore have left partial files beside the ones written now.
-            partial::remove_stale(
-                plan.files.iter().map(|f| f.final_path.as_path()),
-                &plan.partial_like,
-            );
+        if let Some(names) = &plan.names {
+            // Only in place can an earlier, interrupted restore have left partial files
+            // beside the names covered now.
+            partial::remove_stale(names.iter().map(PathBuf::as_path), &plan.partial_like);
         }
         finish(plan, &mut report);
         Ok(report)
@@ -386,19 +405,11 @@ fn plan_entry<'a>(
                     },
                     None => None,
                 };
-                match fs::create_dir(&dest) {
-                    Ok(()) => {}
-                    // An existing folder is used, but never a link to one: following it
-                    // could write outside the restore's target.
-                    Err(e)
-                        if e.kind() == io::ErrorKind::AlreadyExists
-                            && dest.symlink_metadata().is_ok_and(|m| m.is_dir()) => {}
-                    Err(e) => {
-                        report
-                            .errors
-                            .push(format!("{item}: folder cannot be created: {e}"));
-                        return Ok(());
-                    }
+                if let Err(e) = make_folder(&dest) {
+                    report
+                        .errors
+                        .push(format!("{item}: folder cannot be created: {e}"));
+                    return Ok(());
                 }
                 report.folders += 1;
                 plan.writes(&dest);
@@ -414,11 +425,15 @@ fn plan_entry<'a>(
             }
             EntryKind::Symlink => {
                 let target = entry.link.clone().unwrap_or_default();
+                plan.covers(&dest);
                 let dest = match resolve_conflict(&dest, opts, plan, report) {
+                    Some(d) if d != dest => {
+                        plan.covers(&d);
+                        d
+                    }
                     Some(d) => d,
                     None => return Ok(()),
                 };
-                plan.writes(&dest);
                 if let Err(e) = partial::symlink(os(&target), &dest) {
                     report
                         .errors
@@ -426,10 +441,13 @@ fn plan_entry<'a>(
                 }
             }
             EntryKind::File => {
+                plan.covers(&dest);
                 let Some(final_path) = resolve_conflict(&dest, opts, plan, report) else {
                     return Ok(());
                 };
-                plan.writes(&final_path);
+                if final_path != dest {
+                    plan.covers(&final_path);
+                }
                 let job = FileJob::new(item, final_path, entry);
                 if entry.content.is_empty() {
                     // Nothing to read: written now, and published with the first batch
@@ -447,6 +465,24 @@ fn plan_entry<'a>(
         }
         Ok(())
     })
+}
+
+/// Makes the folder `dest`, or uses the folder there, but never a link to one: following
+/// it could write outside the restore's target.
+///
+/// # Errors
+/// A file or link in its place, or a folder that cannot be made.
+fn make_folder(dest: &Path) -> io::Result<()> {
+    match fs::create_dir(dest) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if dest.symlink_metadata().is_ok_and(|m| m.is_dir()) {
+                Ok(())
+            } else {
+                Err(io::Error::new(e.kind(), "a file or link is in its place"))
+            }
+        }
+        made => made,
+    }
 }
 
 /// Applies the conflict policy; `None` means skip the item.

@@ -5,6 +5,8 @@
 //! Each test file is its own crate and uses only some of these.
 #![allow(dead_code)]
 
+pub mod kill;
+
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
