@@ -6,10 +6,10 @@
 
 mod common;
 
+use common::kill::{copy_dir, kill_after, kill_when};
 use common::*;
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Kill points per command.
@@ -39,32 +39,7 @@ fn copy_home(from: &Path, to: &Path) {
     if to.exists() {
         fs::remove_dir_all(to).unwrap();
     }
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(from)
-        .arg(to)
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
-/// Runs `lifeboat ARGS` and kills it after `delay` unless it finished first; returns
-/// whether it had.
-fn kill_after(lb: &Lifeboat, args: &[&str], delay: Duration) -> bool {
-    let mut child = lb
-        .command(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start lifeboat");
-    std::thread::sleep(delay);
-    let finished = child.try_wait().unwrap().is_some();
-    if !finished {
-        // SIGKILL on Unix.
-        child.kill().unwrap();
-    }
-    child.wait().unwrap();
-    finished
+    copy_dir(from, to);
 }
 
 struct Home {
@@ -107,21 +82,10 @@ fn build_home() -> Home {
     }
     let kept = packs(&objects);
     let before = kept.len();
-    let mut child = lb
-        .command(["backup", "t"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    while packs(&objects).len() < before + 4 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the backup finished first"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let a = kill_when(lb.command(["backup", "t"]), || {
+        packs(&objects).len() >= before + 4
+    });
+    assert!(a.killed(), "the backup finished before it could be killed");
     fs::remove_dir_all(src.join("big")).unwrap();
     let garbage: Vec<String> = packs(&objects)
         .into_iter()
@@ -176,7 +140,7 @@ fn kill_points(h: &Home, args: &[&str]) {
         copy_home(&h.pristine, &lb.home);
         let x = k as f64 / (KILLS - 1) as f64;
         let delay = Duration::from_millis(2) + last.mul_f64(x);
-        finished += usize::from(kill_after(&lb, args, delay));
+        finished += usize::from(kill_after(lb.command(args), delay).finished_first);
         let what = format!("{args:?} killed at {delay:.1?}");
         check_home(h, &lb, &what, &[k % h.days.len(), h.days.len() - 1]);
         lb.ok(args);

@@ -1,8 +1,8 @@
 //! The crash tests' harness: run a `lifeboat` command as a child process and SIGKILL it at
 //! a chosen moment (after a delay, or once something can be seen on disk), and place the
-//! kills over the time an uninterrupted run takes. Used by the crash tests of backup and
-//! restore; prune and repack take the same steps: time a run on a copy of the home
-//! ([`copy_dir`]), kill at [`kill_delays`], check what is left after each [`Attempt`].
+//! kills over the time an uninterrupted run takes. Used by the crash tests of backup,
+//! restore, prune and repack: time a run on a copy of the home ([`copy_dir`]), kill at
+//! spread delays, check what is left after each [`Attempt`].
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
