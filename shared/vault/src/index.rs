@@ -36,6 +36,9 @@ pub const SEGMENT_KIND: &str = "idx";
 pub const COMPACT_FROM: usize = 8;
 /// Segments read at once while loading.
 const LOAD_PARALLEL: usize = 8;
+/// Entries of one segment written by a compaction, at most: about 5 MiB sealed, so that
+/// loading reads a large index in parts of bounded size.
+pub const COMPACT_PART: usize = 128 * 1024;
 
 const SEGMENT_VERSION: u8 = 1;
 
@@ -52,10 +55,13 @@ pub struct Loc {
     pub damaged: bool,
 }
 
-/// A location as held in memory: the pack interned (an index of 1,000,000 blobs in a few
-/// hundred packs would otherwise repeat 32-byte pack names a million times).
+/// A blob's location as held in memory: its id beside it, the pack interned (an index of
+/// 1,000,000 blobs in a few hundred packs would otherwise repeat 32-byte pack names a
+/// million times). 52 bytes a blob, held in one sorted vector: a hash map of the same
+/// entries takes twice that, and three times while it grows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Slot {
+    id: BlobId,
     pack: u32,
     offset: u32,
     len: u32,
@@ -64,12 +70,33 @@ struct Slot {
     damaged: bool,
 }
 
-/// One account's merged index.
+impl Slot {
+    /// Applies a later location of the same blob (see the module doc): damage, once known
+    /// at a location, stays; a damaged location never displaces a sound one; otherwise
+    /// the later wins.
+    fn apply(&mut self, later: &Slot) {
+        if self.pack == later.pack && self.offset == later.offset {
+            let damaged = self.damaged || later.damaged;
+            *self = Slot { damaged, ..*later };
+        } else if !later.damaged || self.damaged {
+            *self = *later;
+        }
+    }
+}
+
+/// One account's merged index: every blob once, sorted by id.
 #[derive(Default, Debug)]
 pub struct AccountIndex {
     packs: Vec<PackId>,
     pack_ix: HashMap<PackId, u32>,
-    map: HashMap<BlobId, Slot>,
+    /// Sorted by id and one per blob once settled; while segments are applied, their
+    /// locations are appended in the order applied and merged by [`AccountIndex::settle`].
+    slots: Vec<Slot>,
+    /// Whether `slots` holds appended locations not merged yet.
+    unsettled: bool,
+    /// Locations marked damaged by a segment applied so far (few): a later segment that
+    /// names the same location does not heal it.
+    damaged_at: HashSet<(u32, u32)>,
     /// The segments merged, by name, in order.
     pub(crate) segments: Vec<String>,
 }
@@ -96,56 +123,110 @@ impl AccountIndex {
         }
     }
 
-    /// Where the blob lies (possibly a damaged location: check [`Loc::damaged`]).
-    pub fn get(&self, id: &BlobId) -> Option<Loc> {
-        self.map.get(id).map(|s| self.loc(s))
+    fn slot(&self, id: &BlobId, kind: BlobKind) -> Option<&Slot> {
+        debug_assert!(!self.unsettled, "an index is read only once settled");
+        self.slots
+            .binary_search_by(|s| (&s.id, s.kind).cmp(&(id, kind)))
+            .ok()
+            .map(|i| &self.slots[i])
+    }
+
+    /// Where the blob of this kind lies (possibly a damaged location: check
+    /// [`Loc::damaged`]). A blob is its id and its kind: the same bytes stored as an
+    /// item and as side data (two zero bytes are both) are two blobs.
+    pub fn get(&self, id: &BlobId, kind: BlobKind) -> Option<Loc> {
+        self.slot(id, kind).map(|s| self.loc(s))
     }
 
     /// Whether a sound copy of the blob, of this kind, is stored: what a writer may reuse.
     pub fn has_sound(&self, id: &BlobId, kind: BlobKind) -> bool {
-        self.map
-            .get(id)
-            .is_some_and(|s| !s.damaged && s.kind == kind)
+        self.slot(id, kind).is_some_and(|s| !s.damaged)
     }
 
-    /// Every known blob and its location.
+    /// How many blobs the index knows.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Every known blob and its location, in id (then kind) order.
     pub fn iter(&self) -> impl Iterator<Item = (BlobId, Loc)> + '_ {
-        self.map.iter().map(|(id, s)| (*id, self.loc(s)))
+        self.slots.iter().map(|s| (s.id, self.loc(s)))
     }
 
-    /// Adds a location (a blob this run stored): a later sound location wins.
-    pub fn insert(&mut self, id: BlobId, loc: Loc) {
+    /// Appends one location as the next in order (see [`AccountIndex::settle`]).
+    fn push(&mut self, id: BlobId, loc: Loc) {
         let pack = self.intern(loc.pack);
-        let slot = Slot {
+        let at = (pack, loc.offset);
+        let damaged = loc.damaged || self.damaged_at.contains(&at);
+        if loc.damaged {
+            self.damaged_at.insert(at);
+        }
+        self.slots.push(Slot {
+            id,
             pack,
             offset: loc.offset,
             len: loc.len,
             raw_len: loc.raw_len,
             kind: loc.kind,
-            damaged: loc.damaged,
-        };
-        match self.map.get(&id) {
-            Some(old) if old.pack == slot.pack && old.offset == slot.offset => {
-                // One location: damage, once known, stays.
-                let damaged = old.damaged || slot.damaged;
-                self.map.insert(id, Slot { damaged, ..slot });
-            }
-            Some(old) if slot.damaged && !old.damaged => {}
-            _ => {
-                self.map.insert(id, slot);
-            }
-        }
+            damaged,
+        });
+        self.unsettled = true;
     }
 
-    /// Applies one segment (segments are applied in name order).
-    fn apply(&mut self, seg: SegmentWire, damaged_at: &mut HashSet<(PackId, u32)>) {
-        for e in &seg.entries {
-            let pack = seg.packs[e.pack as usize];
-            let damaged = e.damaged || damaged_at.contains(&(pack, e.offset));
-            if e.damaged {
-                damaged_at.insert((pack, e.offset));
+    /// Merges the locations appended since the last call: a stable sort by id and kind
+    /// keeps each blob's locations in the order applied, and folding them in that order gives what
+    /// applying them one by one would (see [`Slot::apply`]). Sorts in place: no second
+    /// copy of the index.
+    fn settle(&mut self) {
+        if !self.unsettled {
+            return;
+        }
+        self.slots.sort_by_key(|s| (s.id, s.kind));
+        self.slots.dedup_by(|later, kept| {
+            if (later.id, later.kind) != (kept.id, kept.kind) {
+                return false;
             }
-            self.insert(
+            kept.apply(later);
+            true
+        });
+        self.slots.shrink_to_fit();
+        self.unsettled = false;
+    }
+
+    /// Applies one segment, given as its plaintext (segments are applied in name order),
+    /// entry by entry as it is parsed: a segment of a million entries is never held
+    /// decoded beside the index.
+    ///
+    /// # Errors
+    /// `Damaged` when it does not parse or names a pack it does not list; `Format` for a
+    /// segment of a newer version.
+    fn apply_plain(&mut self, plain: &[u8], what: &str) -> Result<()> {
+        let bad = |e: postcard::Error| Error::damaged(what, format!("does not parse: {e}"));
+        let (v, rest) = postcard::take_from_bytes::<u8>(plain).map_err(bad)?;
+        if v != SEGMENT_VERSION {
+            return Err(Error::Format(format!(
+                "{what}: format {v} is not one this build reads"
+            )));
+        }
+        let (packs, rest) = postcard::take_from_bytes::<Vec<PackId>>(rest).map_err(bad)?;
+        // A sequence is its length then its elements (postcard's wire form), so the
+        // entries are read one at a time.
+        let (n, mut rest) = postcard::take_from_bytes::<u64>(rest).map_err(bad)?;
+        if n > rest.len() as u64 {
+            return Err(Error::damaged(what, "entry count is out of range"));
+        }
+        self.slots.reserve(n as usize);
+        for _ in 0..n {
+            let (e, r) = postcard::take_from_bytes::<EntryWire>(rest).map_err(bad)?;
+            rest = r;
+            let Some(&pack) = packs.get(e.pack as usize) else {
+                return Err(Error::damaged(what, "names a pack it does not list"));
+            };
+            self.push(
                 BlobId(e.id),
                 Loc {
                     pack,
@@ -153,18 +234,22 @@ impl AccountIndex {
                     len: e.len,
                     raw_len: e.raw_len,
                     kind: e.kind,
-                    damaged,
+                    damaged: e.damaged,
                 },
             );
         }
-        if !seg.dropped.is_empty() {
-            let dropped: HashSet<u32> = seg
-                .dropped
+        let (dropped, _) = postcard::take_from_bytes::<Vec<PackId>>(rest).map_err(bad)?;
+        if !dropped.is_empty() {
+            // Every location known so far in a dropped pack is forgotten: merged first,
+            // so that "known so far" means each blob's location after this segment.
+            self.settle();
+            let dropped: HashSet<u32> = dropped
                 .iter()
                 .filter_map(|p| self.pack_ix.get(p).copied())
                 .collect();
-            self.map.retain(|_, s| !dropped.contains(&s.pack));
+            self.slots.retain(|s| !dropped.contains(&s.pack));
         }
+        Ok(())
     }
 }
 
@@ -225,15 +310,17 @@ impl Segment {
         self.wire.dropped.push(p);
     }
 
-    /// Everything a merged index knows, as one segment (compaction).
-    pub fn of(index: &AccountIndex) -> Segment {
-        let mut s = Segment::default();
-        let mut all: Vec<(BlobId, Loc)> = index.iter().collect();
-        all.sort_by_key(|(id, _)| *id);
-        for (id, loc) in all {
-            s.add(id, loc);
-        }
-        s
+    /// Everything a merged index knows, as segments of at most [`COMPACT_PART`] entries
+    /// each (compaction): a segment is read whole into memory, so a million blobs are
+    /// not written as one.
+    pub fn parts_of(index: &AccountIndex) -> impl Iterator<Item = Segment> + '_ {
+        index.slots.chunks(COMPACT_PART).map(|part| {
+            let mut s = Segment::default();
+            for slot in part {
+                s.add(slot.id, index.loc(slot));
+            }
+            s
+        })
     }
 }
 
@@ -289,29 +376,15 @@ impl Vault {
         }
     }
 
-    async fn read_segment(&self, name: &str) -> Result<SegmentWire> {
+    /// A segment's plaintext, opened and authenticated (parsed as it is applied).
+    async fn read_segment(&self, name: &str) -> Result<(Vec<u8>, String)> {
         let key = self.segment_key(name);
         let sealed = self.store().get(&key).await?;
         let what = format!("index segment {key}");
         let plain = self
             .keys()
             .open(SealKind::IndexSegment, &seal_id(name), &sealed, &what)?;
-        let wire: SegmentWire = postcard::from_bytes(&plain)
-            .map_err(|e| Error::damaged(&what, format!("does not parse: {e}")))?;
-        if wire.v != SEGMENT_VERSION {
-            return Err(Error::Format(format!(
-                "{what}: format {} is not one this build reads",
-                wire.v
-            )));
-        }
-        if wire
-            .entries
-            .iter()
-            .any(|e| e.pack as usize >= wire.packs.len())
-        {
-            return Err(Error::damaged(what, "names a pack it does not list"));
-        }
-        Ok(wire)
+        Ok((plain, what))
     }
 
     /// The names of an account's segments, in order.
@@ -338,7 +411,6 @@ impl Vault {
         'again: loop {
             let names = self.segment_names(tag).await?;
             let mut index = AccountIndex::default();
-            let mut damaged_at = HashSet::new();
             for group in names.chunks(LOAD_PARALLEL) {
                 let mut reads = tokio::task::JoinSet::new();
                 for (i, name) in group.iter().enumerate() {
@@ -346,7 +418,8 @@ impl Vault {
                     let name = name.clone();
                     reads.spawn(async move { (i, this.read_segment(&name).await) });
                 }
-                let mut got: Vec<Option<SegmentWire>> = (0..group.len()).map(|_| None).collect();
+                let mut got: Vec<Option<(Vec<u8>, String)>> =
+                    (0..group.len()).map(|_| None).collect();
                 while let Some(done) = reads.join_next().await {
                     let (i, seg) =
                         done.map_err(|e| Error::Format(format!("index read failed: {e}")))?;
@@ -359,18 +432,20 @@ impl Vault {
                         Err(e) => return Err(e),
                     }
                 }
-                for seg in got.into_iter().flatten() {
-                    index.apply(seg, &mut damaged_at);
+                for (plain, what) in got.into_iter().flatten() {
+                    index.apply_plain(&plain, &what)?;
                 }
             }
+            index.settle();
+            index.damaged_at = HashSet::new();
             index.segments = names;
             return Ok(index);
         }
     }
 
-    /// Merges the segments `index` was loaded from into one and deletes them. Safe beside
-    /// readers (they list again when a segment goes) and beside writers (their segments
-    /// are newer and not touched).
+    /// Merges the segments `index` was loaded from into as few as hold it (see
+    /// [`COMPACT_PART`]) and deletes them. Safe beside readers (they list again when a
+    /// segment goes) and beside writers (their segments are newer and not touched).
     pub(crate) async fn compact_index(&self, index: &AccountIndex) -> Result<()> {
         let Some(last) = index.segments.last() else {
             return Ok(());
@@ -378,9 +453,11 @@ impl Vault {
         if index.segments.len() < 2 {
             return Ok(());
         }
-        // Sorts right after the newest segment it replaces, before anything written later.
-        let name = format!("{last}c");
-        self.put_segment(&name, Segment::of(index)).await?;
+        // Sorts right after the newest segment it replaces, before anything written later
+        // (the parts in order).
+        for (i, part) in Segment::parts_of(index).enumerate() {
+            self.put_segment(&format!("{last}c{i:04}"), part).await?;
+        }
         for old in &index.segments {
             match self.store().delete(&self.segment_key(old)).await {
                 Ok(()) => {}
@@ -407,10 +484,21 @@ mod tests {
         }
     }
 
+    /// A segment's plaintext, as written.
+    fn plain(s: Segment) -> Vec<u8> {
+        let mut wire = s.wire;
+        wire.v = SEGMENT_VERSION;
+        postcard::to_allocvec(&wire).unwrap()
+    }
+
+    fn apply(ix: &mut AccountIndex, s: Segment) {
+        ix.apply_plain(&plain(s), "test").unwrap();
+        ix.settle();
+    }
+
     #[test]
     fn damage_sticks_to_its_location_and_a_sound_copy_wins() {
         let id = BlobId([9; 32]);
-        let mut damaged_at = HashSet::new();
         let mut ix = AccountIndex::default();
         let seg = |entries: Vec<Loc>, dropped: Vec<u8>| {
             let mut s = Segment::default();
@@ -420,25 +508,89 @@ mod tests {
             for p in dropped {
                 s.drop_pack(PackId([p; 32]));
             }
-            s.wire
+            s
         };
-        ix.apply(seg(vec![loc(1, 8, false)], vec![]), &mut damaged_at);
+        apply(&mut ix, seg(vec![loc(1, 8, false)], vec![]));
         assert!(ix.has_sound(&id, BlobKind::Data));
         assert!(!ix.has_sound(&id, BlobKind::Tree));
-        ix.apply(seg(vec![loc(1, 8, true)], vec![]), &mut damaged_at);
+        apply(&mut ix, seg(vec![loc(1, 8, true)], vec![]));
         assert!(!ix.has_sound(&id, BlobKind::Data));
         // A later segment that still lists the damaged location does not heal it.
-        ix.apply(seg(vec![loc(1, 8, false)], vec![]), &mut damaged_at);
+        apply(&mut ix, seg(vec![loc(1, 8, false)], vec![]));
         assert!(!ix.has_sound(&id, BlobKind::Data));
         // A new copy elsewhere does.
-        ix.apply(seg(vec![loc(2, 8, false)], vec![]), &mut damaged_at);
-        assert_eq!(ix.get(&id).unwrap().pack, PackId([2; 32]));
+        apply(&mut ix, seg(vec![loc(2, 8, false)], vec![]));
+        assert_eq!(ix.get(&id, BlobKind::Data).unwrap().pack, PackId([2; 32]));
         assert!(ix.has_sound(&id, BlobKind::Data));
         // A damage mark on the old location no longer matters.
-        ix.apply(seg(vec![loc(1, 8, true)], vec![]), &mut damaged_at);
+        apply(&mut ix, seg(vec![loc(1, 8, true)], vec![]));
         assert!(ix.has_sound(&id, BlobKind::Data));
         // Dropping the pack forgets the blob.
-        ix.apply(seg(vec![], vec![2]), &mut damaged_at);
-        assert!(ix.get(&id).is_none());
+        apply(&mut ix, seg(vec![], vec![2]));
+        assert!(ix.get(&id, BlobKind::Data).is_none());
+    }
+
+    /// Merging many segments at once (one sort) gives what applying them one by one
+    /// does, drops included; and the parts a compaction writes load back the same.
+    #[test]
+    fn merging_at_once_equals_applying_in_order_and_parts_load_back() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let segs: Vec<Vec<u8>> = (0..12)
+            .map(|i| {
+                let mut s = Segment::default();
+                for _ in 0..400 {
+                    let id = BlobId([next(60) as u8; 32]);
+                    let l = loc(next(4) as u8, next(3) as u32 * 8, next(5) == 0);
+                    s.add(id, l);
+                }
+                if i == 6 {
+                    s.drop_pack(PackId([1; 32]));
+                }
+                plain(s)
+            })
+            .collect();
+        let mut one_by_one = AccountIndex::default();
+        for s in &segs {
+            one_by_one.apply_plain(s, "t").unwrap();
+            one_by_one.settle();
+        }
+        let mut at_once = AccountIndex::default();
+        for s in &segs {
+            at_once.apply_plain(s, "t").unwrap();
+        }
+        at_once.settle();
+        let all = |ix: &AccountIndex| ix.iter().collect::<Vec<_>>();
+        assert_eq!(all(&one_by_one), all(&at_once));
+        assert!(at_once.len() > 30, "{}", at_once.len());
+
+        let mut reloaded = AccountIndex::default();
+        for part in Segment::parts_of(&at_once) {
+            reloaded.apply_plain(&plain(part), "t").unwrap();
+        }
+        reloaded.settle();
+        assert_eq!(all(&reloaded), all(&at_once));
+    }
+
+    #[test]
+    fn a_segment_that_names_an_unlisted_pack_or_is_cut_short_is_damage() {
+        let mut s = Segment::default();
+        s.add(BlobId([1; 32]), loc(1, 8, false));
+        let mut bytes = plain(s);
+        let mut ix = AccountIndex::default();
+        assert!(ix
+            .apply_plain(&bytes[..bytes.len() - 3], "t")
+            .unwrap_err()
+            .is_damage());
+        // The entry's pack number (after id and kind) points past the one pack listed.
+        let at = 1 + 1 + 32 + 1 + 32 + 1;
+        bytes[at] = 7;
+        let mut ix = AccountIndex::default();
+        assert!(ix.apply_plain(&bytes, "t").unwrap_err().is_damage());
     }
 }

@@ -92,11 +92,15 @@ impl Vault {
 
 impl AccountVault {
     /// Where each ref lies; refs the index does not know come back as errors.
-    fn locate(ix: &AccountIndex, refs: Vec<BlobRef>) -> (Vec<Located>, Vec<(BlobRef, Error)>) {
+    fn locate(
+        ix: &AccountIndex,
+        refs: Vec<BlobRef>,
+        kind: BlobKind,
+    ) -> (Vec<Located>, Vec<(BlobRef, Error)>) {
         let mut found = Vec::with_capacity(refs.len());
         let mut lost = Vec::new();
         for r in refs {
-            match ix.get(&r.id) {
+            match ix.get(&r.id, kind) {
                 Some(l) => found.push((r, l)),
                 None => lost.push((r, missing(&r))),
             }
@@ -132,7 +136,7 @@ impl AccountVault {
     pub async fn read_blob(&self, r: &BlobRef, kind: BlobKind) -> Result<Vec<u8>> {
         let mut ix = self.prepare(kind).await?;
         for attempt in 0..2 {
-            let Some(l) = ix.get(&r.id) else {
+            let Some(l) = ix.get(&r.id, kind) else {
                 return Err(missing(r));
             };
             match self
@@ -310,7 +314,7 @@ impl AccountVault {
     where
         F: FnMut(&BlobRef, Result<Vec<u8>>) -> Result<()>,
     {
-        let (found, lost) = Self::locate(ix, refs);
+        let (found, lost) = Self::locate(ix, refs, kind);
         for (r, e) in lost {
             sink(&r, Err(e))?;
         }
@@ -360,7 +364,7 @@ impl AccountVault {
         F: Fn(&BlobRef, Result<Vec<u8>>) -> Result<()> + Send + Sync + 'static,
     {
         let ix = self.prepare(kind).await?;
-        let (found, lost) = Self::locate(&ix, refs);
+        let (found, lost) = Self::locate(&ix, refs, kind);
         for (r, e) in lost {
             sink(&r, Err(e))?;
         }

@@ -18,7 +18,7 @@ use crate::chunker::{chunk_windows, STREAM_QUEUE};
 use crate::codec::{self, Dict, DICT_MAX_ITEM};
 use crate::crypto::BlobId;
 use crate::error::{Error, Result};
-use crate::index::{AccountIndex, Loc, Segment, COMPACT_FROM};
+use crate::index::{AccountIndex, Loc, Segment, COMPACT_FROM, COMPACT_PART};
 use crate::pack::{BlobKind, PackBuilder, PACK_TARGET};
 use crate::snapshot::{
     self, ItemError, SnapshotMeta, SnapshotRecord, SnapshotStats, MAX_ERROR_BYTES,
@@ -87,9 +87,9 @@ pub struct SnapshotWriter {
     /// Blobs stored by this run (in a pack being built or uploaded).
     added: HashMap<(BlobId, BlobKind), BlobRef>,
     /// Blobs whose stored copy was read back sound this run.
-    confirmed: HashSet<BlobId>,
+    confirmed: HashSet<(BlobId, BlobKind)>,
     /// Blobs whose stored copy was found damaged this run: stored again.
-    distrusted: HashSet<BlobId>,
+    distrusted: HashSet<(BlobId, BlobKind)>,
     /// Bytes read back to confirm stored copies this run.
     confirm_spent: u64,
     data: Option<PackBuilder>,
@@ -285,7 +285,7 @@ impl SnapshotWriter {
     /// Whether a sound copy of the blob is stored, or stored by this run: what may be
     /// reused (the account tree reuses a folder node of the previous snapshot only then).
     pub fn is_sound(&self, id: &BlobId, kind: BlobKind) -> bool {
-        (self.index.has_sound(id, kind) && !self.distrusted.contains(id))
+        (self.index.has_sound(id, kind) && !self.distrusted.contains(&(*id, kind)))
             || self.added.contains_key(&(*id, kind))
     }
 
@@ -307,7 +307,7 @@ impl SnapshotWriter {
         for (i, (id, raw_len, sealed)) in done.iter().enumerate() {
             let from_earlier = sealed.is_none()
                 && !self.added.contains_key(&(*id, kind))
-                && !self.confirmed.contains(id);
+                && !self.confirmed.contains(&(*id, kind));
             if !from_earlier || self.confirm_spent >= CONFIRM_BUDGET {
                 continue;
             }
@@ -336,10 +336,10 @@ impl SnapshotWriter {
                 Ok(())
             })
             .await?;
-        self.confirmed.extend(good);
+        self.confirmed.extend(good.into_iter().map(|id| (id, kind)));
         for id in bad {
             tracing::warn!(blob = %id, "a stored copy is damaged; storing it again from the source");
-            if let Some(loc) = self.index.get(&id) {
+            if let Some(loc) = self.index.get(&id, kind) {
                 self.segment.add(
                     id,
                     Loc {
@@ -348,7 +348,7 @@ impl SnapshotWriter {
                     },
                 );
             }
-            self.distrusted.insert(id);
+            self.distrusted.insert((id, kind));
             let seal = kind.seal_kind();
             for &i in &at[&id] {
                 let (codec, payload) = codec::encode(&items[i], dict);
@@ -401,7 +401,7 @@ impl SnapshotWriter {
                 .map(|item| {
                     let id = v.keys().blob_id(item);
                     let raw_len = item.len() as u32;
-                    let known = (index.has_sound(&id, kind) && !distrusted.contains(&id))
+                    let known = (index.has_sound(&id, kind) && !distrusted.contains(&(id, kind)))
                         || added.contains_key(&(id, kind));
                     if known {
                         return (id, raw_len, None);
@@ -743,7 +743,9 @@ impl SnapshotWriter {
     /// merges them. Runs after the checkpoint or snapshot is recorded, so a failure costs
     /// nothing but a warning; the next run tries again.
     async fn compact_if_many(&self) {
-        if self.index.segments.len() + self.segments_written <= COMPACT_FROM {
+        // An index of many blobs is several segments even when compacted.
+        let parts = self.index.len().div_ceil(COMPACT_PART);
+        if self.index.segments.len() + self.segments_written <= COMPACT_FROM + parts {
             return;
         }
         let done = async {
