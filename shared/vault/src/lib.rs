@@ -13,6 +13,7 @@ pub mod codec;
 pub mod crypto;
 mod dict;
 mod error;
+mod idset;
 pub mod index;
 pub mod pack;
 mod read;

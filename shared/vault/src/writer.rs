@@ -18,6 +18,7 @@ use crate::chunker::{chunk_windows, STREAM_QUEUE};
 use crate::codec::{self, Dict, DICT_MAX_ITEM};
 use crate::crypto::BlobId;
 use crate::error::{Error, Result};
+use crate::idset::IdSet;
 use crate::index::{AccountIndex, Loc, Segment, COMPACT_FROM, COMPACT_PART};
 use crate::pack::{BlobKind, PackBuilder, PACK_TARGET};
 use crate::snapshot::{
@@ -85,9 +86,9 @@ pub struct SnapshotWriter {
     /// The account's index as this run found it.
     index: Arc<AccountIndex>,
     /// Blobs stored by this run (in a pack being built or uploaded).
-    added: HashMap<(BlobId, BlobKind), BlobRef>,
+    added: IdSet<(BlobId, BlobKind)>,
     /// Blobs whose stored copy was read back sound this run.
-    confirmed: HashSet<(BlobId, BlobKind)>,
+    confirmed: IdSet<(BlobId, BlobKind)>,
     /// Blobs whose stored copy was found damaged this run: stored again.
     distrusted: HashSet<(BlobId, BlobKind)>,
     /// Bytes read back to confirm stored copies this run.
@@ -119,8 +120,8 @@ impl SnapshotWriter {
             parent,
             parent_nodes: HashMap::new(),
             index,
-            added: HashMap::new(),
-            confirmed: HashSet::new(),
+            added: IdSet::default(),
+            confirmed: IdSet::default(),
             distrusted: HashSet::new(),
             confirm_spent: 0,
             data: None,
@@ -286,7 +287,7 @@ impl SnapshotWriter {
     /// reused (the account tree reuses a folder node of the previous snapshot only then).
     pub fn is_sound(&self, id: &BlobId, kind: BlobKind) -> bool {
         (self.index.has_sound(id, kind) && !self.distrusted.contains(&(*id, kind)))
-            || self.added.contains_key(&(*id, kind))
+            || self.added.contains(&(*id, kind))
     }
 
     /// Content handed over fresh by the source that the vault already holds from an
@@ -306,7 +307,7 @@ impl SnapshotWriter {
         let mut at: HashMap<BlobId, Vec<usize>> = HashMap::new();
         for (i, (id, raw_len, sealed)) in done.iter().enumerate() {
             let from_earlier = sealed.is_none()
-                && !self.added.contains_key(&(*id, kind))
+                && !self.added.contains(&(*id, kind))
                 && !self.confirmed.contains(&(*id, kind));
             if !from_earlier || self.confirm_spent >= CONFIRM_BUDGET {
                 continue;
@@ -402,7 +403,7 @@ impl SnapshotWriter {
                     let id = v.keys().blob_id(item);
                     let raw_len = item.len() as u32;
                     let known = (index.has_sound(&id, kind) && !distrusted.contains(&(id, kind)))
-                        || added.contains_key(&(id, kind));
+                        || added.contains(&(id, kind));
                     if known {
                         return (id, raw_len, None);
                     }
@@ -429,7 +430,7 @@ impl SnapshotWriter {
             }
             let s = sealed.expect("unknown items are sealed")?;
             self.append(id, kind, raw_len, &s).await?;
-            self.added.insert((id, kind), r);
+            self.added.insert((id, kind));
             self.stats.new_blobs += 1;
             self.stats.new_bytes += raw_len as u64;
             self.stats.stored_bytes += s.len() as u64;
