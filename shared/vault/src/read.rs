@@ -244,49 +244,6 @@ impl AccountVault {
         Ok(pieces)
     }
 
-    /// Loads every folder node of a tree, breadth first, with coalesced reads. Returns
-    /// them keyed by the id of the folder's (top) node.
-    ///
-    /// # Errors
-    /// A store failure or damage in any node.
-    pub async fn load_trees(&self, root: &BlobRef) -> Result<HashMap<BlobId, Arc<Node>>> {
-        let mut pieces: HashMap<BlobId, Piece> = HashMap::new();
-        let mut tops = vec![root.id];
-        let mut level = vec![*root];
-        while !level.is_empty() {
-            let mut next = Vec::new();
-            self.read_many(level, BlobKind::Tree, |r, bytes| {
-                let p = Piece::decode(&bytes?, &format!("tree {}", r.id))?;
-                match &p {
-                    Piece::Branch(children) => next.extend(children.iter().map(|c| c.node)),
-                    Piece::Leaf(entries) => {
-                        for e in entries {
-                            if let (EntryKind::Dir, Some(s)) = (e.kind, e.subtree) {
-                                tops.push(s.id);
-                                next.push(s);
-                            }
-                        }
-                    }
-                }
-                pieces.insert(r.id, p);
-                Ok(())
-            })
-            .await?;
-            next.retain(|r| !pieces.contains_key(&r.id));
-            next.sort();
-            next.dedup();
-            level = next;
-        }
-        tops.sort();
-        tops.dedup();
-        let mut nodes = HashMap::with_capacity(tops.len());
-        for id in tops {
-            let entries = assemble(&pieces, &id, &format!("tree {id}"))?;
-            nodes.insert(id, Arc::new(Node { entries }));
-        }
-        Ok(nodes)
-    }
-
     /// Reads many blobs with as few ranged reads as possible (nearby records of one pack
     /// are read together, the next read in flight while the current one is opened),
     /// opening them in parallel. Calls `sink` once per distinct blob, in no particular

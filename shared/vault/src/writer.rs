@@ -22,10 +22,10 @@ use crate::idset::IdSet;
 use crate::index::{AccountIndex, Loc, Segment, COMPACT_FROM, COMPACT_PART};
 use crate::pack::{BlobKind, PackBuilder, PACK_TARGET};
 use crate::snapshot::{
-    self, ItemError, SnapshotMeta, SnapshotRecord, SnapshotStats, MAX_ERROR_BYTES,
+    self, ItemError, SnapshotMeta, SnapshotRecord, SnapshotStats, TreeTotals, MAX_ERROR_BYTES,
     MAX_RECORDED_ERRORS, RECORD_VERSION,
 };
-use crate::tree::{self, BlobRef, Child, Node, Piece};
+use crate::tree::BlobRef;
 use crate::Vault;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -36,6 +36,10 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::Arc;
 use tokio::task::JoinSet;
+
+mod trees;
+
+pub use trees::EachLeaf;
 
 /// Items up to this size are stored as one blob; larger ones are chunked. As large as the
 /// largest chunk: an item this small gains nothing from chunking (an edit would change
@@ -82,8 +86,8 @@ type Sealed = (BlobId, u32, Option<Result<Vec<u8>>>);
 pub struct SnapshotWriter {
     av: AccountVault,
     parent: Option<SnapshotRecord>,
-    parent_nodes: HashMap<BlobId, Arc<Node>>,
-    /// The account's index as this run found it.
+    /// The account's index as this run found it (read again only to read back a folder
+    /// node this run stored, see `read_folder`).
     index: Arc<AccountIndex>,
     /// Blobs stored by this run (in a pack being built or uploaded).
     added: IdSet<(BlobId, BlobKind)>,
@@ -115,14 +119,13 @@ impl SnapshotWriter {
                 sizes: Vec::new(),
             },
         };
-        let mut w = SnapshotWriter {
+        Ok(SnapshotWriter {
             av,
             parent,
-            parent_nodes: HashMap::new(),
             index,
             added: IdSet::default(),
             confirmed: IdSet::default(),
-            distrusted: HashSet::new(),
+            distrusted: Default::default(),
             confirm_spent: 0,
             data: None,
             trees: None,
@@ -133,11 +136,7 @@ impl SnapshotWriter {
             errors: Vec::new(),
             error_count: 0,
             dict,
-        };
-        if let Some(p) = w.parent.clone() {
-            w.parent_nodes = w.av.load_trees(&p.root()).await?;
-        }
-        Ok(w)
+        })
     }
 
     pub fn vault(&self) -> &Vault {
@@ -150,11 +149,6 @@ impl SnapshotWriter {
 
     pub fn parent(&self) -> Option<&SnapshotRecord> {
         self.parent.as_ref()
-    }
-
-    /// The parent snapshot's node with this id, if the parent has it.
-    pub fn parent_node(&self, id: &BlobId) -> Option<Arc<Node>> {
-        self.parent_nodes.get(id).cloned()
     }
 
     pub fn stats_mut(&mut self) -> &mut SnapshotStats {
@@ -235,52 +229,6 @@ impl SnapshotWriter {
             .await
             .map_err(|e| Error::Format(format!("chunker failed: {e}")))?;
         Ok((refs, total))
-    }
-
-    /// Stores a folder node (sorted first) and returns its reference. A large folder is
-    /// stored as pieces under branch nodes (see [`crate::tree`]); an unchanged folder, or
-    /// piece, gets the reference it had and nothing is written.
-    pub async fn store_tree(&mut self, mut node: Node) -> Result<BlobRef> {
-        node.normalise();
-        let leaves = tree::leaf_pieces(node.entries)
-            .into_iter()
-            .map(|p| {
-                let first = p.first().map(|e| e.name.clone()).unwrap_or_default();
-                (first, p.len() as u64, Piece::Leaf(p))
-            })
-            .collect();
-        let mut level = self.store_pieces(leaves).await?;
-        while level.len() > 1 {
-            let branches = tree::branch_pieces(level)
-                .into_iter()
-                .map(|g| {
-                    let first = g[0].first.clone();
-                    let entries = g.iter().map(|c| c.entries).sum();
-                    (first, entries, Piece::Branch(g))
-                })
-                .collect();
-            level = self.store_pieces(branches).await?;
-        }
-        Ok(level[0].node)
-    }
-
-    /// Stores one level of a folder's pieces (first name, entries below, piece) and
-    /// returns them as the children of the level above.
-    async fn store_pieces(&mut self, pieces: Vec<(Vec<u8>, u64, Piece)>) -> Result<Vec<Child>> {
-        let encoded = pieces
-            .iter()
-            .map(|(_, _, p)| Bytes::from(p.encode()))
-            .collect();
-        let refs = self.store(encoded, BlobKind::Tree).await?;
-        Ok(pieces
-            .into_iter()
-            .zip(refs)
-            .map(|((first, entries, _), node)| Child {
-                first,
-                node,
-                entries,
-            })
-            .collect())
     }
 
     /// Whether a sound copy of the blob is stored, or stored by this run: what may be
@@ -620,17 +568,6 @@ impl SnapshotWriter {
         Ok(r.pop().expect("one item in, one reference out"))
     }
 
-    /// Adds a stored tree (a paused backup's checkpoint) to what this writer knows: its
-    /// nodes become readable through [`SnapshotWriter::parent_node`].
-    ///
-    /// # Errors
-    /// A damaged or missing node.
-    pub async fn adopt(&mut self, root: &BlobRef) -> Result<()> {
-        let nodes = self.av.load_trees(root).await?;
-        self.parent_nodes.extend(nodes);
-        Ok(())
-    }
-
     /// Pauses the backup: makes everything stored so far durable and records `root` and
     /// `cursor` as the account's checkpoint, from which the next run goes on. Nothing
     /// becomes visible.
@@ -640,6 +577,7 @@ impl SnapshotWriter {
     pub async fn checkpoint(
         mut self,
         root: BlobRef,
+        totals: TreeTotals,
         cursor: Option<String>,
         started_at: DateTime<Utc>,
         pauses: u32,
@@ -656,6 +594,7 @@ impl SnapshotWriter {
             parent: self.parent.as_ref().map(|p| p.id.clone()),
             pauses,
             error_count: self.error_count,
+            totals: Some(totals),
         };
         let value = snapshot::seal_record(v.keys(), &key.pk, &key.sk, &cp)?;
         v.catalog()
