@@ -360,7 +360,9 @@ async fn store_and_crash(
     node.entries
         .push(Entry::new(b"x".to_vec(), EntryKind::File));
     let root = w.store_tree(node).await.unwrap();
-    w.checkpoint(root, None, Utc::now(), 1).await.unwrap();
+    w.checkpoint(root, vault::TreeTotals::default(), None, Utc::now(), 1)
+        .await
+        .unwrap();
     let key = ports::catalog_keys::checkpoint(v.tenant(), v.task(), &parent.account);
     v.catalog()
         .delete(&key.pk, &key.sk, ports::Condition::None)

@@ -241,15 +241,15 @@ async fn the_tree_refuses_what_cannot_be() {
                 .put_item(&p("a/b/c"), ItemInfo::default(), Bytes::new())
                 .await
                 .is_err());
-            assert!(tree.ensure_folder(&p("a/b/c")).is_err());
+            assert!(tree.ensure_folder(&p("a/b/c")).await.is_err());
             assert!(tree
                 .put_item(&p("a"), ItemInfo::default(), Bytes::new())
                 .await
                 .is_err());
             assert!(tree.rename(&p("a"), &p("a/d")).await.is_err());
             assert!(tree.rename(&p("nope"), &p("x")).await.is_err());
-            assert!(tree.update_item(&p("a/b"), |e| e.size = 99).is_err());
-            assert!(!tree.update_item(&p("a/zz"), |_| {}).unwrap());
+            assert!(tree.update_item(&p("a/b"), |e| e.size = 99).await.is_err());
+            assert!(!tree.update_item(&p("a/zz"), |_| {}).await.unwrap());
             // A large item is chunked; a source that sends fewer bytes than it announced
             // keeps nothing of it.
             let big = vec![7u8; 9 << 20];
@@ -267,10 +267,10 @@ async fn the_tree_refuses_what_cannot_be() {
                 11,
             )
             .await?;
-            assert!(tree.item(&p("short.bin")).is_none());
+            assert!(tree.item(&p("short.bin")).await?.is_none());
             // Moving a folder keeps what is in it, pending content included.
             tree.rename(&p("a"), &p("e")).await?;
-            assert!(tree.item(&p("e/b")).is_some());
+            assert!(tree.item(&p("e/b")).await?.is_some());
             Ok(None)
         }
         async fn restore(

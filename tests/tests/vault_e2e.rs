@@ -39,7 +39,12 @@ async fn damage_content(env: &TestEnv, task: &TaskRecord, snap: &SnapshotRecord,
         .lookup(&snap.root(), &ItemPath::parse(path).unwrap())
         .await
         .unwrap();
-    let loc = av.index().await.unwrap().get(&entry.content[0].id).unwrap();
+    let loc = av
+        .index()
+        .await
+        .unwrap()
+        .get(&entry.content[0].id, vault::BlobKind::Data)
+        .unwrap();
     let file = env
         .dir
         .path()

@@ -117,11 +117,10 @@ impl Engine {
         if let Some((errors, count)) = earlier_errors {
             writer.resume_errors(errors, count);
         }
-        let start = checkpoint.as_ref().map(|cp| BlobRef::from(cp.root));
-        if let Some(root) = &start {
-            writer.adopt(root).await?;
-        }
-        let mut tree = AccountTree::open(writer, start, progress.clone())?;
+        let start = checkpoint
+            .as_ref()
+            .map(|cp| (BlobRef::from(cp.root), cp.totals));
+        let mut tree = AccountTree::open(writer, start, progress.clone()).await?;
         tree.deadline = opts.deadline;
         progress.status("fetching changes");
         let next = connector

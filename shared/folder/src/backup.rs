@@ -102,12 +102,18 @@ pub(crate) fn walk<'a>(
         };
         names.sort();
         let present: HashSet<&[u8]> = names.iter().map(|(n, _)| n.as_slice()).collect();
-        let gone: Vec<Vec<u8>> = tree
+        let mut gone: Vec<Vec<u8>> = tree
             .items(at)
-            .map(|e| e.name.clone())
-            .chain(tree.subfolders(at))
+            .await?
+            .map(|e| e.name)
             .filter(|n| !present.contains(n.as_slice()))
             .collect();
+        gone.extend(
+            tree.subfolders(at)
+                .await?
+                .into_iter()
+                .filter(|n| !present.contains(n.as_slice())),
+        );
         for name in gone {
             tree.remove(&at.join(&name)?).await?;
         }
@@ -125,28 +131,30 @@ pub(crate) fn walk<'a>(
             let meta = match fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) => {
-                    tree.record_error(&item, kept(tree, &item, format!("cannot be read: {e}")));
+                    let msg = kept(tree, &item, format!("cannot be read: {e}")).await?;
+                    tree.record_error(&item, msg);
                     continue;
                 }
             };
             let ft = meta.file_type();
             if ft.is_dir() {
-                if tree.item(&item).is_some() {
+                if tree.item(&item).await?.is_some() {
                     tree.remove(&item).await?;
                 }
                 tree.update_folder(&item, |e| {
                     e.mtime_ns = mtime_ns(&meta);
                     e.mode = mode(&meta);
-                })?;
+                })
+                .await?;
                 walk(tree, &path, &item).await?;
             } else if ft.is_symlink() {
                 link(tree, &path, &item, &meta).await?;
             } else if ft.is_file() {
-                if tree.has_folder(&item) {
+                if tree.has_folder(&item).await? {
                     tree.remove(&item).await?;
                 }
                 let e = file_entry(&name, &meta);
-                let unchanged = tree.item(&item).filter(|p| {
+                let unchanged = tree.item(&item).await?.filter(|p| {
                     p.kind == EntryKind::File
                         && p.size == e.size
                         && p.mtime_ns == e.mtime_ns
@@ -155,7 +163,7 @@ pub(crate) fn walk<'a>(
                 if let Some(p) = unchanged {
                     let size = p.size;
                     if p.mode != e.mode {
-                        tree.update_item(&item, |p| p.mode = e.mode)?;
+                        tree.update_item(&item, |p| p.mode = e.mode).await?;
                     }
                     tree.advance(size);
                 } else if (e.size as usize) <= SMALL_ITEM {
@@ -184,24 +192,26 @@ pub(crate) fn walk<'a>(
 }
 
 /// `message`, saying so when the item keeps its previous version.
-fn kept(tree: &AccountTree, item: &ItemPath, message: String) -> String {
-    if tree.item(item).is_some() || tree.has_folder(item) {
-        format!("{message}; the previous version is kept")
-    } else {
-        message
-    }
+async fn kept(tree: &mut AccountTree, item: &ItemPath, message: String) -> Result<String> {
+    Ok(
+        if tree.item(item).await?.is_some() || tree.has_folder(item).await? {
+            format!("{message}; the previous version is kept")
+        } else {
+            message
+        },
+    )
 }
 
 async fn link(tree: &mut AccountTree, path: &Path, item: &ItemPath, meta: &Metadata) -> Result<()> {
     let target = match fs::read_link(path) {
         Ok(t) => t.as_os_str().as_bytes().to_vec(),
         Err(e) => {
-            let msg = kept(tree, item, format!("link cannot be read: {e}"));
+            let msg = kept(tree, item, format!("link cannot be read: {e}")).await?;
             tree.record_error(item, msg);
             return Ok(());
         }
     };
-    let same = tree.item(item).is_some_and(|p| {
+    let same = tree.item(item).await?.is_some_and(|p| {
         p.kind == EntryKind::Symlink
             && p.link.as_deref() == Some(target.as_slice())
             && p.mtime_ns == mtime_ns(meta)
@@ -209,7 +219,7 @@ async fn link(tree: &mut AccountTree, path: &Path, item: &ItemPath, meta: &Metad
     if same {
         return Ok(());
     }
-    if tree.has_folder(item) {
+    if tree.has_folder(item).await? {
         tree.remove(item).await?;
     }
     let mut e = Entry::new(Vec::new(), EntryKind::Symlink);
@@ -268,7 +278,7 @@ async fn store_small(tree: &mut AccountTree, batch: Vec<Pending>) -> Result<()> 
                 tree.put_entry(&p.item, e, Bytes::from(data)).await?;
             }
             Err(err) => {
-                let msg = kept(tree, &p.item, format!("cannot be read: {err}"));
+                let msg = kept(tree, &p.item, format!("cannot be read: {err}")).await?;
                 tree.record_error(&p.item, msg);
             }
         }
@@ -285,7 +295,7 @@ async fn store_large(
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) => {
-            let msg = kept(tree, item, format!("cannot be read: {e}"));
+            let msg = kept(tree, item, format!("cannot be read: {e}")).await?;
             tree.record_error(item, msg);
             return Ok(());
         }
@@ -311,6 +321,7 @@ async fn store_large(
         e.mtime_ns = mtime_ns(&after);
         e.mode = mode(&after);
         e.fingerprint = if stable { fingerprint(&after) } else { 0 };
-    })?;
+    })
+    .await?;
     Ok(())
 }

@@ -367,7 +367,7 @@ impl Connector for M365Connector {
         let cur = names::Cursor::parse(cursor);
         let site = sites::site_id(account.id.as_str());
         let key = site.clone().unwrap_or_else(|| account.id.to_string());
-        let mut run = Run::new(&self.g, tree, cur, key);
+        let mut run = Run::new(&self.g, tree, cur, key).await?;
         let flow = match site {
             Some(_) => sites::backup(&mut run).await?,
             None => self.backup_user(&mut run, account).await?,
@@ -376,7 +376,7 @@ impl Connector for M365Connector {
             run.cur.done.clear();
             // Anything still in staging belongs to a collection that no longer exists.
             let staging = names::path(&[names::STAGING.as_bytes()]);
-            if run.tree.has_folder(&staging) {
+            if run.tree.has_folder(&staging).await? {
                 run.tree.remove(&staging).await?;
             }
         }

@@ -39,7 +39,12 @@ pub struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    pub fn new(g: &'a Graph, tree: &'a mut AccountTree, cur: Cursor, key: String) -> Self {
+    pub async fn new(
+        g: &'a Graph,
+        tree: &'a mut AccountTree,
+        cur: Cursor,
+        key: String,
+    ) -> engine::Result<Self> {
         let mut run = Run {
             g,
             tree,
@@ -52,28 +57,30 @@ impl<'a> Run<'a> {
             by_id: HashMap::new(),
             prefetched: std::sync::Mutex::new(HashMap::new()),
         };
-        run.reindex();
-        run
+        run.reindex().await?;
+        Ok(run)
     }
 
     /// Rebuilds both indexes from the tree.
-    pub fn reindex(&mut self) {
+    pub async fn reindex(&mut self) -> engine::Result<()> {
         self.by_name.clear();
         self.by_id.clear();
-        let mut folders = self.tree.folder_paths();
+        let mut folders = self.tree.folder_paths().await?;
         folders.push(ItemPath::root());
         for f in folders {
-            if let Some(id) = meta_of(self.tree.folder_meta(&f).unwrap_or(&[]), "id") {
+            let fmeta = self.tree.folder_meta(&f).await?.unwrap_or_default();
+            if let Some(id) = meta_of(&fmeta, "id") {
                 self.by_id.insert(id.to_string(), f.clone());
             }
-            for e in self.tree.items(&f) {
+            for e in self.tree.items(&f).await? {
                 let p = f.join(&e.name).expect("tree names are valid");
                 if let Some(id) = meta_of(&e.meta, "id") {
                     self.by_id.insert(id.to_string(), p.clone());
                 }
-                self.by_name.insert(e.name.clone(), p);
+                self.by_name.insert(e.name, p);
             }
         }
+        Ok(())
     }
 
     /// The folders the cursor knows whose key starts with `prefix` (one service's or one
@@ -120,21 +127,23 @@ impl<'a> Run<'a> {
     }
 
     /// Where an item of this name is now, if anywhere.
-    pub fn find_name(&self, name: &[u8]) -> Option<ItemPath> {
-        self.by_name
-            .get(name)
-            .filter(|p| self.tree.item(p).is_some())
-            .cloned()
+    pub async fn find_name(&mut self, name: &[u8]) -> engine::Result<Option<ItemPath>> {
+        let Some(p) = self.by_name.get(name).cloned() else {
+            return Ok(None);
+        };
+        Ok(self.tree.item(&p).await?.is_some().then_some(p))
     }
 
     /// Where the drive item or folder with Graph id `id` is now, if anywhere.
-    pub fn find_id(&self, id: &str) -> Option<ItemPath> {
-        let p = self.by_id.get(id)?;
-        let meta = match self.tree.item(p) {
-            Some(e) if e.kind != EntryKind::Dir => Some(e.meta.as_slice()),
-            _ => self.tree.folder_meta(p),
+    pub async fn find_id(&mut self, id: &str) -> engine::Result<Option<ItemPath>> {
+        let Some(p) = self.by_id.get(id).cloned() else {
+            return Ok(None);
         };
-        (meta_of(meta?, "id") == Some(id)).then(|| p.clone())
+        let meta = match self.tree.item(&p).await? {
+            Some(e) if e.kind != EntryKind::Dir => Some(e.meta),
+            _ => self.tree.folder_meta(&p).await?,
+        };
+        Ok(meta.filter(|m| meta_of(m, "id") == Some(id)).map(|_| p))
     }
 
     pub fn note(&mut self, path: &ItemPath, id: Option<&str>) {
@@ -171,18 +180,20 @@ impl<'a> Run<'a> {
     }
 
     /// Replaces an existing item's metadata (a read flag, a category) without its content.
-    pub fn update_meta(&mut self, path: &ItemPath, info: &ItemInfo) -> engine::Result<bool> {
-        self.tree.update_item(path, |e| {
-            e.meta = info.meta.clone();
-            e.fingerprint = info.fingerprint;
-            e.mtime_ns = info.mtime_ns;
-        })
+    pub async fn update_meta(&mut self, path: &ItemPath, info: &ItemInfo) -> engine::Result<bool> {
+        self.tree
+            .update_item(path, |e| {
+                e.meta = info.meta.clone();
+                e.fingerprint = info.fingerprint;
+                e.mtime_ns = info.mtime_ns;
+            })
+            .await
     }
 
     /// Applies the removals collected so far.
     pub async fn flush_removals(&mut self) -> engine::Result<()> {
         for p in std::mem::take(&mut self.removals) {
-            if self.tree.item(&p).is_some() {
+            if self.tree.item(&p).await?.is_some() {
                 self.tree.remove(&p).await?;
             }
         }
@@ -201,12 +212,12 @@ impl<'a> Run<'a> {
     /// that a full enumeration finds them there: equal ones come back without a download,
     /// and whatever is left when the round ends was deleted at the source.
     pub async fn stage_items(&mut self, folder: &ItemPath, key: &str) -> engine::Result<()> {
-        let names: Vec<Vec<u8>> = self.tree.items(folder).map(|e| e.name.clone()).collect();
+        let names: Vec<Vec<u8>> = self.tree.items(folder).await?.map(|e| e.name).collect();
         if names.is_empty() {
             return Ok(());
         }
         let staging = names::staging(key);
-        self.tree.ensure_folder(&staging)?;
+        self.tree.ensure_folder(&staging).await?;
         for n in names {
             let from = folder.join(&n)?;
             let to = staging.join(&n)?;
@@ -241,7 +252,10 @@ impl<'a> Run<'a> {
             if from == to {
                 continue;
             }
-            if self.tree.has_folder(&from) && !self.tree.has_folder(&to) && !to.starts_with(&from) {
+            if self.tree.has_folder(&from).await?
+                && !self.tree.has_folder(&to).await?
+                && !to.starts_with(&from)
+            {
                 self.rename(&from, &to).await?;
             } else {
                 restart.push(key);
@@ -255,7 +269,7 @@ impl<'a> Run<'a> {
             if live.iter().any(|(_, p, _)| p.starts_with(&old)) {
                 // Another live folder now sits at or below this path: only the items of
                 // the vanished folder go.
-                let names: Vec<Vec<u8>> = self.tree.items(&old).map(|e| e.name.clone()).collect();
+                let names: Vec<Vec<u8>> = self.tree.items(&old).await?.map(|e| e.name).collect();
                 for n in names {
                     self.tree.remove(&old.join(&n)?).await?;
                 }
@@ -266,8 +280,8 @@ impl<'a> Run<'a> {
             self.cur.folders.remove(key);
         }
         for (_, p, meta) in live {
-            self.tree.ensure_folder(p)?;
-            self.tree.set_folder_meta(p, meta.clone())?;
+            self.tree.ensure_folder(p).await?;
+            self.tree.set_folder_meta(p, meta.clone()).await?;
         }
         Ok(restart)
     }

@@ -413,8 +413,8 @@ impl FakeSource {
         let all = self
             .with(|s| s.accounts.get(account).map(|m| m.items.clone()))
             .unwrap_or_default();
-        for f in tree.folder_paths() {
-            let names: Vec<Vec<u8>> = tree.items(&f).map(|e| e.name.clone()).collect();
+        for f in tree.folder_paths().await? {
+            let names: Vec<Vec<u8>> = tree.items(&f).await?.map(|e| e.name).collect();
             for name in names {
                 let keep = uid_of(&name)
                     .and_then(|u| all.get(&u))
@@ -502,13 +502,14 @@ impl Connector for FakeSource {
                     if let Some(item) = current(uid) {
                         tree.update_item(&item_path(&item.folder, *uid)?, |e| {
                             e.meta = item.meta.clone()
-                        })?;
+                        })
+                        .await?;
                     }
                 }
                 Change::Moved(uid, from) => {
                     if let Some(item) = current(uid) {
                         let (old, new) = (item_path(from, *uid)?, item_path(&item.folder, *uid)?);
-                        if tree.item(&old).is_some() {
+                        if tree.item(&old).await?.is_some() {
                             tree.rename(&old, &new).await?;
                         }
                     }

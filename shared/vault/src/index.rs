@@ -38,6 +38,9 @@ pub const SEGMENT_KIND: &str = "idx";
 pub const COMPACT_FROM: usize = 8;
 /// Segments read at once while loading.
 const LOAD_PARALLEL: usize = 8;
+/// Entries of one segment written by a compaction, at most: about 5 MiB sealed, so that
+/// loading reads a large index in parts of bounded size.
+pub const COMPACT_PART: usize = 128 * 1024;
 
 const SEGMENT_VERSION: u8 = 2;
 
@@ -54,16 +57,33 @@ pub struct Loc {
     pub damaged: bool,
 }
 
-/// A location as held in memory: the pack interned (an index of 1,000,000 blobs in a few
-/// hundred packs would otherwise repeat 32-byte pack names a million times).
+/// A blob's location as held in memory: its id beside it, the pack interned (an index of
+/// 1,000,000 blobs in a few hundred packs would otherwise repeat 32-byte pack names a
+/// million times). 52 bytes a blob, held in one sorted vector: a hash map of the same
+/// entries takes twice that, and three times while it grows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Slot {
+    id: BlobId,
     pack: u32,
     offset: u32,
     len: u32,
     raw_len: u32,
     kind: BlobKind,
     damaged: bool,
+}
+
+impl Slot {
+    /// Applies a later location of the same blob (see the module doc): damage, once known
+    /// at a location, stays; a damaged location never displaces a sound one; otherwise
+    /// the later wins.
+    fn apply(&mut self, later: &Slot) {
+        if self.pack == later.pack && self.offset == later.offset {
+            let damaged = self.damaged || later.damaged;
+            *self = Slot { damaged, ..*later };
+        } else if !later.damaged || self.damaged {
+            *self = *later;
+        }
+    }
 }
 
 /// A pack found holding nothing any snapshot or checkpoint needs: it is deleted by a
@@ -74,16 +94,23 @@ pub struct Condemned {
     pub not_before: i64,
 }
 
-/// One account's merged index.
+/// One account's merged index: every blob once, sorted by id.
 #[derive(Default, Debug)]
 pub struct AccountIndex {
     packs: Vec<PackId>,
-    /// When each pack was first indexed (ms since the epoch), parallel to `packs`.
+    /// When each pack was first indexed (ms since the epoch; 0 unknown), as `packs`.
     born: Vec<i64>,
     pack_ix: HashMap<PackId, u32>,
-    map: HashMap<BlobId, Slot>,
     condemned: HashMap<PackId, Condemned>,
     dropped: HashSet<PackId>,
+    /// Sorted by id and one per blob once settled; while segments are applied, their
+    /// locations are appended in the order applied and merged by [`AccountIndex::settle`].
+    slots: Vec<Slot>,
+    /// Whether `slots` holds appended locations not merged yet.
+    unsettled: bool,
+    /// Locations marked damaged by a segment applied so far (few): a later segment that
+    /// names the same location does not heal it.
+    damaged_at: HashSet<(u32, u32)>,
     /// The segments merged, by name, in order.
     pub(crate) segments: Vec<String>,
 }
@@ -145,72 +172,127 @@ impl AccountIndex {
         }
     }
 
-    /// Where the blob lies (possibly a damaged location: check [`Loc::damaged`]).
-    pub fn get(&self, id: &BlobId) -> Option<Loc> {
-        self.map.get(id).map(|s| self.loc(s))
+    fn slot(&self, id: &BlobId, kind: BlobKind) -> Option<&Slot> {
+        debug_assert!(!self.unsettled, "an index is read only once settled");
+        self.slots
+            .binary_search_by(|s| (&s.id, s.kind).cmp(&(id, kind)))
+            .ok()
+            .map(|i| &self.slots[i])
+    }
+
+    /// Where the blob of this kind lies (possibly a damaged location: check
+    /// [`Loc::damaged`]). A blob is its id and its kind: the same bytes stored as an
+    /// item and as side data (two zero bytes are both) are two blobs.
+    pub fn get(&self, id: &BlobId, kind: BlobKind) -> Option<Loc> {
+        self.slot(id, kind).map(|s| self.loc(s))
     }
 
     /// Whether a sound copy of the blob, of this kind, is stored where it will stay: what a
     /// writer may reuse. A condemned pack's copy is not reused (a prune may delete it
     /// before the writer's snapshot is recorded); the content is stored again.
     pub fn has_sound(&self, id: &BlobId, kind: BlobKind) -> bool {
-        self.map.get(id).is_some_and(|s| {
+        self.slot(id, kind).is_some_and(|s| {
             !s.damaged
-                && s.kind == kind
                 && (self.condemned.is_empty()
                     || !self.condemned.contains_key(&self.packs[s.pack as usize]))
         })
     }
 
-    /// Every known blob and its location.
-    pub fn iter(&self) -> impl Iterator<Item = (BlobId, Loc)> + '_ {
-        self.map.iter().map(|(id, s)| (*id, self.loc(s)))
+    /// How many blobs the index knows.
+    pub fn len(&self) -> usize {
+        self.slots.len()
     }
 
-    /// Adds a location (a blob this run stored): a later sound location wins. A location
-    /// in a dropped pack is ignored (a stale damage mark, written after the drop).
-    pub fn insert(&mut self, id: BlobId, loc: Loc) {
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+
+    /// Every known blob and its location, in id (then kind) order.
+    pub fn iter(&self) -> impl Iterator<Item = (BlobId, Loc)> + '_ {
+        self.slots.iter().map(|s| (s.id, self.loc(s)))
+    }
+
+    /// Appends one location as the next in order (see [`AccountIndex::settle`]). A
+    /// location in a dropped pack is ignored (a stale damage mark, written after the drop).
+    fn push(&mut self, id: BlobId, loc: Loc) {
         if !self.dropped.is_empty() && self.dropped.contains(&loc.pack) {
             return;
         }
         let pack = self.intern(loc.pack);
-        let slot = Slot {
+        let at = (pack, loc.offset);
+        let damaged = loc.damaged || self.damaged_at.contains(&at);
+        if loc.damaged {
+            self.damaged_at.insert(at);
+        }
+        self.slots.push(Slot {
+            id,
             pack,
             offset: loc.offset,
             len: loc.len,
             raw_len: loc.raw_len,
             kind: loc.kind,
-            damaged: loc.damaged,
-        };
-        match self.map.get(&id) {
-            Some(old) if old.pack == slot.pack && old.offset == slot.offset => {
-                // One location: damage, once known, stays.
-                let damaged = old.damaged || slot.damaged;
-                self.map.insert(id, Slot { damaged, ..slot });
-            }
-            Some(old) if slot.damaged && !old.damaged => {}
-            _ => {
-                self.map.insert(id, slot);
-            }
-        }
+            damaged,
+        });
+        self.unsettled = true;
     }
 
-    /// Applies one segment (segments are applied in name order); `written` is the time its
-    /// name gives, for packs it does not date itself.
-    fn apply(&mut self, seg: SegmentWire, written: i64, damaged_at: &mut HashSet<(PackId, u32)>) {
-        for (i, p) in seg.packs.iter().enumerate() {
+    /// Merges the locations appended since the last call: a stable sort by id and kind
+    /// keeps each blob's locations in the order applied, and folding them in that order gives what
+    /// applying them one by one would (see [`Slot::apply`]). Sorts in place: no second
+    /// copy of the index.
+    fn settle(&mut self) {
+        if !self.unsettled {
+            return;
+        }
+        self.slots.sort_by_key(|s| (s.id, s.kind));
+        self.slots.dedup_by(|later, kept| {
+            if (later.id, later.kind) != (kept.id, kept.kind) {
+                return false;
+            }
+            kept.apply(later);
+            true
+        });
+        self.slots.shrink_to_fit();
+        self.unsettled = false;
+    }
+
+    /// Applies one segment, given as its plaintext (segments are applied in name order),
+    /// entry by entry as it is parsed: a segment of a million entries is never held
+    /// decoded beside the index.
+    ///
+    /// # Errors
+    /// `Damaged` when it does not parse or names a pack it does not list; `Format` for a
+    /// segment of a newer version.
+    fn apply_plain(&mut self, plain: &[u8], what: &str, written: i64) -> Result<()> {
+        let bad = |e: postcard::Error| Error::damaged(what, format!("does not parse: {e}"));
+        let (v, rest) = postcard::take_from_bytes::<u8>(plain).map_err(bad)?;
+        if v != SEGMENT_VERSION {
+            return Err(Error::Format(format!(
+                "{what}: format {v} is not one this build reads"
+            )));
+        }
+        let (packs, rest) = postcard::take_from_bytes::<Vec<PackId>>(rest).map_err(bad)?;
+        let (born, rest) = postcard::take_from_bytes::<Vec<i64>>(rest).map_err(bad)?;
+        for (i, p) in packs.iter().enumerate() {
             if !self.dropped.contains(p) {
-                let born = seg.born.get(i).copied().filter(|b| *b > 0);
-                self.note_born(*p, born.unwrap_or(written));
+                let b = born.get(i).copied().filter(|b| *b > 0);
+                self.note_born(*p, b.unwrap_or(written));
             }
         }
-        for e in &seg.entries {
-            let pack = seg.packs[e.pack as usize];
-            let damaged = e.damaged || damaged_at.contains(&(pack, e.offset));
-            if e.damaged {
-                damaged_at.insert((pack, e.offset));
-            }
-            self.insert(
+        // A sequence is its length then its elements (postcard's wire form), so the
+        // entries are read one at a time.
+        let (n, mut rest) = postcard::take_from_bytes::<u64>(rest).map_err(bad)?;
+        if n > rest.len() as u64 {
+            return Err(Error::damaged(what, "entry count is out of range"));
+        }
+        self.slots.reserve(n as usize);
+        for _ in 0..n {
+            let (e, r) = postcard::take_from_bytes::<EntryWire>(rest).map_err(bad)?;
+            rest = r;
+            let Some(&pack) = packs.get(e.pack as usize) else {
+                return Err(Error::damaged(what, "names a pack it does not list"));
+            };
+            self.push(
                 BlobId(e.id),
                 Loc {
                     pack,
@@ -218,30 +300,37 @@ impl AccountIndex {
                     len: e.len,
                     raw_len: e.raw_len,
                     kind: e.kind,
-                    damaged,
+                    damaged: e.damaged,
                 },
             );
         }
-        for (p, c) in seg.condemned {
+        let (condemned, rest) =
+            postcard::take_from_bytes::<Vec<(PackId, Condemned)>>(rest).map_err(bad)?;
+        let (revived, rest) = postcard::take_from_bytes::<Vec<PackId>>(rest).map_err(bad)?;
+        let (dropped, _) = postcard::take_from_bytes::<Vec<PackId>>(rest).map_err(bad)?;
+        for (p, c) in condemned {
             if !self.dropped.contains(&p) {
                 self.condemned.entry(p).or_insert(c);
             }
         }
-        for p in &seg.revived {
+        for p in &revived {
             self.condemned.remove(p);
         }
-        if !seg.dropped.is_empty() {
-            let dropped: HashSet<u32> = seg
-                .dropped
+        if !dropped.is_empty() {
+            // Every location known so far in a dropped pack is forgotten: merged first,
+            // so that "known so far" means each blob's location after this segment.
+            self.settle();
+            let ixs: HashSet<u32> = dropped
                 .iter()
                 .filter_map(|p| self.pack_ix.get(p).copied())
                 .collect();
-            self.map.retain(|_, s| !dropped.contains(&s.pack));
-            for p in &seg.dropped {
-                self.condemned.remove(p);
-                self.dropped.insert(*p);
+            self.slots.retain(|s| !ixs.contains(&s.pack));
+            for p in dropped {
+                self.condemned.remove(&p);
+                self.dropped.insert(p);
             }
         }
+        Ok(())
     }
 }
 
@@ -256,6 +345,7 @@ struct EntryWire {
     damaged: bool,
 }
 
+/// A segment on the wire. The order of the fields is what `apply_plain` reads.
 #[derive(Serialize, Deserialize, Default)]
 struct SegmentWire {
     v: u8,
@@ -324,24 +414,31 @@ impl Segment {
         self.wire.revived.push(p);
     }
 
-    /// Everything a merged index knows, as one segment (compaction): locations with their
-    /// packs' dates, verdicts on packs, and the packs dropped (so that an older compaction
-    /// left behind by a concurrent one cannot bring their locations back).
-    pub fn of(index: &AccountIndex) -> Segment {
-        let mut s = Segment::default();
-        let mut all: Vec<(BlobId, Loc)> = index.iter().collect();
-        all.sort_by_key(|(id, _)| *id);
-        for (id, loc) in all {
-            s.pack(loc.pack, index.born(&loc.pack).unwrap_or(0));
-            s.add(id, loc);
-        }
+    /// Everything a merged index knows, as segments of at most [`COMPACT_PART`] entries
+    /// each (compaction): a segment is read whole into memory, so a million blobs are
+    /// not written as one. Locations keep their packs' dates; the first part also carries
+    /// the verdicts on packs and the packs dropped (so that an older compaction left
+    /// behind by a concurrent one cannot bring their locations back).
+    pub fn parts_of(index: &AccountIndex) -> impl Iterator<Item = Segment> + '_ {
+        let mut first = Segment::default();
         let mut condemned: Vec<_> = index.all_condemned().collect();
         condemned.sort_by_key(|(p, _)| *p);
-        s.wire.condemned = condemned;
+        first.wire.condemned = condemned;
         let mut dropped: Vec<PackId> = index.dropped.iter().copied().collect();
         dropped.sort();
-        s.wire.dropped = dropped;
-        s
+        first.wire.dropped = dropped;
+        let mut first = Some(first);
+        let parts = index.slots.chunks(COMPACT_PART);
+        let n = parts.len().max(1);
+        (0..n).map(move |i| {
+            let mut s = first.take().unwrap_or_default();
+            for slot in index.slots.chunks(COMPACT_PART).nth(i).unwrap_or(&[]) {
+                let p = index.packs[slot.pack as usize];
+                s.pack(p, index.born(&p).unwrap_or(0));
+                s.add(slot.id, index.loc(slot));
+            }
+            s
+        })
     }
 }
 
@@ -405,29 +502,15 @@ impl Vault {
         }
     }
 
-    async fn read_segment(&self, name: &str) -> Result<SegmentWire> {
+    /// A segment's plaintext, opened and authenticated (parsed as it is applied).
+    async fn read_segment(&self, name: &str) -> Result<(Vec<u8>, String)> {
         let key = self.segment_key(name);
         let sealed = self.store().get(&key).await?;
         let what = format!("index segment {key}");
         let plain = self
             .keys()
             .open(SealKind::IndexSegment, &seal_id(name), &sealed, &what)?;
-        let wire: SegmentWire = postcard::from_bytes(&plain)
-            .map_err(|e| Error::damaged(&what, format!("does not parse: {e}")))?;
-        if wire.v != SEGMENT_VERSION {
-            return Err(Error::Format(format!(
-                "{what}: format {} is not one this build reads",
-                wire.v
-            )));
-        }
-        if wire
-            .entries
-            .iter()
-            .any(|e| e.pack as usize >= wire.packs.len())
-        {
-            return Err(Error::damaged(what, "names a pack it does not list"));
-        }
-        Ok(wire)
+        Ok((plain, what))
     }
 
     /// The names of an account's segments, in order.
@@ -454,7 +537,6 @@ impl Vault {
         'again: loop {
             let names = self.segment_names(tag).await?;
             let mut index = AccountIndex::default();
-            let mut damaged_at = HashSet::new();
             for group in names.chunks(LOAD_PARALLEL) {
                 let mut reads = tokio::task::JoinSet::new();
                 for (i, name) in group.iter().enumerate() {
@@ -462,7 +544,8 @@ impl Vault {
                     let name = name.clone();
                     reads.spawn(async move { (i, this.read_segment(&name).await) });
                 }
-                let mut got: Vec<Option<SegmentWire>> = (0..group.len()).map(|_| None).collect();
+                let mut got: Vec<Option<(Vec<u8>, String)>> =
+                    (0..group.len()).map(|_| None).collect();
                 while let Some(done) = reads.join_next().await {
                     let (i, seg) =
                         done.map_err(|e| Error::Format(format!("index read failed: {e}")))?;
@@ -476,11 +559,13 @@ impl Vault {
                     }
                 }
                 for (name, seg) in group.iter().zip(got) {
-                    if let Some(seg) = seg {
-                        index.apply(seg, segment_time(name), &mut damaged_at);
+                    if let Some((plain, what)) = seg {
+                        index.apply_plain(&plain, &what, segment_time(name))?;
                     }
                 }
             }
+            index.settle();
+            index.damaged_at = HashSet::new();
             index.segments = names;
             return Ok(index);
         }
@@ -508,7 +593,8 @@ impl Vault {
                     continue;
                 }
                 let seg = match self.read_segment(&name).await {
-                    Ok(s) => s,
+                    Ok((plain, what)) => postcard::from_bytes::<SegmentWire>(&plain)
+                        .map_err(|e| Error::damaged(what, format!("does not parse: {e}")))?,
                     // Compacted away meanwhile: its content is in the compaction.
                     Err(Error::Port(e)) if e.is_not_found() && attempts < 5 => {
                         attempts += 1;
@@ -531,9 +617,9 @@ impl Vault {
         }
     }
 
-    /// Merges the segments `index` was loaded from into one and deletes them. Safe beside
-    /// readers (they list again when a segment goes) and beside writers (their segments
-    /// are newer and not touched).
+    /// Merges the segments `index` was loaded from into as few as hold it (see
+    /// [`COMPACT_PART`]) and deletes them. Safe beside readers (they list again when a
+    /// segment goes) and beside writers (their segments are newer and not touched).
     pub(crate) async fn compact_index(&self, index: &AccountIndex) -> Result<()> {
         let Some(last) = index.segments.last() else {
             return Ok(());
@@ -541,9 +627,11 @@ impl Vault {
         if index.segments.len() < 2 {
             return Ok(());
         }
-        // Sorts right after the newest segment it replaces, before anything written later.
-        let name = format!("{last}c");
-        self.put_segment(&name, Segment::of(index)).await?;
+        // Sorts right after the newest segment it replaces, before anything written later
+        // (the parts in order).
+        for (i, part) in Segment::parts_of(index).enumerate() {
+            self.put_segment(&format!("{last}c{i:04}"), part).await?;
+        }
         for old in &index.segments {
             match self.store().delete(&self.segment_key(old)).await {
                 Ok(()) => {}
@@ -570,10 +658,21 @@ mod tests {
         }
     }
 
+    /// A segment's plaintext, as written.
+    fn plain(s: Segment) -> Vec<u8> {
+        let mut wire = s.wire;
+        wire.v = SEGMENT_VERSION;
+        postcard::to_allocvec(&wire).unwrap()
+    }
+
+    fn apply(ix: &mut AccountIndex, s: Segment) {
+        ix.apply_plain(&plain(s), "test", 1).unwrap();
+        ix.settle();
+    }
+
     #[test]
     fn damage_sticks_to_its_location_and_a_sound_copy_wins() {
         let id = BlobId([9; 32]);
-        let mut damaged_at = HashSet::new();
         let mut ix = AccountIndex::default();
         let seg = |entries: Vec<Loc>, dropped: Vec<u8>| {
             let mut s = Segment::default();
@@ -583,26 +682,91 @@ mod tests {
             for p in dropped {
                 s.drop_pack(PackId([p; 32]));
             }
-            s.wire
+            s
         };
-        ix.apply(seg(vec![loc(1, 8, false)], vec![]), 1, &mut damaged_at);
+        apply(&mut ix, seg(vec![loc(1, 8, false)], vec![]));
         assert!(ix.has_sound(&id, BlobKind::Data));
         assert!(!ix.has_sound(&id, BlobKind::Tree));
-        ix.apply(seg(vec![loc(1, 8, true)], vec![]), 1, &mut damaged_at);
+        apply(&mut ix, seg(vec![loc(1, 8, true)], vec![]));
         assert!(!ix.has_sound(&id, BlobKind::Data));
         // A later segment that still lists the damaged location does not heal it.
-        ix.apply(seg(vec![loc(1, 8, false)], vec![]), 1, &mut damaged_at);
+        apply(&mut ix, seg(vec![loc(1, 8, false)], vec![]));
         assert!(!ix.has_sound(&id, BlobKind::Data));
         // A new copy elsewhere does.
-        ix.apply(seg(vec![loc(2, 8, false)], vec![]), 1, &mut damaged_at);
-        assert_eq!(ix.get(&id).unwrap().pack, PackId([2; 32]));
+        apply(&mut ix, seg(vec![loc(2, 8, false)], vec![]));
+        assert_eq!(ix.get(&id, BlobKind::Data).unwrap().pack, PackId([2; 32]));
         assert!(ix.has_sound(&id, BlobKind::Data));
         // A damage mark on the old location no longer matters.
-        ix.apply(seg(vec![loc(1, 8, true)], vec![]), 1, &mut damaged_at);
+        apply(&mut ix, seg(vec![loc(1, 8, true)], vec![]));
         assert!(ix.has_sound(&id, BlobKind::Data));
         // Dropping the pack forgets the blob.
-        ix.apply(seg(vec![], vec![2]), 1, &mut damaged_at);
-        assert!(ix.get(&id).is_none());
+        apply(&mut ix, seg(vec![], vec![2]));
+        assert!(ix.get(&id, BlobKind::Data).is_none());
+    }
+
+    /// Merging many segments at once (one sort) gives what applying them one by one
+    /// does, drops included; and the parts a compaction writes load back the same.
+    #[test]
+    fn merging_at_once_equals_applying_in_order_and_parts_load_back() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let segs: Vec<Vec<u8>> = (0..12)
+            .map(|i| {
+                let mut s = Segment::default();
+                for _ in 0..400 {
+                    let id = BlobId([next(60) as u8; 32]);
+                    let l = loc(next(4) as u8, next(3) as u32 * 8, next(5) == 0);
+                    s.add(id, l);
+                }
+                if i == 6 {
+                    s.drop_pack(PackId([1; 32]));
+                }
+                plain(s)
+            })
+            .collect();
+        let mut one_by_one = AccountIndex::default();
+        for s in &segs {
+            one_by_one.apply_plain(s, "t", 1).unwrap();
+            one_by_one.settle();
+        }
+        let mut at_once = AccountIndex::default();
+        for s in &segs {
+            at_once.apply_plain(s, "t", 1).unwrap();
+        }
+        at_once.settle();
+        let all = |ix: &AccountIndex| ix.iter().collect::<Vec<_>>();
+        assert_eq!(all(&one_by_one), all(&at_once));
+        assert!(at_once.len() > 30, "{}", at_once.len());
+
+        let mut reloaded = AccountIndex::default();
+        for part in Segment::parts_of(&at_once) {
+            reloaded.apply_plain(&plain(part), "t", 1).unwrap();
+        }
+        reloaded.settle();
+        assert_eq!(all(&reloaded), all(&at_once));
+    }
+
+    #[test]
+    fn a_segment_that_names_an_unlisted_pack_or_is_cut_short_is_damage() {
+        let mut s = Segment::default();
+        s.add(BlobId([1; 32]), loc(1, 8, false));
+        let mut bytes = plain(s);
+        let mut ix = AccountIndex::default();
+        assert!(ix
+            .apply_plain(&bytes[..bytes.len() - 3], "t", 1)
+            .unwrap_err()
+            .is_damage());
+        // The entry's pack number (after the pack's date, the entry's id and kind) points
+        // past the one pack listed.
+        let at = 1 + 1 + 32 + 2 + 1 + 32 + 1;
+        bytes[at] = 7;
+        let mut ix = AccountIndex::default();
+        assert!(ix.apply_plain(&bytes, "t", 1).unwrap_err().is_damage());
     }
 
     #[test]
@@ -610,12 +774,12 @@ mod tests {
         let a = BlobId([1; 32]);
         let b = BlobId([2; 32]);
         let (p1, p2) = (PackId([1; 32]), PackId([2; 32]));
-        let mut damaged_at = HashSet::new();
         let mut ix = AccountIndex::default();
         let mut s = Segment::default();
         s.add(a, loc(1, 8, false));
         s.add(b, loc(2, 8, false));
-        ix.apply(s.wire, 1_000, &mut damaged_at);
+        ix.apply_plain(&plain(s), "t", 1_000).unwrap();
+        ix.settle();
         assert_eq!(ix.born(&p1), Some(1_000));
 
         // Condemned: still readable, never reused.
@@ -626,8 +790,8 @@ mod tests {
         let mut s = Segment::default();
         s.condemn(p1, c);
         s.condemn(p2, c);
-        ix.apply(s.wire, 2_000, &mut damaged_at);
-        assert!(ix.get(&a).is_some());
+        apply(&mut ix, s);
+        assert!(ix.get(&a, BlobKind::Data).is_some());
         assert!(!ix.has_sound(&a, BlobKind::Data));
         assert_eq!(ix.condemned(&p1), Some(c));
 
@@ -635,27 +799,30 @@ mod tests {
         let mut s = Segment::default();
         s.revive(p2);
         s.drop_pack(p1);
-        ix.apply(s.wire, 4_000, &mut damaged_at);
+        apply(&mut ix, s);
         assert!(ix.has_sound(&b, BlobKind::Data));
-        assert!(ix.get(&a).is_none());
+        assert!(ix.get(&a, BlobKind::Data).is_none());
         assert!(ix.is_dropped(&p1));
         assert_eq!(ix.condemned(&p1), None);
 
         // A compaction keeps the dates and the drop: an older compaction's locations in
         // the dropped pack, merged before it, do not come back.
-        let compacted = Segment::of(&ix).wire;
+        let parts: Vec<Vec<u8>> = Segment::parts_of(&ix).map(plain).collect();
         let mut again = AccountIndex::default();
         let mut stale = Segment::default();
         stale.add(a, loc(1, 8, false));
-        again.apply(stale.wire, 1_500, &mut damaged_at);
-        again.apply(compacted, 9_000, &mut damaged_at);
-        assert!(again.get(&a).is_none());
+        again.apply_plain(&plain(stale), "t", 1_500).unwrap();
+        for p in &parts {
+            again.apply_plain(p, "t", 9_000).unwrap();
+        }
+        again.settle();
+        assert!(again.get(&a, BlobKind::Data).is_none());
         assert!(again.has_sound(&b, BlobKind::Data));
         assert_eq!(again.born(&p2), Some(1_000));
         // A damage mark written late for a dropped pack changes nothing.
         let mut late = Segment::default();
         late.add(a, loc(1, 8, true));
-        again.apply(late.wire, 9_500, &mut damaged_at);
-        assert!(again.get(&a).is_none());
+        apply(&mut again, late);
+        assert!(again.get(&a, BlobKind::Data).is_none());
     }
 }

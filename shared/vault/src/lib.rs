@@ -13,6 +13,7 @@ pub mod codec;
 pub mod crypto;
 mod dict;
 mod error;
+mod idset;
 pub mod index;
 pub mod pack;
 mod prune;
@@ -28,10 +29,12 @@ pub use dict::{DICT_COPIES, DICT_KIND};
 pub use error::{Error, Result};
 pub use pack::{BlobKind, PackId};
 pub use prune::{PruneOptions, PruneReport, DEFAULT_GRACE};
-pub use snapshot::{Checkpoint, ItemError, SnapshotMeta, SnapshotRecord, SnapshotStats};
-pub use tree::{BlobRef, Entry, EntryKind, Node};
+pub use snapshot::{
+    Checkpoint, ItemError, SnapshotMeta, SnapshotRecord, SnapshotStats, TreeTotals,
+};
+pub use tree::{BlobRef, Entry, EntryKind, Node, PackedEntries};
 pub use verify::{Damage, VerifyReport};
-pub use writer::{SnapshotWriter, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, SMALL_ITEM};
+pub use writer::{EachLeaf, SnapshotWriter, CHUNK_AVG, CHUNK_MAX, CHUNK_MIN, SMALL_ITEM};
 
 use domain::{AccountId, TaskId, TenantId};
 use ports::{catalog_keys, Catalog, Condition, ObjectKey, ObjectStore, Record};

@@ -252,7 +252,10 @@ impl AccountVault {
 
     /// Every blob a snapshot or checkpoint of the account needs: trees (every piece),
     /// content and side data. Tree pieces are read a level at a time, nearby ones together.
-    async fn live_blobs(&self, index: &AccountIndex) -> std::result::Result<HashSet<BlobId>, Held> {
+    async fn live_blobs(
+        &self,
+        index: &AccountIndex,
+    ) -> std::result::Result<HashSet<(BlobId, BlobKind)>, Held> {
         let (snaps, bad) = self.snapshots_checked().await.map_err(Held::from)?;
         if let Some(b) = bad.first() {
             return Err(Held(format!(
@@ -261,22 +264,22 @@ impl AccountVault {
             )));
         }
         let mut roots: Vec<BlobRef> = Vec::new();
-        let mut live: HashSet<BlobId> = HashSet::new();
+        let mut live: HashSet<(BlobId, BlobKind)> = HashSet::new();
         for s in &snaps {
             roots.push(s.root());
-            live.insert(BlobId(s.meta.id));
+            live.insert((BlobId(s.meta.id), BlobKind::Meta));
         }
         match self.any_checkpoint().await {
             Ok(Some(cp)) => {
                 roots.push(cp.root.into());
-                live.insert(BlobRef::from(cp.meta).id);
+                live.insert((BlobRef::from(cp.meta).id, BlobKind::Meta));
             }
             Ok(None) => {}
             Err(e) => return Err(Held(format!("the account's checkpoint does not open: {e}"))),
         }
         let mut frontier: Vec<BlobRef> = Vec::new();
         for r in roots {
-            if live.insert(r.id) {
+            if live.insert((r.id, BlobKind::Tree)) {
                 frontier.push(r);
             }
         }
@@ -292,16 +295,16 @@ impl AccountVault {
                     match piece {
                         Ok(Piece::Branch(children)) => {
                             for c in children {
-                                if live.insert(c.node.id) {
+                                if live.insert((c.node.id, BlobKind::Tree)) {
                                     next.push(c.node);
                                 }
                             }
                         }
                         Ok(Piece::Leaf(entries)) => {
                             for e in entries {
-                                live.extend(e.content.iter().map(|c| c.id));
+                                live.extend(e.content.iter().map(|c| (c.id, BlobKind::Data)));
                                 if let Some(s) = e.subtree {
-                                    if live.insert(s.id) {
+                                    if live.insert((s.id, BlobKind::Tree)) {
                                         next.push(s);
                                     }
                                 }
@@ -331,7 +334,7 @@ impl AccountVault {
     async fn repack(
         &self,
         index: &AccountIndex,
-        live: &HashSet<BlobId>,
+        live: &HashSet<(BlobId, BlobKind)>,
         listed: &[Listed],
         report: &mut PruneReport,
     ) -> Result<bool> {
@@ -340,7 +343,7 @@ impl AccountVault {
         // ones are merged with their own kind.
         let holds_data: HashSet<PackId> = live
             .iter()
-            .filter_map(|id| index.get(id))
+            .filter_map(|(id, kind)| index.get(id, *kind))
             .filter(|l| l.kind == BlobKind::Data)
             .map(|l| l.pack)
             .collect();
@@ -366,8 +369,8 @@ impl AccountVault {
         // Which records to move: each live blob whose current location is in a pack
         // being rewritten, and sound.
         let mut wanted: HashMap<PackId, HashMap<u32, BlobId>> = HashMap::new();
-        for id in live {
-            if let Some(l) = index.get(id) {
+        for (id, kind) in live {
+            if let Some(l) = index.get(id, *kind) {
                 if !l.damaged {
                     wanted.entry(l.pack).or_default().insert(l.offset, *id);
                 }
@@ -435,12 +438,12 @@ impl From<Error> for Held {
 /// The packs holding the current location of a live blob, and the live bytes in each.
 fn live_packs(
     index: &AccountIndex,
-    live: &HashSet<BlobId>,
+    live: &HashSet<(BlobId, BlobKind)>,
 ) -> (HashSet<PackId>, HashMap<PackId, u64>) {
     let mut packs = HashSet::new();
     let mut bytes: HashMap<PackId, u64> = HashMap::new();
-    for id in live {
-        if let Some(l) = index.get(id) {
+    for (id, kind) in live {
+        if let Some(l) = index.get(id, *kind) {
             packs.insert(l.pack);
             *bytes.entry(l.pack).or_default() += l.len as u64;
         }

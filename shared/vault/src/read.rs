@@ -92,11 +92,15 @@ impl Vault {
 
 impl AccountVault {
     /// Where each ref lies; refs the index does not know come back as errors.
-    fn locate(ix: &AccountIndex, refs: Vec<BlobRef>) -> (Vec<Located>, Vec<(BlobRef, Error)>) {
+    fn locate(
+        ix: &AccountIndex,
+        refs: Vec<BlobRef>,
+        kind: BlobKind,
+    ) -> (Vec<Located>, Vec<(BlobRef, Error)>) {
         let mut found = Vec::with_capacity(refs.len());
         let mut lost = Vec::new();
         for r in refs {
-            match ix.get(&r.id) {
+            match ix.get(&r.id, kind) {
                 Some(l) => found.push((r, l)),
                 None => lost.push((r, missing(&r))),
             }
@@ -132,7 +136,7 @@ impl AccountVault {
     pub async fn read_blob(&self, r: &BlobRef, kind: BlobKind) -> Result<Vec<u8>> {
         let mut ix = self.prepare(kind).await?;
         for attempt in 0..2 {
-            let Some(l) = ix.get(&r.id) else {
+            let Some(l) = ix.get(&r.id, kind) else {
                 return Err(missing(r));
             };
             match self
@@ -240,49 +244,6 @@ impl AccountVault {
         Ok(pieces)
     }
 
-    /// Loads every folder node of a tree, breadth first, with coalesced reads. Returns
-    /// them keyed by the id of the folder's (top) node.
-    ///
-    /// # Errors
-    /// A store failure or damage in any node.
-    pub async fn load_trees(&self, root: &BlobRef) -> Result<HashMap<BlobId, Arc<Node>>> {
-        let mut pieces: HashMap<BlobId, Piece> = HashMap::new();
-        let mut tops = vec![root.id];
-        let mut level = vec![*root];
-        while !level.is_empty() {
-            let mut next = Vec::new();
-            self.read_many(level, BlobKind::Tree, |r, bytes| {
-                let p = Piece::decode(&bytes?, &format!("tree {}", r.id))?;
-                match &p {
-                    Piece::Branch(children) => next.extend(children.iter().map(|c| c.node)),
-                    Piece::Leaf(entries) => {
-                        for e in entries {
-                            if let (EntryKind::Dir, Some(s)) = (e.kind, e.subtree) {
-                                tops.push(s.id);
-                                next.push(s);
-                            }
-                        }
-                    }
-                }
-                pieces.insert(r.id, p);
-                Ok(())
-            })
-            .await?;
-            next.retain(|r| !pieces.contains_key(&r.id));
-            next.sort();
-            next.dedup();
-            level = next;
-        }
-        tops.sort();
-        tops.dedup();
-        let mut nodes = HashMap::with_capacity(tops.len());
-        for id in tops {
-            let entries = assemble(&pieces, &id, &format!("tree {id}"))?;
-            nodes.insert(id, Arc::new(Node { entries }));
-        }
-        Ok(nodes)
-    }
-
     /// Reads many blobs with as few ranged reads as possible (nearby records of one pack
     /// are read together, the next read in flight while the current one is opened),
     /// opening them in parallel. Calls `sink` once per distinct blob, in no particular
@@ -325,7 +286,7 @@ impl AccountVault {
     where
         F: FnMut(&BlobRef, Result<Vec<u8>>) -> Result<()>,
     {
-        let (found, lost) = Self::locate(ix, refs);
+        let (found, lost) = Self::locate(ix, refs, kind);
         for (r, e) in lost {
             sink(&r, Err(e))?;
         }
@@ -406,7 +367,7 @@ impl AccountVault {
     where
         F: Fn(&BlobRef, Result<Vec<u8>>) -> Result<()> + Send + Sync + 'static,
     {
-        let (found, lost) = Self::locate(ix, refs);
+        let (found, lost) = Self::locate(ix, refs, kind);
         for (r, e) in lost {
             sink(&r, Err(e))?;
         }

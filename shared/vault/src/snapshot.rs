@@ -187,4 +187,28 @@ pub struct Checkpoint {
     pub pauses: u32,
     /// Item failures so far (the first ones are in the side data).
     pub error_count: u64,
+    /// What the checkpoint's tree holds, so that the run going on from it counts the
+    /// snapshot's items without reading every folder. Absent from checkpoints of builds
+    /// before it (the tree is then counted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totals: Option<TreeTotals>,
+}
+
+/// What a tree holds: items, folders (the root not counted) and the items' bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeTotals {
+    pub items: u64,
+    pub folders: u64,
+    pub bytes: u64,
+}
+
+impl SnapshotStats {
+    /// What the snapshot's tree holds.
+    pub fn totals(&self) -> TreeTotals {
+        TreeTotals {
+            items: self.items,
+            folders: self.folders,
+            bytes: self.bytes,
+        }
+    }
 }

@@ -71,7 +71,7 @@ impl Entry {
     }
 
     /// About how many bytes this entry takes in a node (for choosing piece ends).
-    fn weight(&self) -> usize {
+    pub fn weight(&self) -> usize {
         32 + self.name.len()
             + self.content.len() * 37
             + self.link.as_ref().map_or(0, Vec::len)
@@ -161,8 +161,7 @@ pub fn cut_points<T>(
     let mut acc = 0;
     for (i, it) in items.iter().enumerate() {
         acc += weight(it);
-        if (acc >= PIECE_MIN && name_hash(name(it)).is_multiple_of(PIECE_ODDS)) || acc >= PIECE_MAX
-        {
+        if ends_piece(acc, name(it)) {
             ends.push(i + 1);
             acc = 0;
         }
@@ -173,10 +172,74 @@ pub fn cut_points<T>(
     ends
 }
 
+/// Whether a piece of `acc` bytes so far ends after the entry named `name`.
+fn ends_piece(acc: usize, name: &[u8]) -> bool {
+    (acc >= PIECE_MIN && name_hash(name).is_multiple_of(PIECE_ODDS)) || acc >= PIECE_MAX
+}
+
 /// Splits a folder's entries into leaf pieces (see the module doc).
 pub fn leaf_pieces(entries: Vec<Entry>) -> Vec<Vec<Entry>> {
-    let ends = cut_points(&entries, |e| &e.name, Entry::weight);
-    split_at_ends(entries, &ends)
+    let mut cutter = LeafCutter::default();
+    let mut out = Vec::new();
+    for e in entries {
+        out.extend(cutter.push(e));
+    }
+    out.extend(cutter.finish());
+    out
+}
+
+/// Cuts a folder's entries into leaf pieces as they come, in name order, exactly where
+/// [`cut_points`] would cut the whole list: a folder of a million entries is stored
+/// without ever being held whole. Entries are held until the folder is known to need
+/// more than one piece (heavier than [`PIECE_MAX`]), then one piece at a time.
+#[derive(Default)]
+pub struct LeafCutter {
+    piece: Vec<Entry>,
+    /// Weight of `piece`.
+    acc: usize,
+    /// Whether the folder is known to be split (so `piece` is the current piece only).
+    split: bool,
+}
+
+impl LeafCutter {
+    /// Adds the next entry; returns the pieces it completes (several when it is the one
+    /// that makes the folder heavier than a piece: the entries held until then are cut).
+    pub fn push(&mut self, e: Entry) -> Vec<Vec<Entry>> {
+        self.acc += e.weight();
+        self.piece.push(e);
+        if self.split {
+            let last = self.piece.last().expect("just pushed");
+            if ends_piece(self.acc, &last.name) {
+                self.acc = 0;
+                return vec![std::mem::take(&mut self.piece)];
+            }
+            return Vec::new();
+        }
+        if self.acc <= PIECE_MAX {
+            return Vec::new();
+        }
+        // Heavier than one piece: cut what is held as `cut_points` would.
+        self.split = true;
+        let held = std::mem::take(&mut self.piece);
+        self.acc = 0;
+        let mut done = Vec::new();
+        for e in held {
+            self.acc += e.weight();
+            let ends = ends_piece(self.acc, &e.name);
+            self.piece.push(e);
+            if ends {
+                self.acc = 0;
+                done.push(std::mem::take(&mut self.piece));
+            }
+        }
+        done
+    }
+
+    /// The last piece (the only one of a folder that needs no split; an empty folder is
+    /// one empty piece).
+    pub fn finish(self) -> Option<Vec<Entry>> {
+        (!self.piece.is_empty() || !self.split).then_some(self.piece)
+    }
 }
 
 /// Splits a branch's children the same way.
@@ -285,6 +348,102 @@ fn entry_from(e: EntryWire) -> Entry {
         subtree: e.subtree.map(BlobRef::from),
         link: e.link,
         meta: e.meta,
+    }
+}
+
+/// Entries held in their node's wire form, in name order: what a backup keeps of a folder
+/// it has read (some 80 bytes a small file, where an [`Entry`] value takes about 250),
+/// decoded one at a time when asked for.
+#[derive(Clone, Debug, Default)]
+pub struct PackedEntries {
+    bytes: Vec<u8>,
+    /// Where each entry starts in `bytes`.
+    starts: Vec<u32>,
+}
+
+impl PackedEntries {
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+
+    /// Appends an entry, which must sort after the last one.
+    ///
+    /// # Errors
+    /// `Format` once the entries pass 4 GiB (tens of millions of entries in one folder).
+    pub fn push(&mut self, e: &Entry) -> Result<()> {
+        debug_assert!(self.is_empty() || self.name(self.len() - 1) < e.name.as_slice());
+        let start = u32::try_from(self.bytes.len())
+            .map_err(|_| Error::Format("a folder of more than 4 GiB of entries".into()))?;
+        postcard::to_extend(&entry_wire(e), std::mem::take(&mut self.bytes))
+            .map(|b| self.bytes = b)
+            .map_err(|e| Error::Format(format!("entry does not serialise: {e}")))?;
+        self.starts.push(start);
+        Ok(())
+    }
+
+    fn raw(&self, i: usize) -> &[u8] {
+        let end = self
+            .starts
+            .get(i + 1)
+            .map_or(self.bytes.len(), |&e| e as usize);
+        &self.bytes[self.starts[i] as usize..end]
+    }
+
+    /// The name of entry `i`, read without decoding the entry (it comes first, as its
+    /// length in postcard's varint and its bytes).
+    pub fn name(&self, i: usize) -> &[u8] {
+        let raw = self.raw(i);
+        let (mut len, mut at, mut shift) = (0usize, 0, 0);
+        loop {
+            let b = raw[at];
+            len |= ((b & 0x7f) as usize) << shift;
+            at += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        &raw[at..at + len]
+    }
+
+    /// Entry `i`, decoded.
+    pub fn get(&self, i: usize) -> Entry {
+        let (w, _) = postcard::take_from_bytes::<EntryWire>(self.raw(i))
+            .expect("entries held here were encoded here");
+        entry_from(w)
+    }
+
+    /// Where the entry named `name` is (`Ok`), or would go (`Err`).
+    pub fn find(&self, name: &[u8]) -> std::result::Result<usize, usize> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            match self.name(mid).cmp(name) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Ok(mid),
+            }
+        }
+        Err(lo)
+    }
+
+    /// Every entry, decoded one at a time, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = Entry> + '_ {
+        (0..self.len()).map(|i| self.get(i))
+    }
+
+    /// Bytes held (for accounting).
+    pub fn held(&self) -> usize {
+        self.bytes.capacity() + self.starts.capacity() * 4
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.bytes.shrink_to_fit();
+        self.starts.shrink_to_fit();
     }
 }
 

@@ -257,14 +257,14 @@ struct Walker<'a> {
     /// Folder nodes whose whole subtree is sound.
     clean: HashSet<BlobId>,
     /// Blobs found damaged (id -> location), for the index.
-    damaged: HashMap<BlobId, Loc>,
+    damaged: HashMap<(BlobId, BlobKind), Loc>,
     affects: &'a mut Affects,
 }
 
 impl Walker<'_> {
     /// Checks one reference: `None` when sound, else the object and problem.
     fn check(&mut self, r: &BlobRef, kind: BlobKind) -> Option<(String, String)> {
-        let Some(loc) = self.index.get(&r.id) else {
+        let Some(loc) = self.index.get(&r.id, kind) else {
             return Some((
                 format!("blob {}", r.id),
                 "missing: the account's index does not know it".into(),
@@ -296,7 +296,7 @@ impl Walker<'_> {
             }
         };
         if problem.is_some() {
-            self.damaged.insert(r.id, loc);
+            self.damaged.insert((r.id, kind), loc);
         }
         problem
     }
@@ -370,11 +370,11 @@ impl Walker<'_> {
 async fn mark_damaged(
     av: &AccountVault,
     index: &AccountIndex,
-    found: HashMap<BlobId, Loc>,
+    found: HashMap<(BlobId, BlobKind), Loc>,
 ) -> Result<u64> {
     let mut seg = Segment::default();
-    for (id, loc) in found {
-        if index.get(&id).is_some_and(|l| !l.damaged) {
+    for ((id, _), loc) in found {
+        if index.get(&id, loc.kind).is_some_and(|l| !l.damaged) {
             seg.add(
                 id,
                 Loc {

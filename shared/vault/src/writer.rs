@@ -18,13 +18,14 @@ use crate::chunker::{chunk_windows, STREAM_QUEUE};
 use crate::codec::{self, Dict, DICT_MAX_ITEM};
 use crate::crypto::BlobId;
 use crate::error::{Error, Result};
-use crate::index::{AccountIndex, Loc, Segment, COMPACT_FROM};
+use crate::idset::IdSet;
+use crate::index::{AccountIndex, Loc, Segment, COMPACT_FROM, COMPACT_PART};
 use crate::pack::{BlobKind, PackBuilder, PackId, PACK_TARGET};
 use crate::snapshot::{
-    self, ItemError, SnapshotMeta, SnapshotRecord, SnapshotStats, MAX_ERROR_BYTES,
+    self, ItemError, SnapshotMeta, SnapshotRecord, SnapshotStats, TreeTotals, MAX_ERROR_BYTES,
     MAX_RECORDED_ERRORS, RECORD_VERSION,
 };
-use crate::tree::{self, BlobRef, Child, Node, Piece};
+use crate::tree::BlobRef;
 use crate::Vault;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
@@ -35,6 +36,10 @@ use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::sync::Arc;
 use tokio::task::JoinSet;
+
+mod trees;
+
+pub use trees::EachLeaf;
 
 /// Items up to this size are stored as one blob; larger ones are chunked. As large as the
 /// largest chunk: an item this small gains nothing from chunking (an edit would change
@@ -81,15 +86,15 @@ type Sealed = (BlobId, u32, Option<Result<Vec<u8>>>);
 pub struct SnapshotWriter {
     av: AccountVault,
     parent: Option<SnapshotRecord>,
-    parent_nodes: HashMap<BlobId, Arc<Node>>,
-    /// The account's index as this run found it.
+    /// The account's index as this run found it (read again only to read back a folder
+    /// node this run stored, see `read_folder`).
     index: Arc<AccountIndex>,
     /// Blobs stored by this run (in a pack being built or uploaded).
-    added: HashMap<(BlobId, BlobKind), BlobRef>,
+    added: IdSet<(BlobId, BlobKind)>,
     /// Blobs whose stored copy was read back sound this run.
-    confirmed: HashSet<BlobId>,
+    confirmed: IdSet<(BlobId, BlobKind)>,
     /// Blobs whose stored copy was found damaged this run: stored again.
-    distrusted: HashSet<BlobId>,
+    distrusted: HashSet<(BlobId, BlobKind)>,
     /// Bytes read back to confirm stored copies this run.
     confirm_spent: u64,
     data: Option<PackBuilder>,
@@ -118,14 +123,13 @@ impl SnapshotWriter {
                 sizes: Vec::new(),
             },
         };
-        let mut w = SnapshotWriter {
+        Ok(SnapshotWriter {
             av,
             parent,
-            parent_nodes: HashMap::new(),
             index,
-            added: HashMap::new(),
-            confirmed: HashSet::new(),
-            distrusted: HashSet::new(),
+            added: IdSet::default(),
+            confirmed: IdSet::default(),
+            distrusted: Default::default(),
             confirm_spent: 0,
             data: None,
             trees: None,
@@ -137,11 +141,7 @@ impl SnapshotWriter {
             errors: Vec::new(),
             error_count: 0,
             dict,
-        };
-        if let Some(p) = w.parent.clone() {
-            w.parent_nodes = w.av.load_trees(&p.root()).await?;
-        }
-        Ok(w)
+        })
     }
 
     pub fn vault(&self) -> &Vault {
@@ -154,11 +154,6 @@ impl SnapshotWriter {
 
     pub fn parent(&self) -> Option<&SnapshotRecord> {
         self.parent.as_ref()
-    }
-
-    /// The parent snapshot's node with this id, if the parent has it.
-    pub fn parent_node(&self, id: &BlobId) -> Option<Arc<Node>> {
-        self.parent_nodes.get(id).cloned()
     }
 
     pub fn stats_mut(&mut self) -> &mut SnapshotStats {
@@ -241,57 +236,11 @@ impl SnapshotWriter {
         Ok((refs, total))
     }
 
-    /// Stores a folder node (sorted first) and returns its reference. A large folder is
-    /// stored as pieces under branch nodes (see [`crate::tree`]); an unchanged folder, or
-    /// piece, gets the reference it had and nothing is written.
-    pub async fn store_tree(&mut self, mut node: Node) -> Result<BlobRef> {
-        node.normalise();
-        let leaves = tree::leaf_pieces(node.entries)
-            .into_iter()
-            .map(|p| {
-                let first = p.first().map(|e| e.name.clone()).unwrap_or_default();
-                (first, p.len() as u64, Piece::Leaf(p))
-            })
-            .collect();
-        let mut level = self.store_pieces(leaves).await?;
-        while level.len() > 1 {
-            let branches = tree::branch_pieces(level)
-                .into_iter()
-                .map(|g| {
-                    let first = g[0].first.clone();
-                    let entries = g.iter().map(|c| c.entries).sum();
-                    (first, entries, Piece::Branch(g))
-                })
-                .collect();
-            level = self.store_pieces(branches).await?;
-        }
-        Ok(level[0].node)
-    }
-
-    /// Stores one level of a folder's pieces (first name, entries below, piece) and
-    /// returns them as the children of the level above.
-    async fn store_pieces(&mut self, pieces: Vec<(Vec<u8>, u64, Piece)>) -> Result<Vec<Child>> {
-        let encoded = pieces
-            .iter()
-            .map(|(_, _, p)| Bytes::from(p.encode()))
-            .collect();
-        let refs = self.store(encoded, BlobKind::Tree).await?;
-        Ok(pieces
-            .into_iter()
-            .zip(refs)
-            .map(|((first, entries, _), node)| Child {
-                first,
-                node,
-                entries,
-            })
-            .collect())
-    }
-
     /// Whether a sound copy of the blob is stored, or stored by this run: what may be
     /// reused (the account tree reuses a folder node of the previous snapshot only then).
     pub fn is_sound(&self, id: &BlobId, kind: BlobKind) -> bool {
-        (self.index.has_sound(id, kind) && !self.distrusted.contains(id))
-            || self.added.contains_key(&(*id, kind))
+        (self.index.has_sound(id, kind) && !self.distrusted.contains(&(*id, kind)))
+            || self.added.contains(&(*id, kind))
     }
 
     /// Content handed over fresh by the source that the vault already holds from an
@@ -311,8 +260,8 @@ impl SnapshotWriter {
         let mut at: HashMap<BlobId, Vec<usize>> = HashMap::new();
         for (i, (id, raw_len, sealed)) in done.iter().enumerate() {
             let from_earlier = sealed.is_none()
-                && !self.added.contains_key(&(*id, kind))
-                && !self.confirmed.contains(id);
+                && !self.added.contains(&(*id, kind))
+                && !self.confirmed.contains(&(*id, kind));
             if !from_earlier || self.confirm_spent >= CONFIRM_BUDGET {
                 continue;
             }
@@ -341,10 +290,10 @@ impl SnapshotWriter {
                 Ok(())
             })
             .await?;
-        self.confirmed.extend(good);
+        self.confirmed.extend(good.into_iter().map(|id| (id, kind)));
         for id in bad {
             tracing::warn!(blob = %id, "a stored copy is damaged; storing it again from the source");
-            if let Some(loc) = self.index.get(&id) {
+            if let Some(loc) = self.index.get(&id, kind) {
                 self.segment.add(
                     id,
                     Loc {
@@ -353,7 +302,7 @@ impl SnapshotWriter {
                     },
                 );
             }
-            self.distrusted.insert(id);
+            self.distrusted.insert((id, kind));
             let seal = kind.seal_kind();
             for &i in &at[&id] {
                 let (codec, payload) = codec::encode(&items[i], dict);
@@ -406,8 +355,8 @@ impl SnapshotWriter {
                 .map(|item| {
                     let id = v.keys().blob_id(item);
                     let raw_len = item.len() as u32;
-                    let known = (index.has_sound(&id, kind) && !distrusted.contains(&id))
-                        || added.contains_key(&(id, kind));
+                    let known = (index.has_sound(&id, kind) && !distrusted.contains(&(id, kind)))
+                        || added.contains(&(id, kind));
                     if known {
                         return (id, raw_len, None);
                     }
@@ -429,8 +378,8 @@ impl SnapshotWriter {
             let r = BlobRef { id, raw_len };
             if self.is_sound(&id, kind) {
                 // Known before this batch, or sealed twice within it: keep the first.
-                if !self.added.contains_key(&(id, kind)) {
-                    if let Some(l) = self.index.get(&id) {
+                if !self.added.contains(&(id, kind)) {
+                    if let Some(l) = self.index.get(&id, kind) {
                         self.used_packs.insert(l.pack);
                     }
                 }
@@ -439,7 +388,7 @@ impl SnapshotWriter {
             }
             let s = sealed.expect("unknown items are sealed")?;
             self.append(id, kind, raw_len, &s).await?;
-            self.added.insert((id, kind), r);
+            self.added.insert((id, kind));
             self.stats.new_blobs += 1;
             self.stats.new_bytes += raw_len as u64;
             self.stats.stored_bytes += s.len() as u64;
@@ -635,17 +584,6 @@ impl SnapshotWriter {
         Ok(r.pop().expect("one item in, one reference out"))
     }
 
-    /// Adds a stored tree (a paused backup's checkpoint) to what this writer knows: its
-    /// nodes become readable through [`SnapshotWriter::parent_node`].
-    ///
-    /// # Errors
-    /// A damaged or missing node.
-    pub async fn adopt(&mut self, root: &BlobRef) -> Result<()> {
-        let nodes = self.av.load_trees(root).await?;
-        self.parent_nodes.extend(nodes);
-        Ok(())
-    }
-
     /// Pauses the backup: makes everything stored so far durable and records `root` and
     /// `cursor` as the account's checkpoint, from which the next run goes on. Nothing
     /// becomes visible.
@@ -655,6 +593,7 @@ impl SnapshotWriter {
     pub async fn checkpoint(
         mut self,
         root: BlobRef,
+        totals: TreeTotals,
         cursor: Option<String>,
         started_at: DateTime<Utc>,
         pauses: u32,
@@ -672,6 +611,7 @@ impl SnapshotWriter {
             parent: self.parent.as_ref().map(|p| p.id.clone()),
             pauses,
             error_count: self.error_count,
+            totals: Some(totals),
         };
         let value = snapshot::seal_record(v.keys(), &key.pk, &key.sk, &cp)?;
         v.catalog()
@@ -761,7 +701,14 @@ impl SnapshotWriter {
     /// merges them. Runs after the checkpoint or snapshot is recorded, so a failure costs
     /// nothing but a warning; the next run tries again.
     async fn compact_if_many(&self) {
-        if self.index.segments.len() + self.own_segments.len() <= COMPACT_FROM {
+        // An index of many blobs is several segments even when compacted.
+        let parts = self.index.len().div_ceil(COMPACT_PART);
+        let own_since = self
+            .own_segments
+            .iter()
+            .filter(|n| !self.index.segments.contains(n))
+            .count();
+        if self.index.segments.len() + own_since <= COMPACT_FROM + parts {
             return;
         }
         let done = async {

@@ -459,22 +459,22 @@ proptest! {
 
             // Which items a flipped record must make unreadable.
             let pack = vault::Vault::parse_pack_name(&name).map(|(_, p)| p);
-            let in_record = |id: &BlobId| {
-                index.get(id).is_some_and(|l| {
+            let in_record = |id: &BlobId, kind: BlobKind| {
+                index.get(id, kind).is_some_and(|l| {
                     Some(l.pack) == pack
                         && (l.offset as usize..(l.offset + l.len) as usize).contains(&at)
                 })
             };
-            let root_hit = in_record(&rec.root().id);
+            let root_hit = in_record(&rec.root().id, BlobKind::Tree);
             let mut must_fail: HashSet<usize> = HashSet::new();
             for (i, rs) in refs.iter().enumerate() {
-                if root_hit || rs.iter().any(|r| in_record(&r.id)) {
+                if root_hit || rs.iter().any(|r| in_record(&r.id, BlobKind::Data)) {
                     must_fail.insert(i);
                 }
             }
             if records.contains(&at) {
                 let referenced = root_hit
-                    || in_record(&BlobRef::from(rec.meta).id)
+                    || in_record(&BlobRef::from(rec.meta).id, BlobKind::Meta)
                     || !must_fail.is_empty();
                 prop_assert!(referenced, "byte {at} is in a record nobody references");
             }
@@ -526,7 +526,7 @@ proptest! {
                 // A damaged index segment fails the read as a whole, as damage.
                 Err(e) => prop_assert!(kind == vault::index::SEGMENT_KIND && e.is_damage(), "{e}"),
             }
-            let data_hit = refs.iter().flatten().any(|r| in_record(&r.id));
+            let data_hit = refs.iter().flatten().any(|r| in_record(&r.id, BlobKind::Data));
             if records.contains(&at) && data_hit {
                 prop_assert!(bad >= 1, "read_many returned the damaged record");
             }

@@ -67,9 +67,15 @@ async fn a_large_cursor_and_many_long_errors_round_trip_in_small_records() {
         w.record_error(&path(i), message(i));
     }
     let root = w.store_tree(Node::default()).await.unwrap();
-    w.checkpoint(root, Some(cursor.clone()), taken_at, 1)
-        .await
-        .unwrap();
+    w.checkpoint(
+        root,
+        vault::TreeTotals::default(),
+        Some(cursor.clone()),
+        taken_at,
+        1,
+    )
+    .await
+    .unwrap();
     let cp = av.checkpoint(None).await.unwrap().expect("a checkpoint");
     let key = ports::catalog_keys::checkpoint(v.tenant(), v.task(), &account);
     let rec = ports::Catalog::get(catalog.as_ref(), &key.pk, &key.sk)

@@ -205,11 +205,11 @@ impl ImapConnector {
 
         // Folders gone from the server (or no longer read) leave the tree.
         let wanted: BTreeSet<&str> = chosen.iter().map(|f| f.wire.as_str()).collect();
-        for p in tree.folder_paths() {
+        for p in tree.folder_paths().await? {
             let wire = tree
                 .folder_meta(&p)
-                .and_then(|m| get(m, META_WIRE))
-                .map(String::from);
+                .await?
+                .and_then(|m| get(&m, META_WIRE).map(String::from));
             if let Some(w) = wire {
                 if !wanted.contains(w.as_str()) {
                     tree.remove(&p).await?;
@@ -251,15 +251,15 @@ impl ImapConnector {
                 fmeta.push((META_SPECIAL_USE.to_string(), format!("{su:?}")));
             }
             fmeta.sort();
-            tree.set_folder_meta(&path, fmeta)?;
+            tree.set_folder_meta(&path, fmeta).await?;
 
             let mut prev = FolderState {
                 cursor: prev_cursor.folders.get(&f.wire).cloned(),
                 messages: BTreeMap::new(),
             };
-            for e in tree.items(&path) {
+            for e in tree.items(&path).await? {
                 if let Some(uid) = uid_of(&e.name) {
-                    prev.messages.insert(uid, meta_of(uid, e));
+                    prev.messages.insert(uid, meta_of(uid, &e));
                 }
             }
             // Without items in the tree the cursor cannot be trusted (a first backup after
@@ -290,7 +290,7 @@ impl ImapConnector {
             }
             did_work = true;
             // The tree now gets exactly the folder's messages, with current metadata.
-            let names: Vec<Vec<u8>> = tree.items(&path).map(|e| e.name.clone()).collect();
+            let names: Vec<Vec<u8>> = tree.items(&path).await?.map(|e| e.name).collect();
             for name in names {
                 let keep = uid_of(&name).is_some_and(|u| r.state.messages.contains_key(&u));
                 if !keep {
@@ -304,7 +304,8 @@ impl ImapConnector {
                     e.meta = message_meta(m, &e.meta);
                     e.fingerprint = fp;
                     e.mtime_ns = mtime_ns(m);
-                })?;
+                })
+                .await?;
             }
             for (uid, why) in &r.failed {
                 let p = path.join(item_name(*uid).as_bytes())?;

@@ -25,7 +25,7 @@ pub async fn calendars(run: &mut Run<'_>) -> engine::Result<Flow> {
         Err(f) => return Err(f.into()),
     };
     let top = names::path(&[b"Calendar"]);
-    run.tree.ensure_folder(&top)?;
+    run.tree.ensure_folder(&top).await?;
     let live: Vec<Live> = cals
         .iter()
         .filter(|c| !s(c, "id").is_empty())
@@ -59,17 +59,19 @@ pub async fn calendars(run: &mut Run<'_>) -> engine::Result<Flow> {
         }
         let events = events?;
         // The exceptions of the series that changed, read side by side.
-        let masters: Vec<Value> = events
-            .iter()
-            .filter(|e| s(e, "type") == "seriesMaster" && !s(e, "id").is_empty())
-            .filter(|e| {
-                let p = path.join(&item_name(s(e, "id"), "ics"));
-                p.ok()
-                    .and_then(|p| run.tree.item(&p).map(|x| x.fingerprint))
-                    != Some(fingerprint(change_key(e)))
-            })
-            .cloned()
-            .collect();
+        let mut masters: Vec<Value> = Vec::new();
+        for e in &events {
+            if s(e, "type") != "seriesMaster" || s(e, "id").is_empty() {
+                continue;
+            }
+            let here = match path.join(&item_name(s(e, "id"), "ics")) {
+                Ok(p) => run.tree.item(&p).await?.map(|x| x.fingerprint),
+                Err(_) => None,
+            };
+            if here != Some(fingerprint(change_key(e))) {
+                masters.push(e.clone());
+            }
+        }
         let mut exceptions: std::collections::HashMap<String, Result<Vec<Value>, Fail>> = {
             let r: &Run<'_> = run;
             futures::stream::iter(masters)
@@ -108,7 +110,7 @@ pub async fn calendars(run: &mut Run<'_>) -> engine::Result<Flow> {
                     ),
                 ],
             };
-            if run.tree.item(&p).map(|x| x.fingerprint) == Some(info.fingerprint) {
+            if run.tree.item(&p).await?.map(|x| x.fingerprint) == Some(info.fingerprint) {
                 continue;
             }
             let exceptions = if s(e, "type") == "seriesMaster" {
@@ -136,8 +138,9 @@ pub async fn calendars(run: &mut Run<'_>) -> engine::Result<Flow> {
         let gone: Vec<Vec<u8>> = run
             .tree
             .items(path)
+            .await?
             .filter(|x| !seen.contains(&x.name))
-            .map(|x| x.name.clone())
+            .map(|x| x.name)
             .collect();
         for n in gone {
             run.tree.remove(&path.join(&n)?).await?;

@@ -20,19 +20,24 @@ pub async fn backup(run: &mut Run<'_>, d: &DriveRef) -> engine::Result<Flow> {
     let mut t: Track = run.track(&key);
     if !t.p.is_empty() {
         let old = names::path(&t.p);
-        if old != d.path && run.tree.has_folder(&old) && !run.tree.has_folder(&d.path) {
+        if old != d.path
+            && run.tree.has_folder(&old).await?
+            && !run.tree.has_folder(&d.path).await?
+        {
             run.rename(&old, &d.path).await?;
         }
     }
     t.p = names::parts(&d.path);
-    run.tree.ensure_folder(&d.path)?;
-    run.tree.set_folder_meta(
-        &d.path,
-        vec![
-            ("drive".into(), d.id.clone()),
-            ("name".into(), d.name.clone()),
-        ],
-    )?;
+    run.tree.ensure_folder(&d.path).await?;
+    run.tree
+        .set_folder_meta(
+            &d.path,
+            vec![
+                ("drive".into(), d.id.clone()),
+                ("name".into(), d.name.clone()),
+            ],
+        )
+        .await?;
     let start = format!("/drives/{}/root/delta", d.id);
     let mut url = match t.n.clone().or_else(|| t.d.clone()) {
         Some(u) => u,
@@ -96,7 +101,7 @@ pub async fn backup(run: &mut Run<'_>, d: &DriveRef) -> engine::Result<Flow> {
     apply_deletions(run, &mut deleted).await?;
     if t.full {
         let staging = names::staging(&key);
-        if run.tree.has_folder(&staging) {
+        if run.tree.has_folder(&staging).await? {
             run.tree.remove(&staging).await?;
         }
         t.full = false;
@@ -114,25 +119,27 @@ async fn start_full(
     d: &DriveRef,
     key: &str,
 ) -> engine::Result<()> {
-    let has_content =
-        run.tree.items(&d.path).next().is_some() || !run.tree.subfolders(&d.path).is_empty();
+    let has_content = run.tree.items(&d.path).await?.next().is_some()
+        || !run.tree.subfolders(&d.path).await?.is_empty();
     if has_content {
         let staging = names::staging(key);
-        if run.tree.has_folder(&staging) {
+        if run.tree.has_folder(&staging).await? {
             // A restarted full round: what is in the drive's folder now is newer.
             let fresh = staging.join(b"fresh")?;
             run.rename(&d.path, &fresh).await?;
         } else {
             run.rename(&d.path, &staging).await?;
         }
-        run.tree.ensure_folder(&d.path)?;
-        run.tree.set_folder_meta(
-            &d.path,
-            vec![
-                ("drive".into(), d.id.clone()),
-                ("name".into(), d.name.clone()),
-            ],
-        )?;
+        run.tree.ensure_folder(&d.path).await?;
+        run.tree
+            .set_folder_meta(
+                &d.path,
+                vec![
+                    ("drive".into(), d.id.clone()),
+                    ("name".into(), d.name.clone()),
+                ],
+            )
+            .await?;
         t.full = true;
     }
     Ok(())
@@ -142,7 +149,7 @@ async fn start_full(
 /// feed may still have had items moved out of it later in the same round.
 async fn apply_deletions(run: &mut Run<'_>, deleted: &mut Vec<String>) -> engine::Result<()> {
     for id in std::mem::take(deleted) {
-        if let Some(p) = run.find_id(&id) {
+        if let Some(p) = run.find_id(&id).await? {
             run.tree.remove(&p).await?;
         }
     }
@@ -215,7 +222,9 @@ async fn apply(
             {
                 Some(d.path.clone())
             } else {
-                run.find_id(parent_id).filter(|p| p.starts_with(&d.path))
+                run.find_id(parent_id)
+                    .await?
+                    .filter(|p| p.starts_with(&d.path))
             };
             let Some(parent) = parent else {
                 left.push(row);
@@ -225,23 +234,25 @@ async fn apply(
             let path = parent.join(&seg(s(&row, "/name")))?;
             deleted.retain(|x| x != &id);
             if row.get("folder").is_some() || row.get("package").is_some() {
-                match run.find_id(&id) {
+                match run.find_id(&id).await? {
                     // In a full round the folder's staged content must not come back
                     // whole: each item returns on its own if it still exists.
                     Some(old) if old != path && !full => run.rename(&old, &path).await?,
                     _ => {}
                 }
-                if run.tree.item(&path).is_some() {
+                if run.tree.item(&path).await?.is_some() {
                     run.tree.remove(&path).await?;
                 }
-                run.tree.ensure_folder(&path)?;
-                run.tree.set_folder_meta(
-                    &path,
-                    vec![
-                        ("id".into(), id.clone()),
-                        ("name".into(), s(&row, "/name").into()),
-                    ],
-                )?;
+                run.tree.ensure_folder(&path).await?;
+                run.tree
+                    .set_folder_meta(
+                        &path,
+                        vec![
+                            ("id".into(), id.clone()),
+                            ("name".into(), s(&row, "/name").into()),
+                        ],
+                    )
+                    .await?;
                 run.note(&path, Some(&id));
                 continue;
             }
@@ -250,9 +261,9 @@ async fn apply(
                 // content this drive holds.
                 continue;
             }
-            if let Some(old) = run.find_id(&id) {
+            if let Some(old) = run.find_id(&id).await? {
                 if old != path {
-                    if run.tree.has_folder(&path) {
+                    if run.tree.has_folder(&path).await? {
                         run.tree.remove(&path).await?;
                     }
                     run.rename(&old, &path).await?;
@@ -260,9 +271,9 @@ async fn apply(
             }
             let info = file_info(&row);
             let size = row["size"].as_u64().unwrap_or(0);
-            match run.tree.item(&path) {
+            match run.tree.item(&path).await? {
                 Some(e) if e.fingerprint == info.fingerprint && e.size == size => {
-                    run.update_meta(&path, &info)?;
+                    run.update_meta(&path, &info).await?;
                     run.note(&path, Some(&id));
                 }
                 _ => {

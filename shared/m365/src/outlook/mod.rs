@@ -183,7 +183,7 @@ pub async fn backup(run: &mut Run<'_>, kind: Kind) -> engine::Result<Flow> {
         .map(|c| (c.key.clone(), c.path.clone(), c.meta.clone()))
         .collect();
     let top = names::path(&[kind.top().as_bytes()]);
-    run.tree.ensure_folder(&top)?;
+    run.tree.ensure_folder(&top).await?;
     for key in run.reconcile(&live, known).await? {
         let mut t = run.track(&key);
         t.d = None;

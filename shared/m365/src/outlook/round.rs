@@ -110,7 +110,7 @@ pub(super) async fn round(
 pub(super) async fn folder_done(run: &mut Run<'_>, key: &str, mut t: Track) -> engine::Result<()> {
     if t.full {
         let staging = names::staging(key);
-        if run.tree.has_folder(&staging) {
+        if run.tree.has_folder(&staging).await? {
             run.tree.remove(&staging).await?;
         }
         t.full = false;
@@ -121,7 +121,7 @@ pub(super) async fn folder_done(run: &mut Run<'_>, key: &str, mut t: Track) -> e
 }
 
 async fn start_full(run: &mut Run<'_>, t: &mut Track, c: &Coll) -> engine::Result<()> {
-    if run.tree.items(&c.path).next().is_some() {
+    if run.tree.items(&c.path).await?.next().is_some() {
         run.stage_items(&c.path, &c.key).await?;
         t.full = true;
     }
@@ -158,19 +158,19 @@ async fn plan(
             Kind::Tasks => todo::backup::info(row),
         };
         let draft = row.get("isDraft").and_then(Value::as_bool) == Some(true);
-        let here = run.tree.item(&path).map(|e| e.fingerprint);
+        let here = run.tree.item(&path).await?.map(|e| e.fingerprint);
         if here.is_none() {
-            if let Some(old) = run.find_name(&name) {
+            if let Some(old) = run.find_name(&name).await? {
                 // Moved here from another folder (or back from staging): keep its content.
                 run.rename(&old, &path).await?;
             }
         }
-        match (kind, run.tree.item(&path).map(|e| e.fingerprint)) {
+        match (kind, run.tree.item(&path).await?.map(|e| e.fingerprint)) {
             (_, Some(fp)) if fp == info.fingerprint => {}
             // A sent or received message's content does not change; what changes is its
             // read state, flag, categories: metadata only.
             (Kind::Mail, Some(_)) if !draft => {
-                run.update_meta(&path, &info)?;
+                run.update_meta(&path, &info).await?;
             }
             (Kind::Mail, _) => {
                 let attachments = row.get("hasAttachments").and_then(Value::as_bool) != Some(false);

@@ -17,7 +17,7 @@ pub async fn backup(run: &mut Run<'_>) -> engine::Result<Flow> {
     let site = run.key.clone();
     let drives = pages(run.g, &format!("/sites/{site}/drives?$top=200")).await?;
     let libraries = names::path(&[b"Libraries"]);
-    run.tree.ensure_folder(&libraries)?;
+    run.tree.ensure_folder(&libraries).await?;
     let live: Vec<String> = drives
         .iter()
         .map(|d| format!("drive:{}", s(d, "id")))
@@ -32,7 +32,7 @@ pub async fn backup(run: &mut Run<'_>) -> engine::Result<Flow> {
         .collect();
     for (k, p) in gone {
         let p = names::path(&p);
-        if !p.is_root() && run.tree.has_folder(&p) {
+        if !p.is_root() && run.tree.has_folder(&p).await? {
             run.tree.remove(&p).await?;
         }
         run.cur.tracks.remove(&k);
@@ -54,7 +54,7 @@ async fn lists(run: &mut Run<'_>) -> engine::Result<Flow> {
     let site = run.key.clone();
     let lists = pages(run.g, &format!("/sites/{site}/lists?$top=200")).await?;
     let top = names::path(&[b"Lists"]);
-    run.tree.ensure_folder(&top)?;
+    run.tree.ensure_folder(&top).await?;
     let live: Vec<Live> = lists
         .iter()
         .filter(|l| {
@@ -121,7 +121,7 @@ async fn lists(run: &mut Run<'_>) -> engine::Result<Flow> {
                     ),
                 ],
             };
-            if run.tree.item(&p).map(|e| e.fingerprint) == Some(info.fingerprint) {
+            if run.tree.item(&p).await?.map(|e| e.fingerprint) == Some(info.fingerprint) {
                 continue;
             }
             let body = serde_json::to_vec_pretty(i.get("fields").unwrap_or(&Value::Null))
@@ -131,8 +131,9 @@ async fn lists(run: &mut Run<'_>) -> engine::Result<Flow> {
         let gone: Vec<Vec<u8>> = run
             .tree
             .items(path)
+            .await?
             .filter(|x| !seen.contains(&x.name))
-            .map(|x| x.name.clone())
+            .map(|x| x.name)
             .collect();
         for n in gone {
             run.tree.remove(&path.join(&n)?).await?;
