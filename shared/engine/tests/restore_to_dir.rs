@@ -444,3 +444,39 @@ async fn an_in_place_restore_never_writes_through_a_link_in_a_folders_place() {
         );
     }
 }
+
+/// More files than one batch plans (32 Ki): the restore writes them batch after batch,
+/// every file whole, and a blob shared across batches is written into each file that
+/// holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_of_more_files_than_a_batch_writes_every_one() {
+    let n = 33_000u32;
+    let items = (1..=n)
+        .map(|uid| {
+            let folder = ["Inbox", "Archive/2026", "Sent"][(uid % 3) as usize];
+            // Every hundredth message is the same bytes: a blob of several batches.
+            let body = if uid % 100 == 0 {
+                b"the same message".to_vec()
+            } else {
+                format!("message {uid}").into_bytes()
+            };
+            (uid, folder, body)
+        })
+        .collect();
+    let b = backed_up(items).await;
+    let to = b.env.folder("out");
+    let report = b
+        .engine
+        .restore_to_dir(
+            &b.task,
+            &b.snap,
+            &to,
+            &RestoreOptions::default(),
+            &NoProgress,
+        )
+        .await
+        .expect("the restore");
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.files, n as u64);
+    assert_eq!(files_under(&restore_folder(&to)), b.files);
+}

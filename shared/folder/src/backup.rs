@@ -7,12 +7,16 @@
 //! Nothing is lost to a read failure: an unreadable file or folder keeps its previous
 //! version, and the failure is recorded with the snapshot. The partial files of a restore
 //! into the folder (running, or killed) are never backed up (see [`walk`]).
+//!
+//! Memory follows the folder being walked, not the whole folder tree: a directory is
+//! listed as names only, and a subfolder the walk has finished is handed back to the tree
+//! (`AccountTree::done_with`), which stores it and lets go of it.
 
 use bytes::Bytes;
 use domain::ItemPath;
 use engine::{partial, AccountTree, Entry, EntryKind, Error, Result, SMALL_ITEM};
 use rayon::prelude::*;
-use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::fs::{self, File, Metadata};
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
@@ -77,13 +81,13 @@ pub(crate) fn walk<'a>(
     at: &'a ItemPath,
 ) -> Boxed<'a, Result<()>> {
     Box::pin(async move {
-        let mut names: Vec<(Vec<u8>, PathBuf)> = match fs::read_dir(dir) {
+        let mut names: Vec<Vec<u8>> = match fs::read_dir(dir) {
             Ok(rd) => {
                 let mut v = Vec::new();
                 for ent in rd {
                     match ent {
                         Ok(ent) if partial::is_partial_name(ent.file_name().as_bytes()) => {}
-                        Ok(ent) => v.push((ent.file_name().as_bytes().to_vec(), ent.path())),
+                        Ok(ent) => v.push(ent.file_name().as_bytes().to_vec()),
                         Err(e) => {
                             // An entry that cannot be listed cannot be told from a deleted
                             // one: keep the folder as it was.
@@ -100,19 +104,20 @@ pub(crate) fn walk<'a>(
                 return Ok(());
             }
         };
-        names.sort();
-        let present: HashSet<&[u8]> = names.iter().map(|(n, _)| n.as_slice()).collect();
+        names.sort_unstable();
+        names.shrink_to_fit();
+        let listed = |n: &Vec<u8>| names.binary_search(n).is_ok();
         let mut gone: Vec<Vec<u8>> = tree
             .items(at)
             .await?
             .map(|e| e.name)
-            .filter(|n| !present.contains(n.as_slice()))
+            .filter(|n| !listed(n))
             .collect();
         gone.extend(
             tree.subfolders(at)
                 .await?
                 .into_iter()
-                .filter(|n| !present.contains(n.as_slice())),
+                .filter(|n| !listed(n)),
         );
         for name in gone {
             tree.remove(&at.join(&name)?).await?;
@@ -120,7 +125,8 @@ pub(crate) fn walk<'a>(
 
         let mut pending: Vec<Pending> = Vec::new();
         let mut pending_bytes = 0usize;
-        for (name, path) in names {
+        for name in names {
+            let path = dir.join(OsStr::from_bytes(&name));
             let item = match at.join(&name) {
                 Ok(p) => p,
                 Err(e) => {
@@ -147,6 +153,7 @@ pub(crate) fn walk<'a>(
                 })
                 .await?;
                 walk(tree, &path, &item).await?;
+                tree.done_with(&item).await?;
             } else if ft.is_symlink() {
                 link(tree, &path, &item, &meta).await?;
             } else if ft.is_file() {

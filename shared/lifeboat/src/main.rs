@@ -99,6 +99,7 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    limit_heap_growth();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LIFEBOAT_LOG")
@@ -124,6 +125,23 @@ fn main() -> ExitCode {
             eprintln!("lifeboat: error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Buffers of MiBs (packs being built and uploaded, batches of content, index segments)
+/// come and go on many threads. By default glibc gives each thread a heap of its own and
+/// raises its mmap threshold to the largest block freed (up to 32 MiB), so these buffers
+/// end up spread over heaps that keep what they grew to: a first backup of a million
+/// items peaked at 172 MiB, and spent twice the system time. Two heaps and a fixed
+/// threshold of 16 MiB keep it at 109 MiB; a lower threshold saves a little more memory
+/// but maps and faults in every pack afresh (a fifth more CPU on the vault benchmark's
+/// first backup), while this costs none.
+fn limit_heap_growth() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: called before any other thread starts; mallopt only sets parameters.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 16 << 20);
     }
 }
 

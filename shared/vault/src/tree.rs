@@ -570,6 +570,48 @@ mod tests {
         );
     }
 
+    /// The cutter, fed one entry at a time, cuts where the whole-list rule cuts.
+    #[test]
+    fn the_streaming_cutter_cuts_where_the_whole_list_is_cut() {
+        for n in [0usize, 1, 100, 1_500, 1_600, 5_000, 40_000] {
+            let entries: Vec<Entry> = (0..n)
+                .map(|i| {
+                    let mut e = entry(i);
+                    // Some heavy entries, so that pieces also end at PIECE_MAX.
+                    if i % 977 == 0 {
+                        e.meta = vec![("k".into(), "v".repeat(20_000))];
+                    }
+                    e
+                })
+                .collect();
+            let ends = cut_points(&entries, |e| &e.name, Entry::weight);
+            let whole = split_at_ends(entries.clone(), &ends);
+            assert_eq!(leaf_pieces(entries), whole, "{n} entries");
+        }
+    }
+
+    #[test]
+    fn packed_entries_read_back_and_are_found_by_name() {
+        let mut p = PackedEntries::default();
+        let mut all = Vec::new();
+        for i in 0..300 {
+            let mut e = entry(i);
+            // Names longer than 127 bytes take two bytes of length.
+            e.name = format!("{i:04}-{}", "n".repeat(i % 200)).into_bytes();
+            e.meta = vec![("seen".into(), i.to_string())];
+            p.push(&e).unwrap();
+            all.push(e);
+        }
+        assert_eq!(p.len(), 300);
+        assert_eq!(p.iter().collect::<Vec<_>>(), all);
+        for (i, e) in all.iter().enumerate() {
+            assert_eq!(p.name(i), e.name.as_slice());
+            assert_eq!(p.find(&e.name), Ok(i));
+        }
+        assert_eq!(p.find(b"0000"), Err(0));
+        assert_eq!(p.find(b"9999"), Err(300));
+    }
+
     #[test]
     fn pieces_round_trip_and_a_disordered_branch_is_damage() {
         let leaf = Piece::Leaf((0..10).map(entry).collect());

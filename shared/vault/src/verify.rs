@@ -2,6 +2,13 @@
 //! of the given accounts to name the ones that a damaged or missing blob affects. Damaged
 //! data is reported, never returned.
 //!
+//! It goes account by account (a pack holds one account's blobs): the account's packs are
+//! read against its index, keeping one mark per index entry (whether the record where the
+//! index puts it is that blob) and where sound records start; then its snapshots are
+//! walked, reading each folder's node as it comes. Nothing of a whole task, or a whole
+//! account, is held decoded, so an account of a million items verifies in the memory of
+//! its index.
+//!
 //! What it finds damaged it also records in the account's index, so that the next backup
 //! stores those blobs again when the source hands them over (see [`crate::writer`]); the
 //! snapshots that name them are then whole again, and a later `verify` no longer lists
@@ -14,6 +21,7 @@ use crate::pack::{self, PackId};
 use crate::tree::{BlobRef, EntryKind, Piece};
 use crate::{BlobId, BlobKind, Vault, PACK_KIND};
 use domain::{escape, AccountId};
+use ports::ObjectKey as Key;
 use ports::{ObjectKey, ObjectStoreExt};
 use rayon::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -49,20 +57,29 @@ impl VerifyReport {
     }
 }
 
-/// What reading every pack found.
+/// What reading one account's packs found (or the packs of no listed account).
 #[derive(Default)]
 struct Scan {
-    /// Every sound record: (pack, offset) -> (id, kind, sealed len).
-    good: HashMap<(PackId, u32), (BlobId, BlobKind, u32)>,
+    /// Per entry of the account's index: the record where the index puts the blob is
+    /// that blob, sound.
+    sound: Vec<bool>,
+    /// Where sound records start: (pack number, offset), sorted once the scan is done.
+    starts: Vec<(u32, u32)>,
+    pack_no: HashMap<PackId, u32>,
     /// Damaged records: (pack, offset) -> problem.
     bad: HashMap<(PackId, u32), String>,
     /// Packs that could not be read or parsed at all.
     bad_packs: HashMap<PackId, String>,
     /// Packs listed in the store.
     present: HashSet<PackId>,
-    /// Objects that are not what their name says, by key.
-    strays: Vec<(String, String)>,
-    pieces: HashMap<BlobId, Piece>,
+}
+
+impl Scan {
+    fn starts_at(&self, pack: &PackId, offset: u32) -> bool {
+        self.pack_no
+            .get(pack)
+            .is_some_and(|&n| self.starts.binary_search(&(n, offset)).is_ok())
+    }
 }
 
 /// Collects damage by object.
@@ -78,6 +95,9 @@ impl Affects {
     }
 }
 
+/// A pack as listed: its key, size and id.
+type Listed = (Key, u64, PackId);
+
 impl Vault {
     /// Verifies this task: every pack, then every snapshot of `accounts`. `progress` is
     /// called with the bytes of each pack checked.
@@ -90,26 +110,31 @@ impl Vault {
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
-        let mut scan = Scan::default();
-        self.dict().await?;
-        scan.strays.extend(self.check_dict_copies().await?);
-        self.scan_packs(&mut scan, &mut report, progress).await?;
-
         let mut affects = Affects::default();
-        for (id, why) in &scan.bad_packs {
-            affects.add(format!("pack {}", id.to_hex()), why.clone(), None);
+        self.dict().await?;
+        for (key, why) in self.check_dict_copies().await? {
+            affects.add(key, why, None);
         }
-        for (key, why) in &scan.strays {
-            affects.add(key.clone(), why.clone(), None);
-        }
-        // Damaged records are named even when no snapshot needs them any more (a copy
-        // stored since heals the snapshots, not the pack): a repack drops them.
-        for ((p, off), why) in &scan.bad {
-            affects.add(self.pack_object(p, *off), why.clone(), None);
+        // Every pack, by the account tag its name starts with.
+        let mut by_tag: BTreeMap<String, Vec<Listed>> = BTreeMap::new();
+        let prefix = ObjectKey::kind_prefix(self.tenant(), self.task(), PACK_KIND);
+        for (key, size) in self.store().list_all(&prefix).await? {
+            match Vault::parse_pack_name(key.id()) {
+                Some((tag, id)) => {
+                    let tag = tag.to_string();
+                    by_tag.entry(tag).or_default().push((key, size, id));
+                }
+                None => {
+                    report.packs += 1;
+                    report.bytes += size;
+                    affects.add(key.to_string(), "not a pack name".to_string(), None);
+                }
+            }
         }
         let mut affected: BTreeSet<String> = BTreeSet::new();
         for account in accounts {
             let av = self.account(account);
+            let packs = by_tag.remove(av.tag()).unwrap_or_default();
             let (snaps, bad_records) = av.snapshots_checked().await?;
             for DamagedRecord { record, problem } in bad_records {
                 affects.add(
@@ -129,12 +154,19 @@ impl Vault {
                     );
                     report.snapshots += snaps.len() as u64;
                     affected.extend(snaps.iter().map(|s| format!("{account} {}", s.id)));
+                    let scan = self.scan_packs(packs, None, &mut report, progress).await?;
+                    self.name_damage(&scan, &mut affects);
                     continue;
                 }
                 Err(e) => return Err(e),
             };
+            let scan = self
+                .scan_packs(packs, Some(&index), &mut report, progress)
+                .await?;
+            self.name_damage(&scan, &mut affects);
             let mut walker = Walker {
                 v: self,
+                av: &av,
                 scan: &scan,
                 index: &index,
                 clean: HashSet::new(),
@@ -144,14 +176,22 @@ impl Vault {
             for snap in &snaps {
                 report.snapshots += 1;
                 let label = format!("{account} {}", snap.id);
-                let mut ok = walker.walk(&snap.root(), &mut Vec::new(), &label, true);
+                let mut ok = walker
+                    .walk(snap.root(), &mut Vec::new(), &label, true)
+                    .await?;
                 ok &= walker.check_one(&snap.meta.into(), BlobKind::Meta, &label, "(side data)");
                 if !ok {
                     affected.insert(label);
                 }
             }
             let newly = walker.damaged;
+            drop(scan);
             report.marked += mark_damaged(&av, &index, newly).await?;
+        }
+        // Packs of no account listed: read and checked all the same.
+        for (_, packs) in by_tag {
+            let scan = self.scan_packs(packs, None, &mut report, progress).await?;
+            self.name_damage(&scan, &mut affects);
         }
         report.damage = affects
             .0
@@ -170,26 +210,37 @@ impl Vault {
         Ok(report)
     }
 
+    /// Damage found in packs is named even when no snapshot needs it any more (a copy
+    /// stored since heals the snapshots, not the pack): a repack drops it.
+    fn name_damage(&self, scan: &Scan, affects: &mut Affects) {
+        for (id, why) in &scan.bad_packs {
+            affects.add(format!("pack {}", id.to_hex()), why.clone(), None);
+        }
+        for ((p, off), why) in &scan.bad {
+            affects.add(self.pack_object(p, *off), why.clone(), None);
+        }
+    }
+
     /// How damage in a pack is named: the pack, and the record's offset.
     fn pack_object(&self, pack: &PackId, offset: u32) -> String {
         format!("pack {} @{offset}", pack.to_hex())
     }
 
+    /// Reads and checks `packs` (one account's, whose index is `index`), one at a time.
     async fn scan_packs(
         &self,
-        scan: &mut Scan,
+        packs: Vec<Listed>,
+        index: Option<&AccountIndex>,
         report: &mut VerifyReport,
         progress: &(dyn Fn(u64) + Send + Sync),
-    ) -> Result<()> {
-        let prefix = ObjectKey::kind_prefix(self.tenant(), self.task(), PACK_KIND);
-        for (key, size) in self.store().list_all(&prefix).await? {
+    ) -> Result<Scan> {
+        let mut scan = Scan {
+            sound: vec![false; index.map_or(0, AccountIndex::len)],
+            ..Default::default()
+        };
+        for (key, size, id) in packs {
             report.packs += 1;
             report.bytes += size;
-            let Some((_, id)) = Vault::parse_pack_name(key.id()) else {
-                scan.strays
-                    .push((key.to_string(), "not a pack name".to_string()));
-                continue;
-            };
             scan.present.insert(id);
             let bytes = match self.store().get(&key).await {
                 Ok(b) => b,
@@ -216,11 +267,12 @@ impl Vault {
                             raw_len: e.raw_len,
                         };
                         let sealed = &bytes[e.offset as usize..(e.offset + e.len) as usize];
+                        // A tree node must parse too; it is read again, alone, by the walk.
                         let opened = this.open_blob(&r, e.kind, sealed).and_then(|plain| {
                             if e.kind == BlobKind::Tree {
-                                Piece::decode(&plain, &format!("tree {}", r.id)).map(Some)
+                                Piece::decode(&plain, &format!("tree {}", r.id)).map(drop)
                             } else {
-                                Ok(None)
+                                Ok(())
                             }
                         });
                         (*e, opened)
@@ -229,76 +281,90 @@ impl Vault {
             })
             .await
             .map_err(|e| crate::Error::Format(format!("verify worker failed: {e}")))?;
+            let next = scan.pack_no.len() as u32;
+            let no = *scan.pack_no.entry(id).or_insert(next);
             for (e, res) in checked {
                 report.blobs += 1;
-                match res {
-                    Ok(piece) => {
-                        scan.good
-                            .insert((id, e.offset), (BlobId(e.id), e.kind, e.len));
-                        if let Some(p) = piece {
-                            scan.pieces.insert(BlobId(e.id), p);
-                        }
-                    }
-                    Err(err) => {
-                        scan.bad.insert((id, e.offset), err.to_string());
+                if let Err(err) = res {
+                    scan.bad.insert((id, e.offset), err.to_string());
+                    continue;
+                }
+                scan.starts.push((no, e.offset));
+                let Some(ix) = index else { continue };
+                if let Some(i) = ix.position(&BlobId(e.id), e.kind) {
+                    let l = ix.at(i);
+                    if l.pack == id && l.offset == e.offset && l.len == e.len {
+                        scan.sound[i] = true;
                     }
                 }
             }
         }
-        Ok(())
+        scan.starts.sort_unstable();
+        Ok(scan)
     }
 }
 
-/// Walks an account's snapshots against the scan.
+type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Walks an account's snapshots against the scan of its packs.
 struct Walker<'a> {
     v: &'a Vault,
+    av: &'a AccountVault,
     scan: &'a Scan,
     index: &'a AccountIndex,
     /// Folder nodes whose whole subtree is sound.
     clean: HashSet<BlobId>,
-    /// Blobs found damaged (id -> location), for the index.
+    /// Blobs found damaged (id and kind -> location), for the index.
     damaged: HashMap<(BlobId, BlobKind), Loc>,
     affects: &'a mut Affects,
+}
+
+fn show(path: &[Vec<u8>]) -> String {
+    if path.is_empty() {
+        "/".to_string()
+    } else {
+        path.iter().map(|s| escape(s)).collect::<Vec<_>>().join("/")
+    }
 }
 
 impl Walker<'_> {
     /// Checks one reference: `None` when sound, else the object and problem.
     fn check(&mut self, r: &BlobRef, kind: BlobKind) -> Option<(String, String)> {
-        let Some(loc) = self.index.get(&r.id, kind) else {
+        let Some(i) = self.index.position(&r.id, kind) else {
             return Some((
                 format!("blob {}", r.id),
                 "missing: the account's index does not know it".into(),
             ));
         };
+        if self.scan.sound[i] {
+            return None;
+        }
+        let loc = self.index.at(i);
         let key = format!("pack {}", loc.pack.to_hex());
         let problem = if let Some(why) = self.scan.bad_packs.get(&loc.pack) {
-            Some((key, why.clone()))
+            (key, why.clone())
         } else if !self.scan.present.contains(&loc.pack) {
-            Some((
+            (
                 key,
                 "missing: the index names a pack that is not there".into(),
-            ))
+            )
+        } else if self.scan.starts_at(&loc.pack, loc.offset) {
+            (
+                self.v.pack_object(&loc.pack, loc.offset),
+                "the index names a record that is another blob".into(),
+            )
         } else {
-            match self.scan.good.get(&(loc.pack, loc.offset)) {
-                Some((id, k, len)) if *id == r.id && *k == kind && *len == loc.len => None,
-                Some(_) => Some((
-                    self.v.pack_object(&loc.pack, loc.offset),
-                    "the index names a record that is another blob".into(),
-                )),
-                None => Some((
-                    self.v.pack_object(&loc.pack, loc.offset),
-                    self.scan
-                        .bad
-                        .get(&(loc.pack, loc.offset))
-                        .cloned()
-                        .unwrap_or_else(|| "no record starts there".into()),
-                )),
-            }
+            (
+                self.v.pack_object(&loc.pack, loc.offset),
+                self.scan
+                    .bad
+                    .get(&(loc.pack, loc.offset))
+                    .cloned()
+                    .unwrap_or_else(|| "no record starts there".into()),
+            )
         };
-        if problem.is_some() {
-            self.damaged.insert((r.id, kind), loc);
-        }
-        problem
+        self.damaged.insert((r.id, kind), loc);
+        Some(problem)
     }
 
     fn check_one(&mut self, r: &BlobRef, kind: BlobKind, label: &str, what: &str) -> bool {
@@ -311,58 +377,73 @@ impl Walker<'_> {
         }
     }
 
-    /// Walks a folder's node (all its pieces) and everything below; returns whether all
-    /// of it is sound.
-    fn walk(&mut self, node: &BlobRef, path: &mut Vec<Vec<u8>>, label: &str, top: bool) -> bool {
-        if top && self.clean.contains(&node.id) {
-            return true;
-        }
-        let show = |path: &[Vec<u8>]| {
-            if path.is_empty() {
-                "/".to_string()
-            } else {
-                path.iter().map(|s| escape(s)).collect::<Vec<_>>().join("/")
+    /// Walks a folder's node (all its pieces) and everything below, reading each node
+    /// as it comes; returns whether all of it is sound.
+    ///
+    /// # Errors
+    /// Only a store that cannot be read (damage is reported, not an error).
+    fn walk<'b>(
+        &'b mut self,
+        node: BlobRef,
+        path: &'b mut Vec<Vec<u8>>,
+        label: &'b str,
+        top: bool,
+    ) -> Boxed<'b, Result<bool>> {
+        Box::pin(async move {
+            if top && self.clean.contains(&node.id) {
+                return Ok(true);
             }
-        };
-        if let Some((obj, why)) = self.check(node, BlobKind::Tree) {
-            self.affects.add(
-                obj,
-                why,
-                Some(format!("{label} {} (whole folder)", show(path))),
-            );
-            return false;
-        }
-        let Some(piece) = self.scan.pieces.get(&node.id) else {
-            return false;
-        };
-        let mut ok = true;
-        match piece {
-            Piece::Branch(children) => {
-                for c in children {
-                    ok &= self.walk(&c.node, path, label, false);
+            let whole = |path: &[Vec<u8>]| Some(format!("{label} {} (whole folder)", show(path)));
+            if let Some((obj, why)) = self.check(&node, BlobKind::Tree) {
+                self.affects.add(obj, why, whole(path));
+                return Ok(false);
+            }
+            let piece = match self.av.read_piece(&node).await {
+                Ok(p) => p,
+                // Sound when the pack was read, not now: named all the same.
+                Err(e) if e.is_damage() => {
+                    self.affects
+                        .add(format!("blob {}", node.id), e.to_string(), whole(path));
+                    return Ok(false);
                 }
-            }
-            Piece::Leaf(entries) => {
-                for e in entries {
-                    path.push(e.name.clone());
-                    for c in &e.content {
-                        if let Some((obj, why)) = self.check(c, BlobKind::Data) {
-                            ok = false;
-                            self.affects
-                                .add(obj, why, Some(format!("{label} {}", show(path))));
+                Err(e) => return Err(e),
+            };
+            let mut ok = true;
+            match piece {
+                Piece::Branch(children) => {
+                    for c in children {
+                        ok &= self.walk(c.node, path, label, false).await?;
+                    }
+                }
+                Piece::Leaf(entries) => {
+                    // The items first; the subfolders once this node is let go of.
+                    let mut below = Vec::new();
+                    for e in entries {
+                        path.push(e.name);
+                        for c in &e.content {
+                            if let Some((obj, why)) = self.check(c, BlobKind::Data) {
+                                ok = false;
+                                self.affects
+                                    .add(obj, why, Some(format!("{label} {}", show(path))));
+                            }
+                        }
+                        let name = path.pop().expect("pushed");
+                        if let (EntryKind::Dir, Some(s)) = (e.kind, e.subtree) {
+                            below.push((name, s));
                         }
                     }
-                    if let (EntryKind::Dir, Some(s)) = (e.kind, &e.subtree) {
-                        ok &= self.walk(s, path, label, true);
+                    for (name, s) in below {
+                        path.push(name);
+                        ok &= self.walk(s, path, label, true).await?;
+                        path.pop();
                     }
-                    path.pop();
                 }
             }
-        }
-        if ok && top {
-            self.clean.insert(node.id);
-        }
-        ok
+            if ok && top {
+                self.clean.insert(node.id);
+            }
+            Ok(ok)
+        })
     }
 }
 

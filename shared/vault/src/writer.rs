@@ -699,8 +699,9 @@ impl SnapshotWriter {
 
     /// Many segments make every open of the account slower (a resumed run's above all):
     /// merges them. Runs after the checkpoint or snapshot is recorded, so a failure costs
-    /// nothing but a warning; the next run tries again.
-    async fn compact_if_many(&self) {
+    /// nothing but a warning; the next run tries again. The run is over: what it kept of
+    /// the index and of its blobs goes before the index is read again whole.
+    async fn compact_if_many(self) {
         // An index of many blobs is several segments even when compacted.
         let parts = self.index.len().div_ceil(COMPACT_PART);
         let own_since = self
@@ -711,10 +712,12 @@ impl SnapshotWriter {
         if self.index.segments.len() + own_since <= COMPACT_FROM + parts {
             return;
         }
+        let av = self.av.clone();
+        drop(self);
         let done = async {
-            let fresh = self.av.reload_index().await?;
-            self.vault().compact_index(&fresh).await?;
-            self.av.forget_index().await;
+            let fresh = av.reload_index().await?;
+            av.vault().compact_index(&fresh).await?;
+            av.forget_index().await;
             Ok::<_, Error>(())
         };
         if let Err(e) = done.await {

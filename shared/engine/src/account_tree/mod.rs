@@ -39,7 +39,7 @@ pub struct AccountTree {
     /// What the stored tree this run starts from holds (the parent's or the checkpoint's).
     base: TreeTotals,
     /// How the tree's counts moved: what the parts read held leaves it when they are
-    /// read, what the parts let go of hold comes back into it (see `totals`).
+    /// read, what the parts let go of hold comes back into it (see `store_root`).
     delta: Delta,
     /// Parts of the stored tree removed without being read: counted at the end.
     removed: Vec<Unread>,

@@ -15,6 +15,10 @@
 //!
 //! A folder whose stored listing is damaged is reported and skipped, as a damaged file is;
 //! everything else is restored.
+//!
+//! Memory is bounded whatever the snapshot's size: files are planned (walking the tree
+//! folder by folder) and written in batches of at most [`PLAN_FILES`], so a restore of a
+//! million files holds a batch's plan, not the whole snapshot's.
 
 use super::{folder_damaged, stored_damage};
 use crate::partial;
@@ -57,6 +61,11 @@ const DATA_DAMAGED: &str =
 /// (under partial names, never with missing parts under their own).
 const BATCH_BYTES: u64 = 64 << 20;
 const BATCH_FILES: usize = 1024;
+
+/// Files planned before they are written: a batch's plan (a few hundred bytes a file) and
+/// its read stay some tens of MB however many files the snapshot holds. A blob shared by
+/// files of two batches is read twice.
+const PLAN_FILES: usize = 32 * 1024;
 
 /// One file to write. Chunks land from the read's worker threads in any order and in
 /// parallel, so everything here is shared.
@@ -226,10 +235,11 @@ struct Plan {
     files: Vec<FileJob>,
     /// Files already whole (empty ones, written while planning), to be published.
     whole: Vec<usize>,
-    dirs: Vec<(PathBuf, Entry)>,
-    /// In place: the names of the files and links this restore covers (written, skipped
+    /// Every folder created, with its time and permissions (set at the very end).
+    dirs: Vec<(PathBuf, i64, u32)>,
+    /// In place: the names of the files and links this batch covers (written, skipped
     /// because they exist, or restored beside as a copy), whose stale partial files it
-    /// removes at its end. A new restore folder holds nothing stale: `None`.
+    /// removes once written. A new restore folder holds nothing stale: `None`.
     names: Option<Vec<PathBuf>>,
     /// Restored paths whose names look like partial names (a snapshot taken before
     /// backups left partial files out): the clean-up of stale partial files leaves them.
@@ -335,18 +345,28 @@ impl Engine {
                 )
             })?;
         }
-        let mut report = RestoreReport {
-            target: base.clone(),
-            ..Default::default()
+        let mut run = Restore {
+            vault: &vault,
+            opts,
+            progress,
+            plan: Plan {
+                label,
+                files: Vec::new(),
+                whole: Vec::new(),
+                dirs: Vec::new(),
+                names: opts.in_place.then(Vec::new),
+                partial_like: HashSet::new(),
+            },
+            report: RestoreReport {
+                target: base.clone(),
+                ..Default::default()
+            },
+            planned: 0,
+            whole_snapshot: opts.include.is_empty() || includes.iter().any(|i| i.is_root()),
         };
-        let mut plan = Plan {
-            label,
-            files: Vec::new(),
-            whole: Vec::new(),
-            dirs: Vec::new(),
-            names: opts.in_place.then(Vec::new),
-            partial_like: HashSet::new(),
-        };
+        if run.whole_snapshot {
+            progress.set_total(snap.stats.bytes);
+        }
         'selected: for (inc, entry) in selected {
             // The folders above a selected item, made one by one: in place, one of them
             // may be a link now, not to be followed.
@@ -354,7 +374,7 @@ impl Engine {
             for seg in inc.parent().iter().flat_map(|p| p.segments()) {
                 dest.push(os(seg));
                 if let Err(e) = make_folder(&dest) {
-                    report.errors.push(format!(
+                    run.report.errors.push(format!(
                         "{inc}: not restored: {} cannot be its folder: {e}",
                         dest.display()
                     ));
@@ -364,29 +384,69 @@ impl Engine {
             if let Some(name) = inc.file_name() {
                 dest.push(os(name));
             }
-            plan_entry(&vault, &entry, dest, &inc, opts, &mut plan, &mut report).await?;
+            plan_entry(&mut run, &entry, dest, &inc).await?;
         }
-        let total: u64 = plan.files.iter().map(|f| f.entry.size).sum();
-        progress.set_total(total);
-        write_data(&vault, &mut plan, progress, opts.sync).await?;
-        if let Some(names) = &plan.names {
-            // Only in place can an earlier, interrupted restore have left partial files
-            // beside the names covered now.
-            partial::remove_stale(names.iter().map(PathBuf::as_path), &plan.partial_like);
+        run.write_batch().await?;
+        // Folders last, deepest first, so writing their content does not bump their times.
+        for (path, mtime_ns, mode) in &run.plan.dirs {
+            set_meta(path, *mtime_ns, *mode);
         }
-        finish(plan, &mut report);
-        Ok(report)
+        Ok(run.report)
     }
 }
 
-fn plan_entry<'a>(
+/// A restore under way: what it writes with, the batch being planned, what it did.
+struct Restore<'a> {
     vault: &'a AccountVault,
+    opts: &'a RestoreOptions,
+    progress: &'a dyn Progress,
+    plan: Plan,
+    report: RestoreReport,
+    /// Bytes of the files planned so far.
+    planned: u64,
+    /// Whether the whole snapshot is restored (its size is then known up front).
+    whole_snapshot: bool,
+}
+
+impl Restore<'_> {
+    /// Writes the files planned so far (see [`write_data`]) and reports them.
+    ///
+    /// # Errors
+    /// As [`write_data`].
+    async fn write_batch(&mut self) -> Result<()> {
+        if !self.whole_snapshot {
+            self.progress.set_total(self.planned);
+        }
+        write_data(self.vault, &mut self.plan, self.progress, self.opts.sync).await?;
+        if let Some(names) = &mut self.plan.names {
+            // Only in place can an earlier, interrupted restore have left partial files
+            // beside the names covered now.
+            partial::remove_stale(names.iter().map(PathBuf::as_path), &self.plan.partial_like);
+            names.clear();
+        }
+        for job in std::mem::take(&mut self.plan.files) {
+            if job.done.load(Ordering::Acquire) {
+                self.report.files += 1;
+                self.report.bytes += job.entry.size;
+                continue;
+            }
+            job.discard();
+            let why = job
+                .problem
+                .get()
+                .map_or(DATA_DAMAGED, String::as_str)
+                .to_string();
+            self.report.errors.push(format!("{}: {why}", job.item));
+        }
+        Ok(())
+    }
+}
+
+fn plan_entry<'a, 'r: 'a>(
+    run: &'a mut Restore<'r>,
     entry: &'a Entry,
     dest: PathBuf,
     item: &'a ItemPath,
-    opts: &'a RestoreOptions,
-    plan: &'a mut Plan,
-    report: &'a mut RestoreReport,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + Send + 'a>> {
     Box::pin(async move {
         match entry.kind {
@@ -395,10 +455,10 @@ fn plan_entry<'a>(
                 // not created, and the restore goes on with everything else. Storage that
                 // is unreachable fails the restore (a retry can help).
                 let node = match entry.subtree {
-                    Some(sub) => match vault.read_tree(&sub).await {
+                    Some(sub) => match run.vault.read_tree(&sub).await {
                         Ok(node) => Some(node),
                         Err(e) if stored_damage(&e) => {
-                            report.errors.push(folder_damaged(item, &e));
+                            run.report.errors.push(folder_damaged(item, &e));
                             return Ok(());
                         }
                         Err(e) => return Err(e.into()),
@@ -406,47 +466,49 @@ fn plan_entry<'a>(
                     None => None,
                 };
                 if let Err(e) = make_folder(&dest) {
-                    report
+                    run.report
                         .errors
                         .push(format!("{item}: folder cannot be created: {e}"));
                     return Ok(());
                 }
-                report.folders += 1;
-                plan.writes(&dest);
+                run.report.folders += 1;
+                run.plan.writes(&dest);
                 for child in node.iter().flat_map(|n| &n.entries) {
                     let child_item = item.join(&child.name)?;
                     let child_dest = dest.join(os(&child.name));
-                    plan_entry(vault, child, child_dest, &child_item, opts, plan, report).await?;
+                    plan_entry(run, child, child_dest, &child_item).await?;
                 }
                 // The snapshot's root has no metadata of its own: leave the target's alone.
                 if !item.is_root() {
-                    plan.dirs.push((dest, entry.clone()));
+                    run.plan.dirs.push((dest, entry.mtime_ns, entry.mode));
                 }
             }
             EntryKind::Symlink => {
                 let target = entry.link.clone().unwrap_or_default();
-                plan.covers(&dest);
-                let dest = match resolve_conflict(&dest, opts, plan, report) {
+                run.plan.covers(&dest);
+                let dest = match resolve_conflict(&dest, run.opts, &run.plan, &mut run.report) {
                     Some(d) if d != dest => {
-                        plan.covers(&d);
+                        run.plan.covers(&d);
                         d
                     }
                     Some(d) => d,
                     None => return Ok(()),
                 };
                 if let Err(e) = partial::symlink(os(&target), &dest) {
-                    report
+                    run.report
                         .errors
                         .push(format!("{item}: link cannot be created: {e}"));
                 }
             }
             EntryKind::File => {
-                plan.covers(&dest);
-                let Some(final_path) = resolve_conflict(&dest, opts, plan, report) else {
+                run.plan.covers(&dest);
+                let Some(final_path) =
+                    resolve_conflict(&dest, run.opts, &run.plan, &mut run.report)
+                else {
                     return Ok(());
                 };
                 if final_path != dest {
-                    plan.covers(&final_path);
+                    run.plan.covers(&final_path);
                 }
                 let job = FileJob::new(item, final_path, entry);
                 if entry.content.is_empty() {
@@ -455,12 +517,16 @@ fn plan_entry<'a>(
                     match job.open() {
                         Ok(f) => {
                             set_meta_of(&f, entry, job.create_mode().1);
-                            plan.whole.push(plan.files.len());
+                            run.plan.whole.push(run.plan.files.len());
                         }
                         Err(e) => job.fail(format!("cannot be written: {e}")),
                     }
                 }
-                plan.files.push(job);
+                run.plan.files.push(job);
+                run.planned += entry.size;
+                if run.plan.files.len() >= PLAN_FILES {
+                    run.write_batch().await?;
+                }
             }
         }
         Ok(())
@@ -657,27 +723,6 @@ fn worker_failed(e: tokio::task::JoinError) -> Error {
     Error::io("a restore worker failed", io::Error::other(e))
 }
 
-fn finish(plan: Plan, report: &mut RestoreReport) {
-    for job in plan.files {
-        if job.done.load(Ordering::Acquire) {
-            report.files += 1;
-            report.bytes += job.entry.size;
-            continue;
-        }
-        job.discard();
-        let why = job
-            .problem
-            .get()
-            .map_or(DATA_DAMAGED, String::as_str)
-            .to_string();
-        report.errors.push(format!("{}: {why}", job.item));
-    }
-    // Folders last, deepest first, so writing their content does not bump their times.
-    for (path, entry) in plan.dirs.iter() {
-        set_meta(path, entry);
-    }
-}
-
 /// Whether a file created with `mode` got exactly `mode`: the process's umask (read once,
 /// from the kernel's own report) clears none of its bits.
 fn mode_survives_umask(mode: u32) -> bool {
@@ -703,12 +748,12 @@ fn set_meta_of(f: &File, entry: &Entry, mode_is_set: bool) {
     let _ = f.set_times(FileTimes::new().set_modified(partial::system_time(entry.mtime_ns)));
 }
 
-fn set_meta(path: &Path, entry: &Entry) {
-    if entry.mode != 0 {
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(entry.mode));
+fn set_meta(path: &Path, mtime_ns: i64, mode: u32) {
+    if mode != 0 {
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode));
     }
     if let Ok(f) = File::open(path) {
-        let _ = f.set_times(FileTimes::new().set_modified(partial::system_time(entry.mtime_ns)));
+        let _ = f.set_times(FileTimes::new().set_modified(partial::system_time(mtime_ns)));
     }
 }
 

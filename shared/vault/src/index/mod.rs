@@ -173,11 +173,7 @@ impl AccountIndex {
     }
 
     fn slot(&self, id: &BlobId, kind: BlobKind) -> Option<&Slot> {
-        debug_assert!(!self.unsettled, "an index is read only once settled");
-        self.slots
-            .binary_search_by(|s| (&s.id, s.kind).cmp(&(id, kind)))
-            .ok()
-            .map(|i| &self.slots[i])
+        self.position(id, kind).map(|i| &self.slots[i])
     }
 
     /// Where the blob of this kind lies (possibly a damaged location: check
@@ -185,6 +181,19 @@ impl AccountIndex {
     /// item and as side data (two zero bytes are both) are two blobs.
     pub fn get(&self, id: &BlobId, kind: BlobKind) -> Option<Loc> {
         self.slot(id, kind).map(|s| self.loc(s))
+    }
+
+    /// Where the blob's entry is in the index (for a caller keeping a mark per entry).
+    pub(crate) fn position(&self, id: &BlobId, kind: BlobKind) -> Option<usize> {
+        debug_assert!(!self.unsettled, "an index is read only once settled");
+        self.slots
+            .binary_search_by(|s| (&s.id, s.kind).cmp(&(id, kind)))
+            .ok()
+    }
+
+    /// The location of the entry at `position`.
+    pub(crate) fn at(&self, position: usize) -> Loc {
+        self.loc(&self.slots[position])
     }
 
     /// Whether a sound copy of the blob, of this kind, is stored where it will stay: what a
