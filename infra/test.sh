@@ -83,9 +83,19 @@ bash infra/lint-template.sh
 
 echo "== cargo test"
 bash infra/moto.sh install  # the AWS adapters' tests run against moto's server
+# The end-to-end tests on moto record each function's AWS operations here, for the
+# permissions check below; an earlier run's records must not vouch for this one.
+ops_dir=$(cargo metadata --format-version 1 --no-deps --locked |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/tmp/aws-ops
+rm -rf "$ops_dir"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
+
+echo "== IAM: the template grants each function what the end-to-end tests saw it do, no more"
+venv=.cache/sam-venv  # made by infra/lint-template.sh above
+"$venv/bin/python" infra/iam_check.py check template.yaml "$ops_dir"
+"$venv/bin/python" infra/iam_check.py self-test template.yaml "$ops_dir"
 # One closing line over every test binary (cargo's own last line is a doc-test run,
 # often of zero tests).
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

@@ -31,7 +31,7 @@ pub mod testing;
 pub use dynamo::{DynamoCatalog, TTL as CATALOG_TTL_ATTRIBUTE};
 pub use eventbridge::EventBridgeBus;
 pub use kms::KmsKeyService;
-pub use s3::S3ObjectStore;
+pub use s3::{S3ObjectStore, EXPIRING_TAG};
 pub use sqs::SqsQueue;
 
 pub use aws_config::SdkConfig;

@@ -17,6 +17,16 @@ const LIST_PAGE_KEYS: i32 = 1000;
 /// next try gets a clear answer (412, or success if the other failed).
 const CONFLICT_RETRIES: u32 = 5;
 
+/// The tag on every object of an expiring kind ([`ports::EXPIRING_KINDS`]): the vault
+/// bucket's lifecycle rule deletes the objects that carry it (see `template.yaml`).
+pub const EXPIRING_TAG: (&str, &str) = ("lifeboat-expires", "true");
+
+/// The `x-amz-tagging` value for `key`, if its kind expires.
+fn tagging(key: &ObjectKey) -> Option<String> {
+    key.expires()
+        .then(|| format!("{}={}", EXPIRING_TAG.0, EXPIRING_TAG.1))
+}
+
 /// An S3 bucket as an object store.
 #[derive(Clone, Debug)]
 pub struct S3ObjectStore {
@@ -161,6 +171,7 @@ impl ObjectStore for S3ObjectStore {
                 .bucket(&self.bucket)
                 .key(key.as_str())
                 .if_none_match("*")
+                .set_tagging(tagging(key))
                 .content_length(data.len() as i64)
                 .body(ByteStream::from(data.clone()))
                 .send()
@@ -209,6 +220,7 @@ impl ObjectStore for S3ObjectStore {
             .create_multipart_upload()
             .bucket(&self.bucket)
             .key(key.as_str())
+            .set_tagging(tagging(key))
             .send()
             .await
             .map_err(|e| self.common(failure(e, "S3", self.what(key))))?;
@@ -222,7 +234,7 @@ impl ObjectStore for S3ObjectStore {
         let result = self.upload_parts(key, &upload_id, first, source).await;
         if result.is_err() {
             // Best effort: an abort that fails too leaves the parts to the bucket's
-            // lifecycle rule (AbortIncompleteMultipartUpload after 7 days).
+            // lifecycle rule (AbortIncompleteMultipartUpload after a day).
             let _ = self
                 .client
                 .abort_multipart_upload()

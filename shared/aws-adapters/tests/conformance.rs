@@ -171,6 +171,60 @@ async fn foreign_objects_in_the_bucket_are_not_listed() {
     assert_eq!(page.keys, vec![(k, 4)]);
 }
 
+/// Exports carry the tag the bucket's lifecycle rule expires (put whole or in parts);
+/// backups carry none, so no rule can ever delete them.
+#[tokio::test]
+async fn exports_are_tagged_to_expire_and_backups_are_not() {
+    let sdk = sdk().await;
+    let store = bucket(&sdk).await;
+    let t = tenant();
+    let small = ObjectKey::new(&t, &task("x"), ports::EXPORT_KIND, "small");
+    let big = ObjectKey::new(&t, &task("x"), ports::EXPORT_KIND, "big");
+    let pack = ObjectKey::new(&t, &task("x"), "pack", "aa");
+    store
+        .put_if_absent(&small, Bytes::from("zip"))
+        .await
+        .unwrap();
+    let data = vec![7u8; ports::STREAM_PART_BYTES + 10];
+    store
+        .put_stream_if_absent(&big, &mut ports::ReadSource(&data[..]))
+        .await
+        .unwrap();
+    store
+        .put_stream_if_absent(&pack, &mut ports::ReadSource(&data[..]))
+        .await
+        .unwrap();
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let tags = |key: ObjectKey| {
+        let s3 = s3.clone();
+        let bucket = store.bucket().to_string();
+        async move {
+            let out = s3
+                .get_object_tagging()
+                .bucket(bucket)
+                .key(key.as_str())
+                .send()
+                .await
+                .unwrap();
+            out.tag_set()
+                .iter()
+                .map(|t| (t.key().to_string(), t.value().to_string()))
+                .collect::<Vec<_>>()
+        }
+    };
+    let expiring = vec![(
+        aws_adapters::EXPIRING_TAG.0.to_string(),
+        aws_adapters::EXPIRING_TAG.1.to_string(),
+    )];
+    assert_eq!(tags(small).await, expiring, "a small export");
+    assert_eq!(tags(big).await, expiring, "an export in parts");
+    assert_eq!(tags(pack).await, Vec::new(), "a pack");
+}
+
 // ---- DynamoDB ----
 
 #[tokio::test]

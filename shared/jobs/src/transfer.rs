@@ -20,7 +20,7 @@ use ports::{catalog_keys, Condition, ErrorKind, ObjectKey, Queue, Record};
 use serde::{Deserialize, Serialize};
 
 /// The object kind under which finished exports are kept for download.
-pub const EXPORT_KIND: &str = "export";
+pub const EXPORT_KIND: &str = ports::EXPORT_KIND;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

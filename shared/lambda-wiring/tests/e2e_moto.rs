@@ -6,6 +6,12 @@
 //! Every AWS request goes through a metering proxy in front of moto, which counts requests
 //! per service and operation (and DynamoDB's request units), so that the cost report is
 //! priced from what went over the wire, not from what the code was believed to do.
+//!
+//! Each function reaches the proxy on a port of its own, so the proxy also knows which
+//! function made each request and on which resource. When a stack is dropped it writes
+//! that list (`$CARGO_TARGET_TMPDIR/aws-ops/`), and `infra/iam_check.py` proves from it
+//! that `template.yaml` grants each function what it does and little more (moto enforces
+//! no IAM, so only this catches a missing permission before a real deployment does).
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use axum::body::Bytes;
@@ -39,6 +45,42 @@ struct Tally {
 
 type Tallies = BTreeMap<(String, String), Tally>;
 
+/// Who makes a request: one of the template's functions, or the harness itself (setting
+/// up, reading what the functions wrote, and Lambda's own SQS polling, which is
+/// attributed to the function it polls for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    Scheduler,
+    Fetcher,
+    Restorer,
+    Api,
+    Harness,
+}
+
+impl Role {
+    const ALL: [Role; 5] = [
+        Role::Scheduler,
+        Role::Fetcher,
+        Role::Restorer,
+        Role::Api,
+        Role::Harness,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Scheduler => "scheduler",
+            Role::Fetcher => "fetcher",
+            Role::Restorer => "restorer",
+            Role::Api => "api",
+            Role::Harness => "harness",
+        }
+    }
+}
+
+/// One AWS operation a function performed: `(role, service, operation, resource)`, the
+/// resource as the request named it (a table, `bucket/key`, a queue URL, a key id, a bus).
+type Op = (Role, String, String, String);
+
 /// A reverse proxy in front of moto that tallies every request it forwards.
 struct Meter {
     upstream: String,
@@ -50,6 +92,8 @@ struct Meter {
     events: Mutex<Vec<Value>>,
     /// `(pk, sk, ttl)` of every accepted DynamoDB `PutItem` that carried a time to live.
     expiring: Mutex<Vec<(String, String, u64)>>,
+    /// Every operation each function performed, for the permissions check.
+    ops: Mutex<std::collections::BTreeSet<Op>>,
 }
 
 /// Headers that describe one hop, not the request: the forwarding client sets its own.
@@ -62,7 +106,8 @@ const HOP: [&str; 5] = [
 ];
 
 impl Meter {
-    async fn start(upstream: &str) -> (Arc<Meter>, String) {
+    /// Starts the proxy with a port per role; returns the endpoint of each.
+    async fn start(upstream: &str) -> (Arc<Meter>, BTreeMap<Role, String>) {
         let meter = Arc::new(Meter {
             upstream: upstream.trim_end_matches('/').to_string(),
             http: reqwest::Client::builder()
@@ -73,14 +118,19 @@ impl Meter {
             pack_put: tokio::sync::Notify::new(),
             events: Mutex::new(Vec::new()),
             expiring: Mutex::new(Vec::new()),
+            ops: Mutex::new(Default::default()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = axum::Router::new()
-            .fallback(forward)
-            .with_state(meter.clone());
-        tokio::spawn(async move { axum::serve(listener, app).await.ok() });
-        (meter, format!("http://{addr}"))
+        let mut urls = BTreeMap::new();
+        for role in Role::ALL {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap();
+            let app = axum::Router::new()
+                .fallback(forward)
+                .with_state((meter.clone(), role));
+            tokio::spawn(async move { axum::serve(listener, app).await.ok() });
+            urls.insert(role, format!("http://{addr}"));
+        }
+        (meter, urls)
     }
 
     fn tallies(&self) -> Tallies {
@@ -97,12 +147,19 @@ impl Meter {
 
     fn record(
         &self,
+        role: Role,
         parts: &axum::http::request::Parts,
         req: &[u8],
         status: StatusCode,
         resp: &[u8],
     ) {
         let (service, op) = classify(parts, req);
+        {
+            let mut ops = self.ops.lock().unwrap();
+            for (op, resource) in resources(&service, &op, parts, req) {
+                ops.insert((role, service.clone(), op, resource));
+            }
+        }
         let (read_units, write_units) = if service == "dynamodb" {
             dynamo_units(&op, req, resp)
         } else {
@@ -149,7 +206,7 @@ impl Meter {
 }
 
 async fn forward(
-    State(m): State<Arc<Meter>>,
+    State((m, role)): State<(Arc<Meter>, Role)>,
     req: axum::extract::Request,
 ) -> axum::response::Response {
     let (parts, body) = req.into_parts();
@@ -177,7 +234,7 @@ async fn forward(
     let status = resp.status();
     let resp_headers = resp.headers().clone();
     let resp_body = resp.bytes().await.unwrap_or_default();
-    m.record(&parts, &body, status, &resp_body);
+    m.record(role, &parts, &body, status, &resp_body);
     let mut out = axum::response::Response::new(axum::body::Body::from(resp_body));
     *out.status_mut() = status;
     for (k, v) in &resp_headers {
@@ -242,6 +299,55 @@ fn classify(parts: &axum::http::request::Parts, body: &[u8]) -> (String, String)
         _ => "Other",
     };
     (service, op.to_string())
+}
+
+/// The resources a request names, with the operation on each: a DynamoDB transaction is
+/// one operation per item (`TransactWriteItems:Put`...), since IAM authorises each item's
+/// action, not the transaction.
+fn resources(
+    service: &str,
+    op: &str,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+) -> Vec<(String, String)> {
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    match service {
+        "dynamodb" => match op {
+            "TransactWriteItems" | "TransactGetItems" => json["TransactItems"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|item| item.as_object()?.iter().next())
+                .map(|(kind, v)| (format!("{op}:{kind}"), s(&v["TableName"])))
+                .collect(),
+            "BatchWriteItem" | "BatchGetItem" => json["RequestItems"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(table, _)| (op.to_string(), table.clone()))
+                .collect(),
+            _ => vec![(op.to_string(), s(&json["TableName"]))],
+        },
+        "s3" => {
+            let path = parts.uri.path().trim_start_matches('/').to_string();
+            let mut out = vec![(op.to_string(), path.clone())];
+            // Tags set with the upload need their own permission.
+            if parts.headers.contains_key("x-amz-tagging") {
+                out.push(("PutObjectTagging".to_string(), path));
+            }
+            out
+        }
+        "sqs" => vec![(op.to_string(), s(&json["QueueUrl"]))],
+        "kms" => vec![(op.to_string(), s(&json["KeyId"]))],
+        "events" => json["Entries"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| (op.to_string(), s(&e["EventBusName"])))
+            .collect(),
+        _ => vec![(op.to_string(), String::new())],
+    }
 }
 
 /// DynamoDB's size of an attribute value (names and values; binary counted decoded).
@@ -325,9 +431,22 @@ enum Which {
     Transfers,
 }
 
+impl Which {
+    /// The function the queue's event source invokes.
+    fn role(self) -> Role {
+        match self {
+            Which::Backups => Role::Fetcher,
+            Which::Transfers => Role::Restorer,
+        }
+    }
+}
+
 struct Stack {
     dir: tempfile::TempDir,
-    sdk: aws_adapters::SdkConfig,
+    /// The name the stack's resources are named after (and its operations file).
+    prefix: String,
+    /// Each role's SDK configuration: the same moto, through the proxy's port for the role.
+    sdks: BTreeMap<Role, aws_adapters::SdkConfig>,
     names: Names,
     backup_dlq: String,
     transfer_dlq: String,
@@ -357,11 +476,15 @@ impl Stack {
                 .await
                 .unwrap();
         setup::create_event_bus(&direct, &prefix).await.unwrap();
-        let (meter, url) = Meter::start(aws_adapters::testing::endpoint()).await;
-        let sdk = direct.to_builder().endpoint_url(url).build();
+        let (meter, urls) = Meter::start(aws_adapters::testing::endpoint()).await;
+        let sdks = urls
+            .into_iter()
+            .map(|(role, url)| (role, direct.to_builder().endpoint_url(url).build()))
+            .collect();
         Stack {
             dir: tempfile::tempdir().unwrap(),
-            sdk,
+            prefix: prefix.clone(),
+            sdks,
             names: Names {
                 table: prefix.clone(),
                 bucket: prefix.clone(),
@@ -380,18 +503,19 @@ impl Stack {
         }
     }
 
-    /// A fresh function instance (a cold start: nothing cached, KMS asked again), on the
-    /// test's clock, with the faults of the moment.
-    fn instance(&self) -> Cloud {
-        let mut c = Cloud::new(&self.sdk, &self.names);
+    /// A fresh instance of `role`'s function (a cold start: nothing cached, KMS asked
+    /// again), on the test's clock, with the faults of the moment.
+    fn instance(&self, role: Role) -> Cloud {
+        let sdk = &self.sdks[&role];
+        let mut c = Cloud::new(sdk, &self.names);
         c.ports.clock = self.clock.clone();
         c.backups = Arc::new(aws_adapters::SqsQueue::new(
-            &self.sdk,
+            sdk,
             self.names.backup_queue.clone(),
             Some(self.backup_dlq.clone()),
         ));
         c.transfers = Arc::new(aws_adapters::SqsQueue::new(
-            &self.sdk,
+            sdk,
             self.names.transfer_queue.clone(),
             Some(self.transfer_dlq.clone()),
         ));
@@ -414,13 +538,19 @@ impl Stack {
 
     /// What the test reads with: the same stack, never faulty.
     fn engine(&self, tenant: &str) -> Engine {
-        let mut c = Cloud::new(&self.sdk, &self.names);
+        let mut c = Cloud::new(&self.sdks[&Role::Harness], &self.names);
         c.ports.clock = self.clock.clone();
         Engine::new(c.ports, TenantId::new(tenant).unwrap())
     }
 
+    /// The queue as the harness sees it (to look at, not to poll for a function).
     fn queue(&self, which: Which) -> Arc<dyn Queue> {
-        let c = self.instance();
+        self.queue_as(which, Role::Harness)
+    }
+
+    /// The queue as `role` reaches it.
+    fn queue_as(&self, which: Which, role: Role) -> Arc<dyn Queue> {
+        let c = self.instance(role);
         match which {
             Which::Backups => c.backups,
             Which::Transfers => c.transfers,
@@ -462,7 +592,7 @@ impl Stack {
 
     /// The scheduler function, invoked by its EventBridge schedule.
     async fn tick(&self) -> ports::Result<jobs::TickReport> {
-        let cloud = self.instance();
+        let cloud = self.instance(Role::Scheduler);
         let ctx = cloud.jobs(&self.request_id(), None);
         let t0 = Instant::now();
         let r = jobs::tick(&ctx).await;
@@ -488,13 +618,15 @@ impl Stack {
         visibility: Duration,
         max: usize,
     ) -> (Vec<String>, usize) {
-        let queue = self.queue(which);
+        // Lambda polls the queue with the function's own role.
+        let role = which.role();
+        let queue = self.queue_as(which, role);
         let msgs = queue.receive(max, visibility).await.unwrap();
         if msgs.is_empty() {
             return (Vec::new(), 0);
         }
         let (event, receipts) = sqs_event(&msgs, &self.names, which);
-        let cloud = self.instance();
+        let cloud = self.instance(role);
         let deadline = SystemTime::now() + Duration::from_secs(900);
         let ctx = cloud.jobs(&self.request_id(), Some(deadline));
         let t0 = Instant::now();
@@ -574,7 +706,7 @@ impl Stack {
             "isBase64Encoded": false
         });
         let req = lambda_http::request::from_str(&event.to_string()).unwrap();
-        let router = api::router(self.instance().api());
+        let router = api::router(self.instance(Role::Api).api());
         let t0 = Instant::now();
         let resp = router.oneshot(req).await.unwrap();
         let (parts, body) = resp.into_parts();
@@ -688,6 +820,46 @@ fn docs_files() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
+impl Drop for Stack {
+    /// Writes what each function did on AWS, for `infra/iam_check.py`, with the names that
+    /// tie the stack's resources to the template's (a failed test's list is written too:
+    /// what it did up to the failure was done).
+    fn drop(&mut self) {
+        let ops: Vec<Value> = self
+            .meter
+            .ops
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(role, ..)| *role != Role::Harness)
+            .map(|(role, service, op, resource)| json!([role.name(), service, op, resource]))
+            .collect();
+        let names = json!({
+            "CatalogTable": self.names.table,
+            "VaultBucket": self.names.bucket,
+            "VaultKey": self.names.kms_key,
+            "BackupQueue": self.names.backup_queue,
+            "TransferQueue": self.names.transfer_queue,
+            "BackupDeadLetters": self.backup_dlq,
+            "TransferDeadLetters": self.transfer_dlq,
+            "EventBus": self.names.event_bus,
+        });
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("aws-ops");
+        let written = std::fs::create_dir_all(&dir).and_then(|()| {
+            std::fs::write(
+                dir.join(format!("{}.json", self.prefix)),
+                json!({"names": names, "ops": ops}).to_string(),
+            )
+        });
+        if let Err(e) = written {
+            eprintln!(
+                "the operations of {} could not be written: {e}",
+                self.prefix
+            );
+        }
+    }
+}
+
 /// A stack where acme's `docs` task has been backed up by its daily schedule.
 async fn backed_up(name: &str) -> Stack {
     let s = Stack::new(name).await;
@@ -718,7 +890,7 @@ async fn a_scheduled_backup_is_listed_browsed_and_exported_through_the_api() {
 
     // S3 holds the packs, DynamoDB the snapshot; a second tick the same day queues nothing.
     let packs = s
-        .instance()
+        .instance(Role::Harness)
         .ports
         .store
         .list_all(&ObjectKey::kind_prefix(
@@ -891,6 +1063,67 @@ async fn a_scheduled_backup_is_listed_browsed_and_exported_through_the_api() {
         std::io::Read::read_to_end(&mut f, &mut got).unwrap();
         assert_eq!(got, data, "{name}");
     }
+
+    // A file changes and an on-demand backup stores it in a second small pack; the backup
+    // hour moves (a transaction that also deletes the old schedule entry); a repack without
+    // grace runs as a job on the restorer, merging the small packs and deleting them: the
+    // vault still verifies clean.
+    // Ten of them, so that the fetcher also compacts the account's index (more than
+    // vault::COMPACT_FROM segments), deleting the segments it merged.
+    for day in 0..10 {
+        write(
+            &s.dir.path().join("acme-docs"),
+            "notes/changed.txt",
+            format!("changed after the first backup, {day} times").as_bytes(),
+        );
+        let (st, v) = s
+            .api_json("POST", "/v1/tasks/docs/backups", Some(json!({})), acme)
+            .await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+        let (done, failed) = s.run_queue(Which::Backups, LONG).await;
+        assert_eq!(failed, 0);
+        assert!(done >= 1, "the on-demand backup ran");
+    }
+    let compacted = s
+        .meter
+        .ops
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(role, svc, op, res)| {
+            *role == Role::Fetcher && svc == "s3" && op == "DeleteObject" && res.contains("/idx/")
+        });
+    assert!(compacted, "the fetcher never compacted the index");
+    let (st, v) = s
+        .api_json(
+            "PUT",
+            "/v1/tasks/docs/schedule",
+            Some(json!({"backup_hour_utc": 5})),
+            acme,
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, v) = s
+        .api_json(
+            "POST",
+            "/v1/tasks/docs/prunes",
+            Some(json!({"repack": true, "grace_hours": 0})),
+            acme,
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{v}");
+    let job = v["id"].as_str().unwrap().to_string();
+    assert_eq!(s.run_queue(Which::Transfers, LONG).await, (1, 0));
+    let (st, v) = s
+        .api_json("GET", &format!("/v1/jobs/{job}"), None, acme)
+        .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "done", "{v}");
+    s.verify_clean("acme", "docs").await;
+    assert!(
+        s.meter.calls("s3", "DeleteObject") >= 1,
+        "the repack deleted no pack"
+    );
     assert!(s
         .queue(Which::Backups)
         .dead_letters()
@@ -1022,11 +1255,11 @@ async fn a_killed_fetcher_is_redelivered_and_finishes_with_one_snapshot() {
     assert_eq!(job_account(&bodies[0]), None, "the listing job");
 
     let visibility = Duration::from_secs(2);
-    let queue = s.queue(Which::Backups);
+    let queue = s.queue_as(Which::Backups, Role::Fetcher);
     let msgs = queue.receive(1, visibility).await.unwrap();
     assert_eq!(msgs.len(), 1);
     let (event, _) = sqs_event(&msgs, &s.names, Which::Backups);
-    let cloud = s.instance();
+    let cloud = s.instance(Role::Fetcher);
     let ctx = cloud.jobs(
         "req-killed",
         Some(SystemTime::now() + Duration::from_secs(900)),

@@ -28,7 +28,8 @@ pub use events::{Event, EventBus};
 pub use key_envelope::{CatalogTenantKeys, KeyEnvelope, LocalRootKey, RootKey, TenantKeyStore};
 pub use keys::{DataKey, EncryptionContext, KeyService};
 pub use object_store::{
-    ByteSource, ListPage, ObjectKey, ObjectStore, ObjectStoreExt, ReadSource, STREAM_PART_BYTES,
+    ByteSource, ListPage, ObjectKey, ObjectStore, ObjectStoreExt, ReadSource, EXPIRING_KINDS,
+    EXPORT_KIND, STREAM_PART_BYTES,
 };
 pub use queue::{
     check_batch, Queue, QueueMessage, MAX_BATCH as QUEUE_MAX_BATCH, MAX_MESSAGE_BYTES,

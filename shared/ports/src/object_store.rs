@@ -76,7 +76,23 @@ impl ObjectKey {
     pub fn kind(&self) -> &str {
         self.0.split('/').nth(3).unwrap_or("")
     }
+
+    /// Whether the store deletes this object by itself some days after it is written (see
+    /// [`EXPIRING_KINDS`]).
+    pub fn expires(&self) -> bool {
+        EXPIRING_KINDS.contains(&self.kind())
+    }
 }
+
+/// The kind of an export's zip: its download links last a week at most, and then it is
+/// of no more use.
+pub const EXPORT_KIND: &str = "export";
+
+/// Kinds of object that are copies handed out, not backups: a store deletes them by itself
+/// once every link to them has expired (on S3, a lifecycle rule on the tag the store sets),
+/// so that they are not paid for as long as the tenant stays. Everything else is kept until
+/// Lifeboat deletes it.
+pub const EXPIRING_KINDS: [&str; 1] = [EXPORT_KIND];
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
