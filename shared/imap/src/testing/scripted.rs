@@ -153,11 +153,21 @@ pub struct Stats {
     pub body_bytes: AtomicU64,
     /// Commands received, by verb (`UID FETCH`, `STATUS`, …).
     pub commands: Mutex<Vec<String>>,
+    /// Commands received as sent (the first 200 bytes of each, literals left out).
+    pub lines: Mutex<Vec<String>>,
 }
 
 impl Stats {
     pub fn count(&self, verb: &str) -> usize {
         lock(&self.commands).iter().filter(|c| *c == verb).count()
+    }
+
+    /// Commands whose text contains every one of `words`.
+    pub fn count_lines(&self, words: &[&str]) -> usize {
+        lock(&self.lines)
+            .iter()
+            .filter(|l| words.iter().all(|w| l.contains(w)))
+            .count()
     }
 }
 
@@ -364,6 +374,8 @@ async fn serve(
             None => (rest.to_ascii_uppercase(), String::new()),
         };
         lock(&stats.commands).push(verb.clone());
+        let shown: String = rest.chars().take(200).collect();
+        lock(&stats.lines).push(shown);
         let args = tokens(&args);
         match verb.as_str() {
             "CAPABILITY" => {
