@@ -84,7 +84,7 @@ async fn sync_all(
     let mut out = BTreeMap::new();
     for f in list.into_iter().filter(|f| f.selectable) {
         let p = prev.get(&f.wire).cloned().unwrap_or_default();
-        let r = sync_folder(conn, &f, &p, sink).await.expect("sync folder");
+        let r = sync_folder(conn, &f, p, sink).await.expect("sync folder");
         out.insert(f.wire.clone(), (f, r));
     }
     out

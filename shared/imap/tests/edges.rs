@@ -1,8 +1,9 @@
 //! Edges that must cost one item or one folder, not the account, played by the scripted
 //! server (faults a local Dovecot cannot produce): bounded UID sets, expunge-only days on a
 //! CONDSTORE-only server, NIL/short/misplaced bodies, messages given up after
-//! `MAX_FAILED_RUNS`, a parse error over a 1 MiB literal, a folder refusing STATUS, split
-//! FETCH responses, and an unwanted folder with wanted children.
+//! `MAX_FAILED_RUNS` (also a folder's only message), a parse error over a 1 MiB literal, a
+//! folder refusing STATUS, split FETCH responses, and an unwanted folder with wanted
+//! children.
 
 use imap::connector::{META_FLAGS, META_INTERNAL_DATE};
 use imap::sync::{sync_folder, Connection, FolderCursor, FolderState, MAX_FAILED_RUNS};
@@ -67,7 +68,7 @@ async fn twenty_thousand_scattered_retries_send_no_command_line_over_8_kib() {
         selectable: true,
     };
     let mut sink = CountSink::default();
-    let r = sync_folder(&mut conn, &inbox, &prev, &mut sink)
+    let r = sync_folder(&mut conn, &inbox, prev, &mut sink)
         .await
         .unwrap();
     conn.close().await;
@@ -200,6 +201,38 @@ async fn a_message_that_always_fails_is_reported_once_as_unrecoverable_and_left_
         server.stats.body_bytes.load(Ordering::SeqCst) - bytes_before,
         body(4, "INBOX").len() as u64
     );
+}
+
+#[tokio::test]
+async fn a_folder_whose_only_message_always_fails_gives_it_up_too() {
+    // With nothing of the folder in the tree, the cursor must still count the failures.
+    let server = ScriptedServer::start(vec![folder("INBOX", 1)], PASSWORD).await;
+    {
+        let mut w = server.world();
+        w.behaviour.capabilities = vec!["CONDSTORE".into()];
+        w.behaviour
+            .body_faults
+            .insert(("INBOX".into(), 1), (BodyFault::Short, u32::MAX));
+    }
+    let env = TestEnv::new();
+    let eng = env.engine("t1");
+    let task = task(&eng, &server).await;
+    for run in 1..=MAX_FAILED_RUNS {
+        let snap = backup(&env, &eng, &task).await;
+        let errs = errors(&eng, &task, &snap).await;
+        assert_eq!(errs.len(), 1, "run {run}: {errs:?}");
+        assert_eq!(
+            errs[0].1.contains("not asked for again"),
+            run == MAX_FAILED_RUNS,
+            "run {run}: {}",
+            errs[0].1
+        );
+        assert!(listing(&eng, &task, &snap).await.is_empty());
+    }
+    let bytes = server.stats.body_bytes.load(Ordering::SeqCst);
+    let snap = backup(&env, &eng, &task).await;
+    assert!(errors(&eng, &task, &snap).await.is_empty());
+    assert_eq!(server.stats.body_bytes.load(Ordering::SeqCst), bytes);
 }
 
 /// Collects every log line of the test process.

@@ -175,7 +175,7 @@ async fn a_listing_cut_short_goes_on_from_the_piece_it_reached() {
         selectable: true,
     };
     let mut sink = CountSink::default();
-    let r = sync_folder(&mut conn, &folder, &FolderState::default(), &mut sink)
+    let r = sync_folder(&mut conn, &folder, FolderState::default(), &mut sink)
         .await
         .unwrap();
     conn.close().await;
@@ -201,7 +201,7 @@ async fn a_folder_whose_cursor_is_lost_keeps_what_it_holds_under_the_same_uidval
         selectable: true,
     };
     let mut sink = CountSink::default();
-    let day1 = sync_folder(&mut conn, &inbox, &FolderState::default(), &mut sink)
+    let day1 = sync_folder(&mut conn, &inbox, FolderState::default(), &mut sink)
         .await
         .unwrap();
     assert_eq!(sink.done, 20);
@@ -213,7 +213,7 @@ async fn a_folder_whose_cursor_is_lost_keeps_what_it_holds_under_the_same_uidval
     server.world().add("INBOX", body(21, "INBOX"), &[]);
     let bytes = server.stats.body_bytes.load(Ordering::SeqCst);
     let mut sink = CountSink::default();
-    let day2 = sync_folder(&mut conn, &inbox, &held, &mut sink)
+    let day2 = sync_folder(&mut conn, &inbox, held.clone(), &mut sink)
         .await
         .unwrap();
     assert!(!day2.plan_was_full);
@@ -226,7 +226,7 @@ async fn a_folder_whose_cursor_is_lost_keeps_what_it_holds_under_the_same_uidval
     // Under another UIDVALIDITY the UIDs mean nothing: read again.
     held.held_validity = Some(999);
     let mut sink = CountSink::default();
-    let day3 = sync_folder(&mut conn, &inbox, &held, &mut sink)
+    let day3 = sync_folder(&mut conn, &inbox, held.clone(), &mut sink)
         .await
         .unwrap();
     assert!(day3.plan_was_full);

@@ -299,9 +299,9 @@ impl ImapConnector {
                 prev.messages.insert(uid, meta_of(uid, &e));
             }
         }
-        // Without items in the tree the cursor cannot be trusted (a first backup after
-        // a lost snapshot): read the folder whole.
-        if prev.messages.is_empty() && prev.cursor.as_ref().is_some_and(|c| c.uid_next > 1) {
+        // Without the items it says were stored the cursor cannot be trusted (a first
+        // backup after a lost snapshot): read the folder whole.
+        if prev.messages.is_empty() && prev.cursor.as_ref().is_some_and(|c| c.expects_stored()) {
             prev.cursor = None;
         }
         if prev.held_validity.is_none() {
@@ -317,7 +317,7 @@ impl ImapConnector {
             fetched_bytes: 0,
             worked: *did_work,
         };
-        let res = sync_folder(conn, f, &prev, &mut sink).await;
+        let res = sync_folder(conn, f, prev, &mut sink).await;
         if let Some(e) = sink.failure.take() {
             return Err(e);
         }

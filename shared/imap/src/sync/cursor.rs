@@ -76,6 +76,23 @@ impl FolderCursor {
         self.pending = uid_set(uids);
     }
 
+    /// Whether the folder's messages should be in the tree: it held more when it was read
+    /// than were left unstored (to retry, given up, not reached). A tree without them was
+    /// lost (a first backup after a lost snapshot), and the cursor cannot be trusted; a
+    /// folder whose every message failed keeps its cursor, so that its retries are
+    /// counted and end.
+    pub fn expects_stored(&self) -> bool {
+        match self.messages {
+            Some(n) => {
+                let unstored =
+                    self.retries.len() + self.given_up_uids().len() + self.pending_uids().len();
+                n as usize > unstored
+            }
+            // A cursor of an earlier build: only UIDNEXT tells the folder held anything.
+            None => self.uid_next > 1,
+        }
+    }
+
     /// Whether the cursor leaves work for the next run even where nothing changed.
     fn has_work(&self) -> bool {
         !self.retries.is_empty() || !self.pending.is_empty()
@@ -304,6 +321,29 @@ mod tests {
             plan_folder(Some(&c), &status(1, 5, Some(9))),
             FolderPlan::Unchanged
         );
+    }
+
+    #[test]
+    fn a_cursor_expects_stored_messages_unless_none_could_be_stored() {
+        let mut c = cursor(1, 5, Some(9));
+        assert!(c.expects_stored());
+        c.retries.insert(2, 1);
+        c.set_given_up(&[3]);
+        assert!(c.expects_stored());
+        c.set_pending(&[4]);
+        assert!(!c.expects_stored(), "all three unstored");
+        c.messages = Some(0);
+        c.retries.clear();
+        c.set_given_up(&[]);
+        c.set_pending(&[]);
+        assert!(!c.expects_stored(), "an empty folder");
+        c.messages = None;
+        assert!(
+            c.expects_stored(),
+            "an earlier build's cursor after messages came"
+        );
+        c.uid_next = 1;
+        assert!(!c.expects_stored());
     }
 
     #[test]

@@ -187,6 +187,10 @@ impl Retry {
 /// Backs up one folder: finds what changed since `prev`, hands new bodies to `sink`, and
 /// returns the folder's new state.
 ///
+/// `prev` is taken whole so that its messages become the new state's without a copy: a
+/// Gmail All Mail holds hundreds of thousands, and a second map of them would double what
+/// the sync holds.
+///
 /// # Errors
 /// A connection that cannot be re-established after [`MAX_RETRIES`] tries, a refused
 /// login, or a sink failure. Single messages the server will not give are listed in
@@ -194,13 +198,13 @@ impl Retry {
 pub async fn sync_folder<S: MessageSink>(
     conn: &mut Connection,
     folder: &FolderInfo,
-    prev: &FolderState,
+    mut prev: FolderState,
     sink: &mut S,
 ) -> Result<FolderResult> {
     let start = conn.reconnects();
     let mut forced_full = false;
     loop {
-        match sync_once(conn, folder, prev, sink, forced_full).await {
+        match sync_once(conn, folder, &mut prev, sink, forced_full).await {
             Err(Error::UidValidityChanged(_)) if !forced_full => {
                 forced_full = true;
             }
@@ -213,10 +217,13 @@ pub async fn sync_folder<S: MessageSink>(
     }
 }
 
+/// One attempt at the folder. `prev` keeps its messages until the bodies are in (a
+/// UIDVALIDITY found changed up to then starts the folder over from it); they are then
+/// moved into the new state.
 async fn sync_once<S: MessageSink>(
     conn: &mut Connection,
     folder: &FolderInfo,
-    prev: &FolderState,
+    prev: &mut FolderState,
     sink: &mut S,
     forced_full: bool,
 ) -> Result<FolderResult> {
@@ -226,7 +233,7 @@ async fn sync_once<S: MessageSink>(
     let listing = list::list(conn, &mut retry, folder, prev, forced_full).await?;
     let Some(listed) = listing.metas else {
         return Ok(FolderResult {
-            state: prev.clone(),
+            state: std::mem::take(prev),
             unchanged: true,
             ..Default::default()
         });
@@ -234,32 +241,21 @@ async fn sync_once<S: MessageSink>(
     retry.progress();
     let status = listing.status;
     let full = listing.plan == FolderPlan::Full;
-    let mut messages: BTreeMap<u32, MessageMeta> = if full {
-        BTreeMap::new()
-    } else {
-        prev.messages.clone()
-    };
     let mut result = FolderResult {
         plan_was_full: full,
+        // Only known UIDs are listed as gone (all of them when the folder is read whole).
+        expunged: listing.gone.clone(),
         ..Default::default()
     };
-    for uid in &listing.gone {
-        if messages.remove(uid).is_some() || full {
-            result.expunged.push(*uid);
-        }
-    }
+    // Known messages listed again (their flags may have changed), applied once the
+    // bodies are in; the rest are new.
+    let mut relisted: Vec<MessageMeta> = Vec::new();
     let mut to_fetch: Vec<MessageMeta> = Vec::new();
     for m in listed {
-        match messages.get_mut(&m.uid) {
-            Some(old) => {
-                if old.flags != m.flags || old.gm_labels != m.gm_labels {
-                    result.flags_changed.push(m.uid);
-                }
-                old.flags = m.flags;
-                old.gm_labels = m.gm_labels;
-                old.modseq = m.modseq.or(old.modseq);
-            }
-            None => to_fetch.push(m),
+        if !full && prev.messages.contains_key(&m.uid) {
+            relisted.push(m);
+        } else {
+            to_fetch.push(m);
         }
     }
 
@@ -274,6 +270,24 @@ async fn sync_once<S: MessageSink>(
         &mut retry,
     )
     .await?;
+    let mut messages: BTreeMap<u32, MessageMeta> = if full {
+        BTreeMap::new()
+    } else {
+        std::mem::take(&mut prev.messages)
+    };
+    for uid in &listing.gone {
+        messages.remove(uid);
+    }
+    for m in relisted {
+        if let Some(old) = messages.get_mut(&m.uid) {
+            if old.flags != m.flags || old.gm_labels != m.gm_labels {
+                result.flags_changed.push(m.uid);
+            }
+            old.flags = m.flags;
+            old.gm_labels = m.gm_labels;
+            old.modseq = m.modseq.or(old.modseq);
+        }
+    }
     let earlier = prev
         .cursor
         .as_ref()
