@@ -1,16 +1,17 @@
 //! Progress inside a folder, on the scripted server: a folder too large for one run's time
 //! finishes over several runs without reading a body twice; a run whose server goes away
 //! part way keeps what it read; a listing cut short goes on from the piece it reached; a
-//! folder whose cursor is lost keeps the messages it holds.
+//! folder whose cursor is lost keeps the messages it holds; a message to retry that a pause
+//! leaves unread keeps its count of failed runs.
 
 mod common;
 
 use common::*;
 use engine::{BackupEnd, BackupOptions, Engine, SnapshotRecord, TaskRecord};
-use imap::sync::{sync_folder, Connection, FolderState, LIST_CHUNK};
+use imap::sync::{sync_folder, Connection, FolderCursor, FolderState, MessageSink, LIST_CHUNK};
 use imap::testing::scripted::{ScriptedFolder, ScriptedMessage, ScriptedServer};
 use imap::testing::CuttingProxy;
-use imap::{FolderInfo, TlsMode};
+use imap::{FolderInfo, FolderStatus, MessageMeta, TlsMode};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use testkit::env::TestEnv;
@@ -232,4 +233,87 @@ async fn a_folder_whose_cursor_is_lost_keeps_what_it_holds_under_the_same_uidval
     assert!(day3.plan_was_full);
     assert_eq!(sink.done, 21);
     conn.close().await;
+}
+
+/// Keeps nothing and asks to stop once `limit` messages are in.
+struct StopAfter {
+    done: usize,
+    limit: usize,
+}
+
+impl MessageSink for StopAfter {
+    async fn part(
+        &mut self,
+        _: &FolderInfo,
+        _: &MessageMeta,
+        _: u64,
+        _: &[u8],
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    async fn done(&mut self, _: &FolderInfo, _: &MessageMeta, _: u64) -> Result<(), String> {
+        self.done += 1;
+        Ok(())
+    }
+    fn should_pause(&self) -> bool {
+        self.done >= self.limit
+    }
+}
+
+#[tokio::test]
+async fn a_pause_keeps_the_failed_runs_of_a_message_it_did_not_reach() {
+    let server = ScriptedServer::start(vec![folder("INBOX", 100)], PASSWORD).await;
+    server.world().behaviour.capabilities = vec!["CONDSTORE".into()];
+    let (validity, next, modseq) = {
+        let mut w = server.world();
+        let f = w.folder("INBOX");
+        (f.uid_validity, f.uid_next, f.highest_modseq)
+    };
+    // Messages 1 to 60 are stored; 61 to 99 were left by a pause; 100 failed three runs.
+    let mut cursor = FolderCursor::new(&FolderStatus {
+        uid_validity: validity,
+        uid_next: next,
+        messages: 100,
+        highest_modseq: Some(modseq),
+    });
+    cursor.pending = "61:99".into();
+    cursor.retries.insert(100, 3);
+    let mut prev = FolderState::default();
+    for uid in 1..=60u32 {
+        prev.messages.insert(
+            uid,
+            MessageMeta {
+                uid,
+                flags: vec!["\\Seen".into()],
+                internal_date: None,
+                size: None,
+                modseq: None,
+                gm_msgid: None,
+                gm_labels: vec![],
+            },
+        );
+    }
+    prev.cursor = Some(cursor);
+    let mut conn = Connection::new(settings(server.port).to_config(PASSWORD).unwrap());
+    let inbox = FolderInfo {
+        wire: "INBOX".into(),
+        name: "INBOX".into(),
+        delimiter: Some("/".into()),
+        special_use: None,
+        selectable: true,
+    };
+    // Time is up after the first batch: 100 is not reached.
+    let mut sink = StopAfter { done: 0, limit: 1 };
+    let r = sync_folder(&mut conn, &inbox, prev, &mut sink)
+        .await
+        .unwrap();
+    conn.close().await;
+    assert!(r.paused);
+    assert!(sink.done >= 1 && sink.done < 40, "{}", sink.done);
+    let c = r.state.cursor.unwrap();
+    assert_eq!(c.retries.get(&100), Some(&3), "{c:?}");
+    let pending = c.pending_uids();
+    assert!(!pending.contains(&100));
+    assert_eq!(pending.len() + sink.done, 39);
+    assert_eq!(r.state.messages.len(), 60 + sink.done);
 }

@@ -316,8 +316,15 @@ async fn sync_once<S: MessageSink>(
                     result.failed.push((m.uid, reason.clone()));
                 }
             }
-            // Not reached before the folder was left: the next run goes on with it.
-            None if interrupted => pending.push(m.uid),
+            // Not reached before the folder was left: the next run goes on with it. One
+            // that had failed before keeps its count, or a message behind every pause
+            // would never be given up.
+            None if interrupted => match earlier.and_then(|c| c.retries.get(&m.uid)) {
+                Some(runs) => {
+                    cursor.retries.insert(m.uid, *runs);
+                }
+                None => pending.push(m.uid),
+            },
             // Expunged between listing and fetching: not in the folder any more.
             None => {}
         }
