@@ -144,9 +144,8 @@ async fn a_run_that_fails_after_60_percent_keeps_it_and_the_next_reads_less_than
     );
 }
 
-#[tokio::test]
-async fn a_listing_cut_short_goes_on_from_the_piece_it_reached() {
-    let n = LIST_CHUNK * 2 + 2_000;
+/// An INBOX of `n` small messages, UIDs 1 to `n`: more than one listing piece.
+fn many_small(n: usize) -> ScriptedFolder {
     let mut inbox = ScriptedFolder::new("INBOX", 5);
     for i in 0..n {
         let uid = inbox.uid_next;
@@ -160,7 +159,78 @@ async fn a_listing_cut_short_goes_on_from_the_piece_it_reached() {
             modseq: inbox.highest_modseq,
         });
     }
-    let server = ScriptedServer::start(vec![inbox], PASSWORD).await;
+    inbox
+}
+
+fn inbox() -> FolderInfo {
+    FolderInfo {
+        wire: "INBOX".into(),
+        name: "INBOX".into(),
+        delimiter: Some("/".into()),
+        special_use: None,
+        selectable: true,
+    }
+}
+
+#[tokio::test]
+async fn changes_since_the_cursor_come_in_ranges_and_a_cut_costs_one_of_them() {
+    let n = LIST_CHUNK * 2 + 2_000;
+    let server = ScriptedServer::start(vec![many_small(n)], PASSWORD).await;
+    {
+        let mut w = server.world();
+        w.behaviour.capabilities = vec!["CONDSTORE".into(), "QRESYNC".into()];
+        w.behaviour.expunge_moves_modseq = true;
+    }
+    let mut conn = Connection::new(settings(server.port).to_config(PASSWORD).unwrap());
+    let mut sink = CountSink::default();
+    let day1 = sync_folder(&mut conn, &inbox(), FolderState::default(), &mut sink)
+        .await
+        .unwrap();
+    conn.close().await;
+    assert_eq!(sink.done, n);
+    // Every message flagged (a "mark all"), and one expunge in each of two pieces.
+    let gone = [10, LIST_CHUNK as u32 + 10];
+    {
+        let mut w = server.world();
+        let f = w.folder("INBOX");
+        for m in f.messages.iter_mut() {
+            f.highest_modseq += 1;
+            m.flags.push("\\Flagged".into());
+            m.modseq = f.highest_modseq;
+        }
+        w.expunge("INBOX", &gone);
+    }
+    let before = server.stats.count_lines(&["CHANGEDSINCE"]);
+    // Each message's changes are about 110 bytes: the cut falls in the second piece.
+    let proxy = CuttingProxy::start(server.port, (LIST_CHUNK as u64) * 140, 1).await;
+    let mut cfg = settings(proxy.port).to_config(PASSWORD).unwrap();
+    cfg.timeout = Duration::from_secs(5);
+    let mut conn = Connection::new(cfg);
+    let mut sink = CountSink::default();
+    let day2 = sync_folder(&mut conn, &inbox(), day1.state, &mut sink)
+        .await
+        .unwrap();
+    conn.close().await;
+    assert_eq!(proxy.cut_count.load(Ordering::SeqCst), 1);
+    assert_eq!(day2.reconnects, 1);
+    assert!(!day2.plan_was_full);
+    assert_eq!(sink.done, 0);
+    assert_eq!(day2.flags_changed.len(), n - 2);
+    assert_eq!(day2.expunged, gone.to_vec());
+    assert_eq!(day2.state.messages.len(), n - 2);
+    assert!(day2.state.messages[&1]
+        .flags
+        .contains(&"\\Flagged".to_string()));
+    // Three pieces, the cut one asked for again; VANISHED made the count add up, so the
+    // folder's UIDs were not listed (only on day 1).
+    assert_eq!(server.stats.count_lines(&["CHANGEDSINCE"]) - before, 4);
+    assert_eq!(server.stats.count("UID SEARCH"), 1);
+}
+
+#[tokio::test]
+async fn a_listing_cut_short_goes_on_from_the_piece_it_reached() {
+    let n = LIST_CHUNK * 2 + 2_000;
+    let server = ScriptedServer::start(vec![many_small(n)], PASSWORD).await;
     server.world().behaviour.capabilities = vec!["CONDSTORE".into()];
     // Each message's metadata is about 100 bytes: the cut falls in the second piece.
     let proxy = CuttingProxy::start(server.port, (LIST_CHUNK as u64) * 140, 1).await;

@@ -186,6 +186,16 @@ impl ImapSession {
     /// # Errors
     /// `Unsupported` without CONDSTORE.
     pub async fn changes_since(&mut self, modseq: u64) -> Result<Changes> {
+        self.changes_since_in("1:*", modseq).await
+    }
+
+    /// As [`ImapSession::changes_since`], for the UIDs in `set` only (a range such as
+    /// `5001:10000`): a large folder's changes are then asked for piece by piece. With
+    /// QRESYNC the expunges reported are those within `set` (RFC 7162 §3.2.6).
+    ///
+    /// # Errors
+    /// `Unsupported` without CONDSTORE.
+    pub async fn changes_since_in(&mut self, set: &str, modseq: u64) -> Result<Changes> {
         if !self.caps.condstore() {
             return Err(Error::Unsupported("CONDSTORE".into()));
         }
@@ -200,7 +210,7 @@ impl ImapSession {
         let mut vanished = Vec::new();
         self.run(
             "UID FETCH",
-            &format!("UID FETCH 1:* {items}"),
+            &format!("UID FETCH {set} {items}"),
             |r| match r {
                 Response::Fetch(_, attrs) => changed.add(attrs),
                 Response::Vanished { uids, .. } => expand(uids, &mut vanished),

@@ -33,6 +33,8 @@ struct Progress {
     opened: Option<FolderStatus>,
     selected_gen: u64,
     changes: Option<Changes>,
+    /// Pieces of the changes listing received so far.
+    changes_done: usize,
     current: Option<Vec<u32>>,
     todo: Option<Vec<u32>>,
     done: usize,
@@ -111,6 +113,23 @@ pub(super) async fn list(
     })
 }
 
+/// The UID ranges in which changes since the cursor are asked for: each spans about
+/// [`LIST_CHUNK`] known messages, the last one open-ended (`n:*`) for what is new. Flag
+/// changes to a whole large folder (a "mark all as read") then come in pieces, and a drop
+/// costs one of them.
+fn change_ranges(known: &BTreeSet<u32>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut start = 1u32;
+    for (i, uid) in known.iter().enumerate() {
+        if (i + 1) % LIST_CHUNK == 0 && i + 1 < known.len() && *uid < u32::MAX {
+            out.push(format!("{start}:{uid}"));
+            start = uid + 1;
+        }
+    }
+    out.push(format!("{start}:*"));
+    out
+}
+
 /// One attempt at the listing from where `p` left it; `true` once it is complete.
 #[allow(clippy::too_many_arguments)]
 async fn step(
@@ -162,9 +181,25 @@ async fn step(
         FolderPlan::Incremental {
             changed_since: Some(modseq),
         } => {
-            if p.changes.is_none() {
-                p.changes = Some(s.changes_since(modseq).await?);
+            let pieces = change_ranges(known);
+            while p.changes_done < pieces.len() {
+                let got = s.changes_since_in(&pieces[p.changes_done], modseq).await?;
+                let ch = p.changes.get_or_insert_with(|| Changes {
+                    changed: Vec::new(),
+                    vanished: got.vanished.as_ref().map(|_| Vec::new()),
+                });
+                ch.changed.extend(got.changed);
+                if let (Some(all), Some(v)) = (ch.vanished.as_mut(), got.vanished) {
+                    all.extend(v);
+                }
+                p.changes_done += 1;
                 retry.progress();
+            }
+            // A last range `n:*` past the highest UID means `highest:n` (RFC 3501 §9), so
+            // pieces may overlap by one message.
+            if let Some(v) = p.changes.as_mut().and_then(|c| c.vanished.as_mut()) {
+                v.sort_unstable();
+                v.dedup();
             }
             let ch = p.changes.as_ref().expect("listed");
             // The count must add up; if the server cannot say what was expunged, or a
@@ -237,4 +272,29 @@ async fn step(
         retry.progress();
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_asked_for_in_ranges_of_about_a_chunk_of_known_messages() {
+        assert_eq!(change_ranges(&BTreeSet::new()), vec!["1:*"]);
+        let few: BTreeSet<u32> = (1..=10).collect();
+        assert_eq!(change_ranges(&few), vec!["1:*"]);
+        // Exactly one chunk: no empty piece after it besides what is new.
+        let one: BTreeSet<u32> = (1..=LIST_CHUNK as u32).collect();
+        assert_eq!(change_ranges(&one), vec!["1:*"]);
+        let many: BTreeSet<u32> = (1..=(2 * LIST_CHUNK as u32 + 7)).map(|u| u * 3).collect();
+        let c = LIST_CHUNK as u32;
+        assert_eq!(
+            change_ranges(&many),
+            vec![
+                format!("1:{}", 3 * c),
+                format!("{}:{}", 3 * c + 1, 6 * c),
+                format!("{}:*", 6 * c + 1),
+            ]
+        );
+    }
 }

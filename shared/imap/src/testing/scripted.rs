@@ -579,13 +579,20 @@ async fn uid_fetch(
             .filter(|(_, m)| changed_since.is_none_or(|c| m.modseq > c))
             .map(|(i, m)| (i as u32 + 1, m.clone()))
             .collect();
+        // Expunges within the set asked for (RFC 7162 §3.2.6), `*` being the highest UID
+        // the folder had.
         let expunged: Vec<u32> = match changed_since {
-            Some(c) if vanished => f
-                .expunged
-                .iter()
-                .filter(|(_, ms)| *ms > c)
-                .map(|(u, _)| *u)
-                .collect(),
+            Some(c) if vanished => {
+                let mut all: Vec<u32> = uids.to_vec();
+                all.extend(f.expunged.iter().map(|(u, _)| *u));
+                all.sort_unstable();
+                let within: BTreeSet<u32> = in_set(&set, &all).into_iter().collect();
+                f.expunged
+                    .iter()
+                    .filter(|(u, ms)| *ms > c && within.contains(u))
+                    .map(|(u, _)| *u)
+                    .collect()
+            }
             _ => Vec::new(),
         };
         (msgs, split, condstore, expunged)
