@@ -37,17 +37,36 @@ pub enum Error {
     Sink(String),
 }
 
-/// The server's own words from the client's `code: …, info: Some("…")` rendering.
+/// The most of a server's own words an error keeps. Errors go into logs, events, snapshot
+/// errors and job state: a server that answers with a whole message (or a misbehaving one
+/// that sends mail where a status line belongs) must not put that mail there.
+pub const MAX_SERVER_TEXT: usize = 300;
+
+/// `s` cut to [`MAX_SERVER_TEXT`] bytes (at a character boundary), with control characters
+/// shown as spaces so that a log line stays one line.
+pub(crate) fn clip(s: &str) -> String {
+    let mut out = String::with_capacity(s.len().min(MAX_SERVER_TEXT + 3));
+    for c in s.chars() {
+        if out.len() + c.len_utf8() > MAX_SERVER_TEXT {
+            out.push('…');
+            break;
+        }
+        out.push(if c.is_control() { ' ' } else { c });
+    }
+    out
+}
+
+/// The server's own words from the client's `code: …, info: Some("…")` rendering, clipped.
 pub(crate) fn server_text(s: &str) -> String {
     if let Some(i) = s.find(", info: Some(\"") {
         let rest = &s[i + ", info: Some(\"".len()..];
         let rest = rest.strip_suffix("\")").unwrap_or(rest);
-        return rest.replace("\\\"", "\"");
+        return clip(&rest.replace("\\\"", "\""));
     }
     if s.starts_with("code: ") && s.ends_with("info: None") {
         return "no reason given".into();
     }
-    s.to_string()
+    clip(s)
 }
 
 /// What kind of failure, for callers that decide whether to try again.
@@ -96,20 +115,38 @@ impl Error {
     pub(crate) fn from_imap(command: &str, e: async_imap::error::Error) -> Error {
         use async_imap::error::Error as E;
         match e {
-            E::Io(io) => Error::ConnectionLost(format!("{command}: {io}")),
+            E::Io(io) => read_failure(command, &io),
             E::ConnectionLost => Error::ConnectionLost(format!("during {command}")),
             E::No(text) | E::Bad(text) => Error::Server {
                 command: command.to_string(),
                 text: server_text(&text),
             },
-            E::Parse(p) => Error::Protocol(format!("{command}: {p}")),
-            E::Validate(v) => Error::Invalid(format!("{command}: {v}")),
+            // The client's parse errors quote the response, which may be mail.
+            E::Parse(_) => Error::Protocol(format!(
+                "the server's answer to {command} is not valid IMAP"
+            )),
+            // What was invalid is ours (a folder name), never the secret: LOGIN maps its
+            // own validation errors before this.
+            E::Validate(v) => Error::Invalid(clip(&format!("{command}: {v}"))),
             E::Append => Error::Server {
                 command: command.to_string(),
                 text: "the message was not accepted".into(),
             },
-            other => Error::Protocol(format!("{command}: {other}")),
+            _ => Error::Protocol(format!("{command}: the server's answer was not understood")),
         }
+    }
+}
+
+/// A failure of the response reader. Its text is never kept: the client's parse errors
+/// quote the whole buffered response (a body of any size, the mail itself); only the kind
+/// of failure is. Either way the stream is out of step, so the connection is lost.
+pub(crate) fn read_failure(command: &str, e: &std::io::Error) -> Error {
+    if e.kind() == std::io::ErrorKind::Other {
+        Error::ConnectionLost(format!(
+            "the server's answer to {command} is not valid IMAP"
+        ))
+    } else {
+        Error::ConnectionLost(format!("{command}: {}", e.kind()))
     }
 }
 
@@ -127,5 +164,30 @@ mod tests {
         );
         assert_eq!(server_text("code: None, info: None"), "no reason given");
         assert_eq!(server_text("plain"), "plain");
+    }
+
+    #[test]
+    fn server_words_are_bounded_and_one_line() {
+        let long = format!("code: None, info: Some(\"{}\")", "é".repeat(10_000));
+        let t = server_text(&long);
+        assert!(t.len() <= MAX_SERVER_TEXT + '…'.len_utf8(), "{}", t.len());
+        assert!(t.ends_with('…'));
+        assert_eq!(clip("a\r\nb"), "a  b");
+    }
+
+    #[test]
+    fn read_failures_never_quote_the_response() {
+        let mail = "Subject: private\r\n\r\nsecret body";
+        let io = std::io::Error::other(format!("Error during parsing of {mail:?}"));
+        let e = read_failure("UID FETCH", &io);
+        assert!(!e.to_string().contains("secret"), "{e}");
+        assert!(e.is_retryable());
+        let e = Error::from_imap(
+            "UID FETCH",
+            async_imap::error::Error::Parse(async_imap::error::ParseError::Unexpected(
+                mail.to_string(),
+            )),
+        );
+        assert!(!e.to_string().contains("secret"), "{e}");
     }
 }

@@ -7,6 +7,8 @@
 //! `setpriv --pdeathsig`, so Dovecot dies with it. Run folders of test processes that are
 //! gone are removed by the next start.
 
+pub mod scripted;
+
 use crate::config::{Credentials, ImapConfig, Secret, TlsMode};
 use crate::conn::connect;
 use crate::mutf7;

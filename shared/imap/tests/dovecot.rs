@@ -84,7 +84,7 @@ async fn sync_all(
     let mut out = BTreeMap::new();
     for f in list.into_iter().filter(|f| f.selectable) {
         let p = prev.get(&f.wire).cloned().unwrap_or_default();
-        let r = sync_folder(conn, &f, &p, sink).await.expect("sync folder");
+        let r = sync_folder(conn, &f, p, sink).await.expect("sync folder");
         out.insert(f.wire.clone(), (f, r));
     }
     out
@@ -448,8 +448,8 @@ async fn a_message_the_server_cannot_give_is_reported_and_retried() {
     assert_eq!(sink.bodies.len(), seeded.messages.len() - 1);
     let failed_uid = inbox.failed[0].0;
     assert_eq!(
-        inbox.state.cursor.as_ref().unwrap().retry_uids,
-        vec![failed_uid]
+        inbox.state.cursor.as_ref().unwrap().retries,
+        BTreeMap::from([(failed_uid, 1)])
     );
 
     std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -458,7 +458,7 @@ async fn a_message_the_server_cannot_give_is_reported_and_retried() {
     let inbox = &day2["INBOX"].1;
     assert_eq!(inbox.fetched, vec![failed_uid]);
     assert!(inbox.failed.is_empty());
-    assert!(inbox.state.cursor.as_ref().unwrap().retry_uids.is_empty());
+    assert!(inbox.state.cursor.as_ref().unwrap().retries.is_empty());
     assert_eq!(inbox.state.messages.len(), 3);
     conn.close().await;
 }

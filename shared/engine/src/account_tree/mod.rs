@@ -156,6 +156,13 @@ impl AccountTree {
             .is_some_and(|d| std::time::Instant::now() >= d)
     }
 
+    /// Whether this run has a deadline, and so may end paused: a connector that loses its
+    /// source part way (after progress) keeps that progress by pausing only when the run
+    /// can pause; one without a deadline (a backup from the command line) must fail.
+    pub fn can_pause(&self) -> bool {
+        self.deadline.is_some()
+    }
+
     /// Marks this run as paused: the cursor the connector returns describes a tree that
     /// is not complete yet, so it is kept as a checkpoint rather than made a snapshot.
     pub fn pause(&mut self) {

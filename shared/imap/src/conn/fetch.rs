@@ -22,6 +22,10 @@ pub struct BodyPart {
     pub offset: u64,
     /// The message ends with this part (it came back shorter than asked).
     pub last: bool,
+    /// Why these bytes cannot be the message's: the server sent NIL instead of a body, or
+    /// a part that starts elsewhere than asked. Such a part is a failure to try again,
+    /// never content.
+    pub fault: Option<&'static str>,
     data: Vec<u8>,
 }
 
@@ -64,8 +68,8 @@ impl ImapSession {
     pub const BODIES_PER_FETCH: usize = BODIES_PER_FETCH;
 }
 
-/// A UID and body bytes out of one FETCH response.
-type UidBody = (u32, Vec<u8>);
+/// A UID, body bytes and what is wrong with them, out of one FETCH response.
+type UidBody = (u32, Vec<u8>, Option<&'static str>);
 
 /// Body parts as they arrive. Dropping it before the end leaves responses unread: the
 /// session must then be dropped too (the sync does so on any error).
@@ -85,6 +89,7 @@ impl BodyFetch<'_> {
     pub async fn next(&mut self) -> Result<Option<BodyPart>> {
         while !self.done {
             let tag = &self.tag;
+            let asked = self.offset;
             let step = self
                 .session
                 .next_response("UID FETCH", |r| -> Option<Result<Option<UidBody>>> {
@@ -102,14 +107,33 @@ impl BodyFetch<'_> {
                             AttributeValue::Uid(u) => uid = Some(*u),
                             AttributeValue::BodySection {
                                 section: None,
+                                index,
                                 data,
-                                ..
-                            } => body = Some(data.as_deref().unwrap_or(&[]).to_vec()),
+                            } => {
+                                // The origin is echoed as `BODY[]<offset>`; a server may
+                                // leave it out of a part from the first byte.
+                                let fault = match (data, index) {
+                                    (None, _) => Some("the server sent NIL instead of its body"),
+                                    (_, Some(i)) if u64::from(*i) != asked => {
+                                        Some("the server sent a part from another offset")
+                                    }
+                                    (_, None) if asked != 0 => {
+                                        Some("the server sent a part without its offset")
+                                    }
+                                    _ => None,
+                                };
+                                let bytes = if fault.is_some() {
+                                    Vec::new()
+                                } else {
+                                    data.as_deref().unwrap_or(&[]).to_vec()
+                                };
+                                body = Some((bytes, fault));
+                            }
                             _ => {}
                         }
                     }
                     match (uid, body) {
-                        (Some(uid), Some(data)) => Some(Ok(Some((uid, data)))),
+                        (Some(uid), Some((data, fault))) => Some(Ok(Some((uid, data, fault)))),
                         _ => None,
                     }
                 })
@@ -126,11 +150,12 @@ impl BodyFetch<'_> {
                     }
                     return Err(e);
                 }
-                Some(Ok(Some((uid, data)))) => {
+                Some(Ok(Some((uid, data, fault)))) => {
                     return Ok(Some(BodyPart {
                         uid,
                         offset: self.offset,
-                        last: data.len() < BODY_PART as usize,
+                        last: fault.is_some() || data.len() < BODY_PART as usize,
+                        fault,
                         data,
                     }));
                 }

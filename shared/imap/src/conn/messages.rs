@@ -1,11 +1,12 @@
 //! What a backup keeps about messages besides their bytes: their metadata, the changes since
 //! a mod-sequence (CONDSTORE/QRESYNC), the UIDs a folder holds, and flag changes.
 
-use super::{uid_set, ImapSession};
+use super::{uid_sets, ImapSession, MAX_UID_SET};
 use crate::error::{Error, Result};
 use async_imap::imap_proto::{AttributeValue, MailboxDatum, Response};
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// What a backup keeps about a message besides its bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,43 +24,97 @@ pub struct MessageMeta {
     pub gm_labels: Vec<String>,
 }
 
-impl MessageMeta {
-    /// Reads a FETCH response's attributes; `None` without a UID (an unsolicited FETCH).
-    pub(crate) fn from_attrs(attrs: &[AttributeValue<'_>]) -> Option<MessageMeta> {
-        let mut m = MessageMeta {
-            uid: 0,
-            flags: Vec::new(),
-            internal_date: None,
-            size: None,
-            modseq: None,
-            gm_msgid: None,
-            gm_labels: Vec::new(),
-        };
-        let mut uid = None;
+/// One FETCH response's metadata, each field present only when the response carried it. A
+/// server may split one message's data over several FETCH responses (RFC 3501 §7.4.2), or
+/// repeat one when a flag changes meanwhile: the pieces are merged field by field, a later
+/// value replacing an earlier one, so that no response's fields are lost to another's.
+#[derive(Default)]
+pub(crate) struct MetaPiece {
+    uid: Option<u32>,
+    flags: Option<Vec<String>>,
+    internal_date: Option<DateTime<FixedOffset>>,
+    size: Option<u32>,
+    modseq: Option<u64>,
+    gm_msgid: Option<u64>,
+    gm_labels: Option<Vec<String>>,
+}
+
+impl MetaPiece {
+    fn from_attrs(attrs: &[AttributeValue<'_>]) -> MetaPiece {
+        let mut m = MetaPiece::default();
         for a in attrs {
             match a {
-                AttributeValue::Uid(u) => uid = Some(*u),
+                AttributeValue::Uid(u) => m.uid = Some(*u),
                 AttributeValue::Flags(fs) => {
-                    m.flags = fs
+                    let mut f: Vec<String> = fs
                         .iter()
                         .filter(|f| !f.eq_ignore_ascii_case("\\Recent"))
                         .map(|f| f.to_string())
-                        .collect()
+                        .collect();
+                    f.sort();
+                    f.dedup();
+                    m.flags = Some(f);
                 }
                 AttributeValue::InternalDate(d) => m.internal_date = parse_internal_date(d),
                 AttributeValue::Rfc822Size(n) => m.size = Some(*n),
                 AttributeValue::ModSeq(v) => m.modseq = Some(*v),
                 AttributeValue::GmailMsgId(v) => m.gm_msgid = Some(*v),
                 AttributeValue::GmailLabels(ls) => {
-                    m.gm_labels = crate::gmail::decode_labels(ls.iter().map(|l| l.as_ref()))
+                    m.gm_labels = Some(crate::gmail::decode_labels(ls.iter().map(|l| l.as_ref())))
                 }
                 _ => {}
             }
         }
-        m.uid = uid?;
-        m.flags.sort();
-        m.flags.dedup();
-        Some(m)
+        m
+    }
+
+    fn merge(&mut self, later: MetaPiece) {
+        fn take<T>(a: &mut Option<T>, b: Option<T>) {
+            if b.is_some() {
+                *a = b;
+            }
+        }
+        take(&mut self.flags, later.flags);
+        take(&mut self.internal_date, later.internal_date);
+        take(&mut self.size, later.size);
+        take(&mut self.modseq, later.modseq);
+        take(&mut self.gm_msgid, later.gm_msgid);
+        take(&mut self.gm_labels, later.gm_labels);
+    }
+
+    fn finish(self, uid: u32) -> MessageMeta {
+        MessageMeta {
+            uid,
+            flags: self.flags.unwrap_or_default(),
+            internal_date: self.internal_date,
+            size: self.size,
+            modseq: self.modseq,
+            gm_msgid: self.gm_msgid,
+            gm_labels: self.gm_labels.unwrap_or_default(),
+        }
+    }
+}
+
+/// Metadata pieces of one command, merged per UID; FETCH responses without a UID (about
+/// messages not asked for) are left out.
+#[derive(Default)]
+pub(crate) struct MetaMerge(BTreeMap<u32, MetaPiece>);
+
+impl MetaMerge {
+    pub(crate) fn add(&mut self, attrs: &[AttributeValue<'_>]) {
+        let piece = MetaPiece::from_attrs(attrs);
+        let Some(uid) = piece.uid else { return };
+        match self.0.get_mut(&uid) {
+            Some(m) => m.merge(piece),
+            None => {
+                self.0.insert(uid, piece);
+            }
+        }
+    }
+
+    /// In UID order.
+    pub(crate) fn finish(self) -> Vec<MessageMeta> {
+        self.0.into_iter().map(|(u, p)| p.finish(u)).collect()
     }
 }
 
@@ -103,19 +158,26 @@ impl ImapSession {
         self.collect_meta(set, &items).await
     }
 
-    async fn collect_meta(&mut self, set: &str, items: &str) -> Result<Vec<MessageMeta>> {
+    /// Metadata of the messages with these UIDs (sorted), asked for in commands of
+    /// bounded length. UIDs the folder no longer has are left out.
+    pub async fn fetch_meta_of(&mut self, uids: &[u32]) -> Result<Vec<MessageMeta>> {
+        let items = self.meta_items();
         let mut out = Vec::new();
+        for set in uid_sets(uids, MAX_UID_SET) {
+            out.extend(self.collect_meta(&set, &items).await?);
+        }
+        Ok(out)
+    }
+
+    async fn collect_meta(&mut self, set: &str, items: &str) -> Result<Vec<MessageMeta>> {
+        let mut merged = MetaMerge::default();
         self.run("UID FETCH", &format!("UID FETCH {set} {items}"), |r| {
             if let Response::Fetch(_, attrs) = r {
-                if let Some(m) = MessageMeta::from_attrs(attrs) {
-                    out.push(m);
-                }
+                merged.add(attrs);
             }
         })
         .await?;
-        out.sort_by_key(|m| m.uid);
-        out.dedup_by_key(|m| m.uid);
-        Ok(out)
+        Ok(merged.finish())
     }
 
     /// Flag changes, new messages and (with QRESYNC) expunges in the selected folder since
@@ -124,6 +186,16 @@ impl ImapSession {
     /// # Errors
     /// `Unsupported` without CONDSTORE.
     pub async fn changes_since(&mut self, modseq: u64) -> Result<Changes> {
+        self.changes_since_in("1:*", modseq).await
+    }
+
+    /// As [`ImapSession::changes_since`], for the UIDs in `set` only (a range such as
+    /// `5001:10000`): a large folder's changes are then asked for piece by piece. With
+    /// QRESYNC the expunges reported are those within `set` (RFC 7162 §3.2.6).
+    ///
+    /// # Errors
+    /// `Unsupported` without CONDSTORE.
+    pub async fn changes_since_in(&mut self, set: &str, modseq: u64) -> Result<Changes> {
         if !self.caps.condstore() {
             return Err(Error::Unsupported("CONDSTORE".into()));
         }
@@ -134,24 +206,19 @@ impl ImapSession {
         } else {
             items.push_str(&format!(" (CHANGEDSINCE {modseq})"));
         }
-        let mut changed = Vec::new();
+        let mut changed = MetaMerge::default();
         let mut vanished = Vec::new();
         self.run(
             "UID FETCH",
-            &format!("UID FETCH 1:* {items}"),
+            &format!("UID FETCH {set} {items}"),
             |r| match r {
-                Response::Fetch(_, attrs) => {
-                    if let Some(m) = MessageMeta::from_attrs(attrs) {
-                        changed.push(m);
-                    }
-                }
+                Response::Fetch(_, attrs) => changed.add(attrs),
                 Response::Vanished { uids, .. } => expand(uids, &mut vanished),
                 _ => {}
             },
         )
         .await?;
-        changed.sort_by_key(|m| m.uid);
-        changed.dedup_by_key(|m| m.uid);
+        let changed = changed.finish();
         vanished.sort_unstable();
         vanished.dedup();
         Ok(Changes {
@@ -176,16 +243,51 @@ impl ImapSession {
 
     /// Sets flags on messages of the selected folder (`+FLAGS`, `-FLAGS` or `FLAGS`).
     pub async fn store_flags(&mut self, uids: &[u32], op: &str, flags: &[&str]) -> Result<()> {
-        let cmd = format!(
-            "UID STORE {} {op}.SILENT ({})",
-            uid_set(uids),
-            flags.join(" ")
-        );
-        self.simple("UID STORE", &cmd).await
+        for set in uid_sets(uids, MAX_UID_SET) {
+            let cmd = format!("UID STORE {set} {op}.SILENT ({})", flags.join(" "));
+            self.simple("UID STORE", &cmd).await?;
+        }
+        Ok(())
     }
 
     /// Removes messages marked `\Deleted` from the selected folder.
     pub async fn expunge(&mut self) -> Result<()> {
         self.simple("EXPUNGE", "EXPUNGE").await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::borrow::Cow;
+
+    #[test]
+    fn split_and_repeated_fetch_responses_merge_field_by_field() {
+        let mut m = MetaMerge::default();
+        m.add(&[
+            AttributeValue::Uid(7),
+            AttributeValue::Rfc822Size(120),
+            AttributeValue::Flags(vec![Cow::Borrowed("\\Seen")]),
+        ]);
+        // A second response with the date only: size and flags stay.
+        m.add(&[
+            AttributeValue::Uid(7),
+            AttributeValue::InternalDate(Cow::Borrowed("02-Jan-2024 11:00:05 +0000")),
+        ]);
+        // A flag change meanwhile: the later flags win.
+        m.add(&[
+            AttributeValue::Flags(vec![Cow::Borrowed("\\Flagged"), Cow::Borrowed("\\Recent")]),
+            AttributeValue::Uid(7),
+        ]);
+        // Without a UID: not about a message asked for.
+        m.add(&[AttributeValue::Rfc822Size(1)]);
+        m.add(&[AttributeValue::Uid(3), AttributeValue::Rfc822Size(9)]);
+        let got = m.finish();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].uid, 3);
+        let seven = &got[1];
+        assert_eq!(seven.size, Some(120));
+        assert_eq!(seven.flags, vec!["\\Flagged".to_string()]);
+        assert!(seven.internal_date.is_some());
     }
 }

@@ -16,7 +16,7 @@ pub use folders::{FolderInfo, FolderStatus, SpecialUse};
 pub use login::{connect, Capabilities};
 pub use messages::{Changes, MessageMeta};
 
-use crate::error::{Error, Result};
+use crate::error::{clip, read_failure, Error, Result};
 use async_imap::imap_proto::{RequestId, Response, Status};
 use async_imap::Session;
 use login::Stream;
@@ -51,28 +51,74 @@ fn quote(s: &str) -> Result<String> {
     ))
 }
 
+/// The longest UID set put in one command. RFC 7162 §4 asks clients to keep command lines
+/// under 8,192 octets, and servers refuse longer ones (Dovecot answers BAD past its limit):
+/// a set of a few thousand scattered UIDs would otherwise fail on every later run. What is
+/// left for the verb and the items around the set is ample at 7,000.
+pub const MAX_UID_SET: usize = 7_000;
+
 /// Compresses sorted UIDs into an IMAP sequence set (`1:3,7,9:10`).
 pub(crate) fn uid_set(uids: &[u32]) -> String {
-    let mut out = String::new();
+    let mut sets = uid_sets(uids, usize::MAX);
+    sets.pop().unwrap_or_default()
+}
+
+/// Sorted UIDs as sequence sets of at most `max` bytes each (runs compressed as in
+/// [`uid_set`]); an empty list gives no set.
+pub(crate) fn uid_sets(uids: &[u32], max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
     let mut i = 0;
     while i < uids.len() {
         let start = uids[i];
         let mut end = start;
-        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+        while i + 1 < uids.len() && uids[i + 1] == end.wrapping_add(1) && end < u32::MAX {
             i += 1;
             end = uids[i];
         }
-        if !out.is_empty() {
-            out.push(',');
-        }
-        if start == end {
-            out.push_str(&start.to_string());
+        let piece = if start == end {
+            start.to_string()
         } else {
-            out.push_str(&format!("{start}:{end}"));
+            format!("{start}:{end}")
+        };
+        if !cur.is_empty() && cur.len() + 1 + piece.len() > max {
+            out.push(std::mem::take(&mut cur));
         }
+        if !cur.is_empty() {
+            cur.push(',');
+        }
+        cur.push_str(&piece);
         i += 1;
     }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
     out
+}
+
+/// Reads a sequence set of UIDs (no `*`) back into sorted UIDs.
+///
+/// # Errors
+/// `Invalid` for anything else, or a range wider than `limit` UIDs in all.
+pub(crate) fn parse_uid_set(s: &str, limit: usize) -> Result<Vec<u32>> {
+    let bad = || Error::Invalid("a stored UID set is unreadable".into());
+    let mut out = Vec::new();
+    for piece in s.split(',').filter(|p| !p.is_empty()) {
+        let (a, b) = match piece.split_once(':') {
+            Some((a, b)) => (a, b),
+            None => (piece, piece),
+        };
+        let a: u32 = a.parse().map_err(|_| bad())?;
+        let b: u32 = b.parse().map_err(|_| bad())?;
+        let (a, b) = (a.min(b), a.max(b));
+        if out.len() + (b - a) as usize >= limit {
+            return Err(bad());
+        }
+        out.extend(a..=b);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
 }
 
 impl ImapSession {
@@ -110,7 +156,7 @@ impl ImapSession {
             Ok(Ok(None)) => Err(Error::ConnectionLost(format!(
                 "the server closed the connection during {verb}"
             ))),
-            Ok(Err(e)) => Err(Error::ConnectionLost(format!("{verb}: {e}"))),
+            Ok(Err(e)) => Err(read_failure(verb, &e)),
             Err(e) => Err(e),
         };
         if r.is_err() {
@@ -174,11 +220,7 @@ fn completion(verb: &str, tag: &RequestId, r: &Response<'_>) -> Option<Result<()
             Status::Ok => Ok(()),
             _ => Err(Error::Server {
                 command: verb.to_string(),
-                text: outcome
-                    .information
-                    .as_deref()
-                    .unwrap_or("refused")
-                    .to_string(),
+                text: clip(outcome.information.as_deref().unwrap_or("refused")),
             }),
         }),
         Response::Data {
@@ -186,7 +228,7 @@ fn completion(verb: &str, tag: &RequestId, r: &Response<'_>) -> Option<Result<()
             outcome,
         } => Some(Err(Error::ConnectionLost(format!(
             "the server ended the session during {verb}: {}",
-            outcome.information.as_deref().unwrap_or("BYE")
+            clip(outcome.information.as_deref().unwrap_or("BYE"))
         )))),
         _ => None,
     }
@@ -201,6 +243,25 @@ mod tests {
         assert_eq!(uid_set(&[1, 2, 3, 7, 9, 10]), "1:3,7,9:10");
         assert_eq!(uid_set(&[5]), "5");
         assert_eq!(uid_set(&[]), "");
+    }
+
+    #[test]
+    fn scattered_uids_split_into_bounded_sets_that_read_back() {
+        // 20,000 scattered UIDs: every other one, from a large UID.
+        let uids: Vec<u32> = (0..20_000u32).map(|i| 4_000_000_000 + 2 * i).collect();
+        let sets = uid_sets(&uids, MAX_UID_SET);
+        assert!(sets.len() > 10, "{}", sets.len());
+        let mut back = Vec::new();
+        for s in &sets {
+            assert!(s.len() <= MAX_UID_SET, "{}", s.len());
+            back.extend(parse_uid_set(s, usize::MAX).unwrap());
+        }
+        assert_eq!(back, uids);
+        assert_eq!(uid_sets(&[1, 2, 3, 5], 3), vec!["1:3", "5"]);
+        assert!(uid_sets(&[], 10).is_empty());
+        assert_eq!(parse_uid_set("1:3,7", 10).unwrap(), vec![1, 2, 3, 7]);
+        assert!(parse_uid_set("1:*", 10).is_err());
+        assert!(parse_uid_set("1:100", 10).is_err());
     }
 
     #[test]

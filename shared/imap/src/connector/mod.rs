@@ -41,6 +41,9 @@ pub const ACCOUNT: &str = "mailbox";
 
 /// Metadata keys.
 pub const META_WIRE: &str = "imap.folder";
+/// The UIDVALIDITY under which a folder's messages were stored: a folder whose cursor is
+/// lost keeps them when it is unchanged.
+pub const META_UIDVALIDITY: &str = "imap.uidvalidity";
 pub const META_DELIMITER: &str = "imap.delimiter";
 pub const META_SPECIAL_USE: &str = "imap.special_use";
 pub const META_UID: &str = "imap.uid";
