@@ -184,6 +184,8 @@ impl Method {
 /// process that acts for the same user through the same token endpoint.
 struct Pace {
     paid_until: Instant,
+    /// No request starts before this (set when Google refuses for its rate).
+    held_until: Instant,
 }
 
 fn paces() -> &'static Mutex<HashMap<String, Arc<Mutex<Pace>>>> {
@@ -223,24 +225,24 @@ impl Google {
     }
 
     /// Waits until `units` more of `who`'s quota can be spent without going over the
-    /// per-user rate, and spends them. 95 % of the quota is used, so that the server's
-    /// moving window, which started earlier than ours, never sees it overspent.
+    /// per-user rate, and spends them. Units are paid back at 90 % of the documented rate,
+    /// with a burst of a twentieth of the window let through at once: over any window of
+    /// the server's (which began before ours), at most 95 % of the quota is spent, so the
+    /// per-user limit is not what refuses us.
     async fn pace(&self, who: &Who, units: u64) {
+        let pace = self.pace_of(who);
+        let held = lock(&pace)
+            .held_until
+            .saturating_duration_since(Instant::now());
+        if !held.is_zero() {
+            tokio::time::sleep(held).await;
+        }
         if units == 0 || self.quota.units == 0 {
             return;
         }
-        let pace = lock(paces())
-            .entry(format!("{} {}", self.token_url, who.user))
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(Pace {
-                    paid_until: Instant::now(),
-                }))
-            })
-            .clone();
         let per_unit =
-            Duration::from_nanos(self.quota.window_ms * 1_000_000 * 100 / (self.quota.units * 95));
-        // A burst of up to a tenth of the window's units is let through at once.
-        let burst = Duration::from_millis(self.quota.window_ms / 10);
+            Duration::from_nanos(self.quota.window_ms * 1_000_000 * 10 / (self.quota.units * 9));
+        let burst = Duration::from_millis(self.quota.window_ms / 20);
         let wait = {
             let mut p = lock(&pace);
             let now = Instant::now();
@@ -251,6 +253,27 @@ impl Google {
         if !wait.is_zero() {
             tokio::time::sleep(wait).await;
         }
+    }
+
+    fn pace_of(&self, who: &Who) -> Arc<Mutex<Pace>> {
+        lock(paces())
+            .entry(format!("{} {}", self.token_url, who.user))
+            .or_insert_with(|| {
+                Arc::new(Mutex::new(Pace {
+                    paid_until: Instant::now(),
+                    held_until: Instant::now(),
+                }))
+            })
+            .clone()
+    }
+
+    /// Holds back every request of `who` for `wait`: when Google refuses one for its
+    /// rate, the others sent beside it would be refused too, and retrying each on its own
+    /// lets an unlucky one lose every round.
+    fn hold_back(&self, who: &Who, wait: Duration) {
+        let pace = self.pace_of(who);
+        let mut p = lock(&pace);
+        p.held_until = p.held_until.max(Instant::now() + wait);
     }
 
     /// GETs `url` as `who`, retrying what Google says may be retried, and returns the
@@ -316,6 +339,7 @@ impl Google {
                 }
                 (403, "userRateLimitExceeded" | "rateLimitExceeded") | (429, _) => {
                     throttled = true;
+                    self.hold_back(who, self.policy.wait(n - 1) / 2);
                     last = format!("Google kept answering {status} {reason} to {what}");
                     tracing::debug!(status, reason, "throttled by Google; backing off");
                 }

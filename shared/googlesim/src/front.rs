@@ -59,11 +59,10 @@ pub async fn gate(
     let access = caller(shared, headers)?;
     {
         let mut f = lock(&shared.faults);
-        if let Some(pos) = f
-            .script
-            .iter()
-            .position(|s| s.path_contains.is_empty() || path.contains(&s.path_contains))
-        {
+        let path = path.to_ascii_lowercase();
+        if let Some(pos) = f.script.iter().position(|s| {
+            s.path_contains.is_empty() || path.contains(&s.path_contains.to_ascii_lowercase())
+        }) {
             let s = &mut f.script[pos];
             let status = s.status;
             s.times = s.times.saturating_sub(1);

@@ -135,7 +135,8 @@ impl Faults {
     }
 }
 
-/// A fault for the next request whose path contains `path_contains` (any if empty).
+/// A fault for the next request whose method (`gmail.users.getProfile`,
+/// `directory.users.list`) contains `path_contains`, ignoring case (any request if empty).
 #[derive(Clone, Debug)]
 pub struct ScriptedFault {
     pub status: u16,

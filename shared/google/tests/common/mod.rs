@@ -77,6 +77,14 @@ pub async fn add_task(
 }
 
 pub async fn start(cfg: googlesim::Config) -> Env {
+    start_with(cfg, |_| {}).await
+}
+
+/// As [`start`], with the task's settings changed by `tune` first.
+pub async fn start_with(
+    cfg: googlesim::Config,
+    tune: impl FnOnce(&mut google::GoogleSettings),
+) -> Env {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_test_writer()
@@ -84,14 +92,11 @@ pub async fn start(cfg: googlesim::Config) -> Env {
     let sim = googlesim::spawn(cfg).await.expect("the simulator starts");
     let test = TestEnv::new();
     let engine = test.engine("acme");
-    let task = add_task(
-        &engine,
-        "google",
-        settings(&sim, None),
-        sim.service_account_key(),
-    )
-    .await
-    .expect("the task is added");
+    let mut s = settings(&sim, None);
+    tune(&mut s);
+    let task = add_task(&engine, "google", s, sim.service_account_key())
+        .await
+        .expect("the task is added");
     Env {
         test,
         engine,
