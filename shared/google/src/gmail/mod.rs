@@ -31,6 +31,11 @@ const CONCURRENCY: usize = 8;
 const CHUNK: usize = 64;
 /// The largest page Gmail serves for `messages.list` and `history.list`.
 const PAGE: u32 = 500;
+/// The most failed messages the cursor remembers one by one. The cursor travels with
+/// every snapshot and checkpoint, so it must stay small; past this many (an outage that
+/// failed most of a mailbox), the next run lists the mailbox again instead, which fetches
+/// every message not stored, the failed ones among them.
+const MAX_FAILED: usize = 5_000;
 
 /// Where the Gmail backup of one account stands.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,6 +158,14 @@ impl<'a> Run<'a> {
             }
         }
         self.retry_failed(earlier).await?;
+        if self.cur.failed.len() > MAX_FAILED {
+            tracing::warn!(
+                failed = self.cur.failed.len(),
+                "too many failed messages to keep one by one; the next run lists the mailbox"
+            );
+            self.cur.failed.clear();
+            self.cur.history_id = None;
+        }
         Ok(Flow::Done)
     }
 
