@@ -1,4 +1,5 @@
-//! The connectors this build of Lifeboat has (a local folder, IMAP, Microsoft 365). The
+//! The connectors this build of Lifeboat has (a local folder, IMAP, Microsoft 365, Google:
+//! Gmail backup so far, restore to come). The
 //! engine sees only its `Connector` trait; the command line, the local server and the
 //! Lambda functions open a task's connector through [`BuiltIn`], so adding a source means
 //! adding its connector here and nowhere else.
@@ -7,7 +8,8 @@ use engine::{Connector, Connectors, TaskRecord};
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-/// Every connector of this build, by the name tasks record (`folder`, `imap`, `m365`):
+/// Every connector of this build, by the name tasks record (`folder`, `imap`, `m365`,
+/// `google`):
 /// what runners open tasks with.
 pub struct BuiltIn;
 
@@ -18,10 +20,15 @@ pub struct BuiltIn;
 pub struct OverNetwork;
 
 /// The names of the connectors [`BuiltIn`] opens.
-pub const ALL: &[&str] = &[folder::CONNECTOR, imap::connector::SOURCE, m365::SOURCE];
+pub const ALL: &[&str] = &[
+    folder::CONNECTOR,
+    imap::connector::SOURCE,
+    m365::SOURCE,
+    google::SOURCE,
+];
 
 /// The names of the connectors [`OverNetwork`] opens.
-pub const OVER_NETWORK: &[&str] = &[imap::connector::SOURCE, m365::SOURCE];
+pub const OVER_NETWORK: &[&str] = &[imap::connector::SOURCE, m365::SOURCE, google::SOURCE];
 
 fn open(
     names: &[&str],
@@ -40,6 +47,7 @@ fn open(
         folder::CONNECTOR => folder::FolderConnector::open_dyn(task, secret),
         imap::connector::SOURCE => Ok(Arc::new(imap::ImapConnector::open(task, secret)?)),
         m365::SOURCE => m365::open(&task.source.settings, secret),
+        google::SOURCE => google::open(&task.source.settings, secret),
         other => unreachable!("{other} is listed but not opened"),
     }
 }
