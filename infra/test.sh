@@ -11,6 +11,12 @@ if ! command -v setpriv >/dev/null 2>&1; then
     apt-get update -qq && apt-get install -y -qq util-linux >/dev/null
   fi
 fi
+# The Google simulator makes its test service accounts' RSA keys with openssl.
+if ! command -v openssl >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    apt-get update -qq && apt-get install -y -qq openssl >/dev/null
+  fi
+fi
 # The IMAP source's tests run against a private Dovecot (Debian's dovecot-imapd).
 bash infra/dovecot.sh install
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
