@@ -179,6 +179,11 @@ async fn backup_now(
         Some(a) => Some(e.account(&t, &AccountId::new(&a)?).await?.id),
         None => None,
     };
+    let what = match &account {
+        Some(a) => format!("backup#{a}"),
+        None => "backup".to_string(),
+    };
+    cool_down(&st, e.tenant(), &t.name, &what, jobs::cooldown::BACKUP_COOLDOWN).await?;
     // The same jobs a scheduled day queues: one per account (a whole task's accounts as
     // the catalog knows them, plus a listing job for a connector task's new ones).
     let jobs = match &account {
@@ -205,6 +210,38 @@ async fn backup_now(
         StatusCode::ACCEPTED,
         Json(json!({"queued": true, "task": t.name, "account": account})),
     ))
+}
+
+/// Refuses with 429 and `Retry-After` a request made again inside its cooldown (see
+/// `jobs::cooldown`); otherwise starts a new one.
+async fn cool_down(
+    st: &AppState,
+    tenant: &TenantId,
+    task: &TaskId,
+    what: &str,
+    cooldown: std::time::Duration,
+) -> ApiResult<()> {
+    let key = ports::catalog_keys::on_demand(tenant, task, what);
+    let now = st.ports.clock.now();
+    match jobs::cooldown::claim(st.ports.catalog.as_ref(), &key, now, cooldown)
+        .await
+        .map_err(engine::Error::from)?
+    {
+        None => Ok(()),
+        Some(wait) => {
+            let mut err = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "cooldown",
+                format!(
+                    "the same request was made less than {} minutes ago; try again in {} seconds",
+                    cooldown.as_secs().div_ceil(60),
+                    wait.as_secs().max(1)
+                ),
+            );
+            err.retry_after = Some(u32::try_from(wait.as_secs().max(1)).unwrap_or(u32::MAX));
+            Err(err)
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -372,6 +409,8 @@ async fn export(
     let a = e.account(&t, &AccountId::new(&r.account)?).await?.id;
     let snap = e.resolve_snapshot(&t, &r.snapshot, Some(&a)).await?;
     let include = check_includes(&e, &t, &snap, &r.include).await?;
+    let what = format!("export#{a}");
+    cool_down(&st, e.tenant(), &t.name, &what, jobs::cooldown::EXPORT_COOLDOWN).await?;
     let job = JobKind::Export(ExportJob {
         job: jobs::transfer::new_job_id(st.ports.clock.now()),
         tenant: e.tenant().clone(),

@@ -364,6 +364,21 @@ async fn browse_search_backup_restore_export_and_bill() {
         )
         .await;
     assert_eq!(st, StatusCode::ACCEPTED);
+    // The same request again, inside the cooldown: 429 with the seconds left of it.
+    let again = s
+        .http
+        .post(format!("{}/v1/tasks/docs/backups", s.base))
+        .bearer_auth(s.token("acme"))
+        .json(&json!({"account": ANNA}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = again.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=15 * 60).contains(&wait), "{wait}");
+    let body: Value = again.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "cooldown", "{body}");
+    // Another account, or the whole task, is not the same request.
     let (st, _) = s
         .call(
             Some("acme"),
@@ -532,6 +547,19 @@ async fn browse_search_backup_restore_export_and_bill() {
         "{done}"
     );
     assert_eq!(done["report"]["accounts"][0]["account"], ANNA, "{done}");
+    // An export of the same account right away would wait out its cooldown.
+    let (st, v) = s
+        .call(
+            Some("acme"),
+            "POST",
+            "/v1/tasks/docs/exports",
+            Some(json!({"account": ANNA, "snapshot": "latest"})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    s.env
+        .clock
+        .advance(chrono::Duration::seconds(jobs::cooldown::EXPORT_COOLDOWN.as_secs() as i64));
     let (st, again) = s
         .call(
             Some("acme"),
@@ -656,7 +684,9 @@ async fn another_tenants_ids_are_not_found() {
             !text.contains("2.eml") && !text.contains("anna"),
             "{method} {path} leaked: {text}"
         );
-        // The same call by acme works, so the 404 is isolation, not a broken probe.
+        // The same call by acme works, so the 404 is isolation, not a broken probe (after
+        // any cooldown of acme's own earlier request).
+        s.env.clock.advance(chrono::Duration::minutes(16));
         let (st, v) = s.call(Some("acme"), method, path, body.clone()).await;
         assert!(st.is_success(), "{method} {path} as acme: {st} {v}");
     }

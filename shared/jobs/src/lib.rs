@@ -7,6 +7,7 @@
 //! conditional write, an account is backed up under a lease, and an account's state records
 //! the last day done, so a duplicate job finds its work already done.
 
+pub mod cooldown;
 pub mod events;
 pub mod fetch;
 pub mod runner;

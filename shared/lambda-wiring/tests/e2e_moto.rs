@@ -1071,6 +1071,8 @@ async fn a_scheduled_backup_is_listed_browsed_and_exported_through_the_api() {
     // Ten of them, so that the fetcher also compacts the account's index (more than
     // vault::COMPACT_FROM segments), deleting the segments it merged.
     for day in 0..10 {
+        // Past the cooldown between two on-demand backups of one task.
+        s.clock.advance(chrono::Duration::minutes(16));
         write(
             &s.dir.path().join("acme-docs"),
             "notes/changed.txt",

@@ -78,6 +78,14 @@ pub fn job(tenant: &TenantId, id: &str) -> CatalogKey {
     key(tenant_pk(tenant), format!("job#{id}"))
 }
 
+/// The last time the tenant asked by hand for `what` of a task (an on-demand backup of the
+/// task or of one account, an export of an account): what a cooldown is measured from.
+/// `what` is ours (`backup`, `backup#<account>`, `export#<account>`), never user text
+/// beyond an account id.
+pub fn on_demand(tenant: &TenantId, task: &TaskId, what: &str) -> CatalogKey {
+    key(tenant_pk(tenant), format!("demand#{task}#{what}"))
+}
+
 /// A task's last scheduled day (claimed, then queued).
 pub fn run(tenant: &TenantId, task: &TaskId) -> CatalogKey {
     key(tenant_pk(tenant), format!("run#{task}"))
