@@ -66,6 +66,10 @@ pub async fn download(
             "The download URL has expired.",
         );
     }
+    if let Some(e) = crate::hostile::forbidden_item(&shared, &tok.i) {
+        return crate::server::error_response(e);
+    }
+    let extra = crate::hostile::extra_bytes(&shared, &tok.i);
     let (content, name) = {
         let sim = shared.sim();
         let Some(item) = sim
@@ -88,7 +92,8 @@ pub async fn download(
         };
         (c, item.name.clone())
     };
-    let len = content.len();
+    let listed = content.len();
+    let len = listed + extra;
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -111,9 +116,19 @@ pub async fn download(
         },
     };
     // Generated content is produced outside the lock; large ranges cost time, not memory held.
-    let bytes = tokio::task::spawn_blocking(move || content.range(start, end))
-        .await
-        .unwrap_or_default();
+    let id = tok.i.clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut b = content.range(start.min(listed), end.min(listed));
+        if end > listed {
+            let more = crate::hostile::enrichment(&id, extra);
+            b.extend_from_slice(
+                &more[(start.max(listed) - listed) as usize..(end - listed) as usize],
+            );
+        }
+        b
+    })
+    .await
+    .unwrap_or_default();
     {
         let mut stats = lock(&shared.stats);
         stats.downloads += 1;
