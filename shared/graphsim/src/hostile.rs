@@ -82,6 +82,18 @@ pub fn extra_bytes(shared: &Shared, id: &str) -> u64 {
     lock(&shared.faults).enriched.get(id).copied().unwrap_or(0)
 }
 
+/// Whether this download of drive item `id` is to break off half-way (counted down).
+pub fn cut_download(shared: &Shared, id: &str) -> bool {
+    let mut faults = lock(&shared.faults);
+    match faults.cut_downloads.get_mut(id) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Whether mail folder `id` is to be deleted now, as its delta is first asked for (once).
 pub fn deleted_before_delta(shared: &Shared, id: &str) -> bool {
     let mut faults = lock(&shared.faults);

@@ -66,6 +66,9 @@ pub struct Faults {
     /// Mail folders (by id) deleted the moment their message delta is first asked for: a
     /// folder deleted between the folder listing and its delta.
     pub delete_before_delta: Vec<String>,
+    /// Downloads of a drive item (by id) that break off half-way, as a connection dropped
+    /// by a proxy or a front end does: the value is how many of its next downloads do.
+    pub cut_downloads: BTreeMap<String, u32>,
 }
 
 impl Default for Faults {
@@ -88,6 +91,7 @@ impl Default for Faults {
             forbidden: BTreeMap::new(),
             enriched: BTreeMap::new(),
             delete_before_delta: Vec::new(),
+            cut_downloads: BTreeMap::new(),
         }
     }
 }
@@ -107,6 +111,10 @@ pub struct ScriptedFault {
     /// which no run can wait out).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// Matching requests served normally before this fault starts (so that it strikes
+    /// part-way through a run, at the 600th message read, say).
+    #[serde(default)]
+    pub after: u32,
 }
 
 fn one() -> u32 {
@@ -425,7 +433,7 @@ fn throttled(shared: &Shared, segs: &[String], status: u16, retry_after: u64) ->
 
 /// An injected fault for this request, if any: scripted ones first, then random draws that
 /// depend only on the seed and the request's rank.
-fn injected(shared: &Shared, segs: &[String], n: u64) -> Option<GraphError> {
+pub(crate) fn injected(shared: &Shared, segs: &[String], n: u64) -> Option<GraphError> {
     let mut faults = lock(&shared.faults);
     let path = segs.join("/");
     if let Some(pos) = faults
@@ -435,6 +443,10 @@ fn injected(shared: &Shared, segs: &[String], n: u64) -> Option<GraphError> {
     {
         let default_wait = faults.retry_after_secs;
         let f = &mut faults.script[pos];
+        if f.after > 0 {
+            f.after -= 1;
+            return None;
+        }
         let status = f.status;
         let retry_after = f.retry_after.unwrap_or(default_wait);
         let code = f.code.clone();

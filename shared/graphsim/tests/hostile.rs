@@ -93,17 +93,19 @@ async fn server_errors_are_scripted_per_item_and_drawn_at_a_rate() {
     sim.admin(
         "faults/script",
         Some(json!([
-            { "status": 500, "path_contains": id.clone(), "times": 2 },
+            { "status": 500, "path_contains": id.clone(), "times": 2, "after": 1 },
             { "status": 502, "path_contains": id.clone() },
             { "status": 429, "path_contains": id.clone(), "retry_after": 3600 },
         ])),
     )
     .await;
     let path = format!("/users/{user}/messages/{id}/$value");
-    for want in [500, 500, 502] {
+    for want in [200, 500, 500, 502] {
         let (status, body) = sim.get_with(&path, &[]).await;
         assert_eq!(status, want);
-        error_code(&body);
+        if want != 200 {
+            error_code(&body);
+        }
     }
     let resp = sim.send(reqwest::Method::GET, &path, &[], None).await;
     assert_eq!(resp.status(), 429);
@@ -176,6 +178,49 @@ async fn an_enriched_file_is_served_larger_than_listed() {
         .unwrap();
     assert_eq!(resp.status(), 206);
     assert_eq!(resp.bytes().await.unwrap().len(), 234);
+    // Downloads fail as Graph's requests do, per item.
+    sim.admin(
+        "faults/script",
+        Some(json!({ "status": 502, "path_contains": format!("_dl/{drive}/{id}") })),
+    )
+    .await;
+    let resp = sim.http.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(error_code(&resp.json().await.unwrap()), "BadGateway");
+    assert_eq!(sim.http.get(url).send().await.unwrap().status(), 200);
+    // A download that breaks off sends half its bytes, then drops the connection; the
+    // rest is there for a `Range` request, and the next download is whole.
+    sim.admin(
+        "faults",
+        Some(json!({ "cut_downloads": { id.clone(): 1 } })),
+    )
+    .await;
+    let total = listed + 1234;
+    let mut resp = sim.http.get(url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut head = Vec::new();
+    let broke = loop {
+        match resp.chunk().await {
+            Ok(Some(c)) => head.extend_from_slice(&c),
+            Ok(None) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(broke, "the body ends in an error, not as a short success");
+    assert_eq!(head.len() as u64, total / 2);
+    assert_eq!(&head[..], &got[..head.len()]);
+    let resp = sim
+        .http
+        .get(url)
+        .header("Range", format!("bytes={}-", head.len()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 206);
+    head.extend_from_slice(&resp.bytes().await.unwrap());
+    assert_eq!(head, got);
+    let whole = sim.http.get(url).send().await.unwrap().bytes().await;
+    assert_eq!(whole.unwrap(), got);
 }
 
 #[tokio::test]

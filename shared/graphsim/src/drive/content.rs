@@ -66,6 +66,15 @@ pub async fn download(
             "The download URL has expired.",
         );
     }
+    // Downloads fail as Graph's requests do: scripted faults match `_dl/{drive}/{item}`,
+    // and the rates apply.
+    let n = shared
+        .counter
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let segs = ["_dl".to_string(), tok.d.clone(), tok.i.clone()];
+    if let Some(e) = crate::server::injected(&shared, &segs, n) {
+        return crate::server::error_response(e);
+    }
     if let Some(e) = crate::hostile::forbidden_item(&shared, &tok.i) {
         return crate::server::error_response(e);
     }
@@ -129,12 +138,35 @@ pub async fn download(
     })
     .await
     .unwrap_or_default();
+    let cut = crate::hostile::cut_download(&shared, &tok.i) && bytes.len() > 1;
     {
+        // What was sent: half the bytes of a download that breaks off.
+        let sent = if cut { bytes.len() / 2 } else { bytes.len() };
         let mut stats = lock(&shared.stats);
         stats.downloads += 1;
-        stats.downloaded_bytes += bytes.len() as u64;
+        stats.downloaded_bytes += sent as u64;
     }
-    let mut resp = (status, bytes).into_response();
+    let mut resp = if cut {
+        // Half the bytes, then the connection drops: the client sees a body that ends in
+        // an error, not a short success, as the full length was announced.
+        let served = bytes.len();
+        let half = bytes::Bytes::from(bytes).slice(..served / 2);
+        use futures::StreamExt;
+        let head = futures::stream::iter([Ok::<_, std::io::Error>(half)]);
+        // The drop comes a moment later, once what was sent has left: a connection that
+        // fails with the headers unsent is a failed request, not a broken download.
+        let drop = futures::stream::once(async {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            Err(std::io::Error::other("the connection was dropped"))
+        });
+        let mut r = (status, axum::body::Body::from_stream(head.chain(drop))).into_response();
+        if let Ok(v) = HeaderValue::from_str(&served.to_string()) {
+            r.headers_mut().insert(header::CONTENT_LENGTH, v);
+        }
+        r
+    } else {
+        (status, bytes).into_response()
+    };
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

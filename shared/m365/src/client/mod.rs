@@ -34,6 +34,9 @@ use token::{scope_for, Token};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
+/// How long a request may wait for its next bytes.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// A request body.
 #[derive(Clone)]
 pub enum Body {
@@ -91,6 +94,10 @@ impl Graph {
             // bearer token must not follow it.
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(30))
+            // Every request, a download's body included, fails when nothing arrives for
+            // this long, so a stalled connection cannot hold a run until its end; a
+            // download that breaks off is resumed where it stopped.
+            .read_timeout(READ_TIMEOUT)
             .build()
             .map_err(|e| engine::Error::Invalid(format!("cannot build an HTTP client: {e}")))?;
         let graph = graph_url.trim_end_matches('/');
