@@ -627,3 +627,44 @@ async fn a_failure_after_progress_keeps_a_checkpoint_and_one_before_it_fails_the
     assert_eq!(s.error_count, 0, "{:?}", env.errors(&s).await);
     assert_eq!(walk(&env, &s, &p("")).await, expected);
 }
+
+#[tokio::test]
+async fn random_500s_and_502s_leave_no_hole_once_the_source_recovers() {
+    let clean = start(one_user()).await;
+    let user = clean.user(0).await;
+    let expected = walk(&clean, &clean.backup(&user).await.unwrap(), &p("")).await;
+
+    let env = start(one_user()).await;
+    let user = env.user(0).await;
+    env.admin(
+        "faults",
+        Some(json!({ "server_error_rate": 0.04, "bad_gateway_rate": 0.04 })),
+    )
+    .await;
+    // A few runs on a failing source: each fails, pauses or commits with errors.
+    let mut failed_items = 0;
+    for _ in 0..4 {
+        let c = env.connector().await;
+        let opts = BackupOptions::default();
+        if let Ok(BackupEnd::Committed(s)) = env
+            .engine
+            .backup(&env.task, &user.id, c.as_ref(), &opts)
+            .await
+        {
+            failed_items += s.error_count;
+        }
+    }
+    let stats = env.stats().await;
+    let served = num(&stats, "/by_status/500") + num(&stats, "/by_status/502");
+    assert!(served > 0, "{stats}");
+    assert!(failed_items > 0, "some items failed: {stats}");
+    // The source recovers: one run stores everything that failed before.
+    env.admin(
+        "faults",
+        Some(json!({ "server_error_rate": 0.0, "bad_gateway_rate": 0.0 })),
+    )
+    .await;
+    let s = env.backup(&user).await.unwrap();
+    assert_eq!(s.error_count, 0, "{:?}", env.errors(&s).await);
+    assert_eq!(walk(&env, &s, &p("")).await, expected);
+}
