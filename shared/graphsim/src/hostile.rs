@@ -84,8 +84,16 @@ pub fn extra_bytes(shared: &Shared, id: &str) -> u64 {
 
 /// Whether this download of drive item `id` is to break off half-way (counted down).
 pub fn cut_download(shared: &Shared, id: &str) -> bool {
-    let mut faults = lock(&shared.faults);
-    match faults.cut_downloads.get_mut(id) {
+    count_down(&mut lock(&shared.faults).cut_downloads, id)
+}
+
+/// Whether this download of drive item `id` is to stall half-way (counted down).
+pub fn stall_download(shared: &Shared, id: &str) -> bool {
+    count_down(&mut lock(&shared.faults).stall_downloads, id)
+}
+
+fn count_down(counts: &mut std::collections::BTreeMap<String, u32>, id: &str) -> bool {
+    match counts.get_mut(id) {
         Some(n) if *n > 0 => {
             *n -= 1;
             true

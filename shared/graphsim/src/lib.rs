@@ -28,7 +28,8 @@
 //!   `accessDenied`, for a file, a message or a whole site), `enriched` (drive item id →
 //!   bytes served beyond the listed size), `delete_before_delta` (mail folders deleted as
 //!   their delta is first asked for, which then answers 404 `ErrorSyncFolderNotFound`),
-//!   `cut_downloads` (drive item id → how many of its downloads break off half-way).
+//!   `cut_downloads` (drive item id → how many of its downloads break off half-way),
+//!   `stall_downloads` (… how many stall half-way, sending nothing more for an hour).
 //! - `POST faults/script`: one-shot faults, `{"status": 429, "path_contains": "messages",
 //!   "times": 1}`, optionally with `"code"` (the body's error code), `"retry_after"`
 //!   (seconds, an hour if a test likes) and `"after"` (matching requests served first).

@@ -69,6 +69,9 @@ pub struct Faults {
     /// Downloads of a drive item (by id) that break off half-way, as a connection dropped
     /// by a proxy or a front end does: the value is how many of its next downloads do.
     pub cut_downloads: BTreeMap<String, u32>,
+    /// Downloads of a drive item (by id) that stall half-way, sending nothing more for an
+    /// hour with the connection open: the value is how many of its next downloads do.
+    pub stall_downloads: BTreeMap<String, u32>,
 }
 
 impl Default for Faults {
@@ -92,6 +95,7 @@ impl Default for Faults {
             enriched: BTreeMap::new(),
             delete_before_delta: Vec::new(),
             cut_downloads: BTreeMap::new(),
+            stall_downloads: BTreeMap::new(),
         }
     }
 }

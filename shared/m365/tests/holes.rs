@@ -668,3 +668,54 @@ async fn random_500s_and_502s_leave_no_hole_once_the_source_recovers() {
     assert_eq!(s.error_count, 0, "{:?}", env.errors(&s).await);
     assert_eq!(walk(&env, &s, &p("")).await, expected);
 }
+
+#[tokio::test]
+async fn a_download_that_stalls_times_out_and_is_resumed() {
+    let env = start(one_user()).await;
+    let (drive, small, name, content) = small_file(&env, 0);
+    env.admin(
+        "faults",
+        Some(json!({ "stall_downloads": { small.clone(): 1 } })),
+    )
+    .await;
+    let (files, all_bytes) = {
+        let sim = env.sim.shared.sim();
+        let sizes: Vec<u64> = sim.drives[&drive]
+            .items
+            .values()
+            .filter_map(|f| f.content.as_ref().map(|c| c.len()))
+            .collect();
+        (sizes.len() as u64, sizes.iter().sum::<u64>())
+    };
+    let user = env.user(0).await;
+    let settings = serde_json::to_value(common::settings(&env.sim)).unwrap();
+    let secret = zeroize::Zeroizing::new(env.sim.shared.cfg.client_secret.clone());
+    let mut c = m365::M365Connector::new(&settings, Some(secret)).unwrap();
+    c.graph_mut()
+        .set_read_timeout(Duration::from_millis(500))
+        .unwrap();
+    let began = Instant::now();
+    let end = env
+        .engine
+        .backup(&env.task, &user.id, &c, &BackupOptions::default())
+        .await
+        .unwrap();
+    // The stall lasts an hour; the run waited for it no longer than its read timeout.
+    assert!(
+        began.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        began.elapsed()
+    );
+    let BackupEnd::Committed(s) = end else {
+        panic!("{end:?}");
+    };
+    assert_eq!(s.error_count, 0, "{:?}", env.errors(&s).await);
+    let stats = env.stats().await;
+    // Every byte sent once, in one download more than there are files: the stalled one
+    // was resumed by range, not read again.
+    assert_eq!(num(&stats, "/downloaded_bytes"), all_bytes, "{stats}");
+    assert_eq!(num(&stats, "/downloads"), files + 1, "{stats}");
+    let paths = walk(&env, &s, &p("")).await;
+    let stored = env.item_bytes(&s, &p(one_path(&paths, &name))).await;
+    assert_eq!(stored, content.range(0, content.len()));
+}

@@ -138,7 +138,8 @@ pub async fn download(
     })
     .await
     .unwrap_or_default();
-    let cut = crate::hostile::cut_download(&shared, &tok.i) && bytes.len() > 1;
+    let stall = crate::hostile::stall_download(&shared, &tok.i) && bytes.len() > 1;
+    let cut = stall || (crate::hostile::cut_download(&shared, &tok.i) && bytes.len() > 1);
     {
         // What was sent: half the bytes of a download that breaks off.
         let sent = if cut { bytes.len() / 2 } else { bytes.len() };
@@ -155,8 +156,9 @@ pub async fn download(
         let head = futures::stream::iter([Ok::<_, std::io::Error>(half)]);
         // The drop comes a moment later, once what was sent has left: a connection that
         // fails with the headers unsent is a failed request, not a broken download.
-        let drop = futures::stream::once(async {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let wait = if stall { 3_600_000 } else { 50 };
+        let drop = futures::stream::once(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
             Err(std::io::Error::other("the connection was dropped"))
         });
         let mut r = (status, axum::body::Body::from_stream(head.chain(drop))).into_response();
