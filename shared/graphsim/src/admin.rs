@@ -26,6 +26,7 @@ pub fn router() -> Router<Arc<Shared>> {
         .route("/expire-delta", post(expire_delta))
         .route("/advance-day", post(advance_day))
         .route("/malformed-message", post(malformed_message))
+        .route("/search-folder", post(crate::hostile::search_folder))
 }
 
 fn bad(msg: &str) -> Response {
@@ -82,6 +83,8 @@ async fn set_faults(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
                 f.throttle_rate,
                 f.unavailable_rate,
                 f.gateway_timeout_rate,
+                f.server_error_rate,
+                f.bad_gateway_rate,
                 f.vanish_rate,
             ] {
                 if !(0.0..=1.0).contains(&rate) {

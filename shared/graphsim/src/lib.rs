@@ -20,10 +20,21 @@
 //!   `in_flight`, `max_in_flight`, `throttled`), batches and their inner requests,
 //!   SharePoint resource units spent and refused, downloads.
 //! - `GET|POST faults`: merge fault settings ([`Faults`]): `throttle_rate`,
-//!   `unavailable_rate`, `gateway_timeout_rate`, `vanish_rate`, `retry_after_secs`,
-//!   `latency_ms`, `mailbox_concurrency`, `mailbox_requests_per_10_min`,
-//!   `mailbox_window_secs`, `sharepoint_ru_per_window`, `sharepoint_window_secs`.
-//! - `POST faults/script`: one-shot faults, `{"status": 429, "path_contains": "messages", "times": 1}`.
+//!   `unavailable_rate`, `gateway_timeout_rate`, `server_error_rate`, `bad_gateway_rate`,
+//!   `vanish_rate`, `retry_after_secs`, `latency_ms`, `mailbox_concurrency`,
+//!   `mailbox_requests_per_10_min`, `mailbox_window_secs`, `sharepoint_ru_per_window`,
+//!   `sharepoint_window_secs`; and what real tenants refuse or change ([`hostile`]):
+//!   `forbidden` (Graph id → 403 code: `malwareDetected`, `ErrorAccessDenied`,
+//!   `accessDenied`, for a file, a message or a whole site), `enriched` (drive item id →
+//!   bytes served beyond the listed size), `delete_before_delta` (mail folders deleted as
+//!   their delta is first asked for, which then answers 404 `ErrorSyncFolderNotFound`),
+//!   `cut_downloads` (drive item id → how many of its downloads break off half-way),
+//!   `stall_downloads` (… how many stall half-way, sending nothing more for an hour).
+//! - `POST faults/script`: one-shot faults, `{"status": 429, "path_contains": "messages",
+//!   "times": 1}`, optionally with `"code"` (the body's error code), `"retry_after"`
+//!   (seconds, an hour if a test likes) and `"after"` (matching requests served first).
+//! - `POST search-folder`: `{"user", "name", "source", "parent"?}` adds a search folder
+//!   (`mailSearchFolder`) whose delta shows the messages of `source`.
 //! - `POST expire-tokens`: expire every access token.
 //! - `POST expire-delta`: expire every delta token, or with `{"user": "<id or UPN>"}` those
 //!   of one mailbox and its OneDrive, or with `{"drive": "<id>"}` those of one drive.
@@ -42,6 +53,7 @@ pub mod day;
 pub mod drive;
 pub mod error;
 pub mod gen;
+pub mod hostile;
 pub mod mail;
 pub mod mime;
 pub mod model;

@@ -28,6 +28,11 @@ pub struct Faults {
     pub unavailable_rate: f64,
     /// Share answered `504 Gateway Timeout`.
     pub gateway_timeout_rate: f64,
+    /// Share answered `500 Internal Server Error` (`generalException`), which Graph does
+    /// not ask to be retried at once.
+    pub server_error_rate: f64,
+    /// Share answered `502 Bad Gateway`, as Graph's front ends do when a back end drops.
+    pub bad_gateway_rate: f64,
     /// Share of single-item reads (message, file content) whose item is deleted just before
     /// the read, as when a user deletes something between listing and fetching.
     pub vanish_rate: f64,
@@ -50,6 +55,23 @@ pub struct Faults {
     pub sharepoint_window_secs: u64,
     /// One-shot faults served before any drawn at random, in order.
     pub script: VecDeque<ScriptedFault>,
+    /// Items and sites refused with 403 whatever the request, by Graph id: the value is
+    /// Graph's error code (`malwareDetected` for a file flagged as malware,
+    /// `ErrorAccessDenied` for a message, `accessDenied` for a site or file).
+    pub forbidden: BTreeMap<String, String>,
+    /// Files served with this many bytes more than their listed size, by drive item id,
+    /// as SharePoint serves Office files whose properties it writes into the file on the
+    /// way out.
+    pub enriched: BTreeMap<String, u64>,
+    /// Mail folders (by id) deleted the moment their message delta is first asked for: a
+    /// folder deleted between the folder listing and its delta.
+    pub delete_before_delta: Vec<String>,
+    /// Downloads of a drive item (by id) that break off half-way, as a connection dropped
+    /// by a proxy or a front end does: the value is how many of its next downloads do.
+    pub cut_downloads: BTreeMap<String, u32>,
+    /// Downloads of a drive item (by id) that stall half-way, sending nothing more for an
+    /// hour with the connection open: the value is how many of its next downloads do.
+    pub stall_downloads: BTreeMap<String, u32>,
 }
 
 impl Default for Faults {
@@ -58,6 +80,8 @@ impl Default for Faults {
             throttle_rate: 0.0,
             unavailable_rate: 0.0,
             gateway_timeout_rate: 0.0,
+            server_error_rate: 0.0,
+            bad_gateway_rate: 0.0,
             vanish_rate: 0.0,
             retry_after_secs: 1,
             latency_ms: 0,
@@ -67,6 +91,11 @@ impl Default for Faults {
             sharepoint_ru_per_window: 0,
             sharepoint_window_secs: 60,
             script: VecDeque::new(),
+            forbidden: BTreeMap::new(),
+            enriched: BTreeMap::new(),
+            delete_before_delta: Vec::new(),
+            cut_downloads: BTreeMap::new(),
+            stall_downloads: BTreeMap::new(),
         }
     }
 }
@@ -79,6 +108,17 @@ pub struct ScriptedFault {
     pub path_contains: String,
     #[serde(default = "one")]
     pub times: u32,
+    /// Graph's error code in the body, when not the one the status usually carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// `Retry-After` in seconds, when not [`Faults::retry_after_secs`] (an hour, say,
+    /// which no run can wait out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
+    /// Matching requests served normally before this fault starts (so that it strikes
+    /// part-way through a run, at the 600th message read, say).
+    #[serde(default)]
+    pub after: u32,
 }
 
 fn one() -> u32 {
@@ -375,7 +415,12 @@ fn throttled(shared: &Shared, segs: &[String], status: u16, retry_after: u64) ->
         500 => GraphError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "generalException",
-            "An internal server error occurred.",
+            "An unspecified error has occurred.",
+        ),
+        502 => GraphError::new(
+            StatusCode::BAD_GATEWAY,
+            "BadGateway",
+            "The server, while acting as a gateway, received an invalid response.",
         ),
         other => GraphError::new(
             StatusCode::from_u16(other).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -392,7 +437,7 @@ fn throttled(shared: &Shared, segs: &[String], status: u16, retry_after: u64) ->
 
 /// An injected fault for this request, if any: scripted ones first, then random draws that
 /// depend only on the seed and the request's rank.
-fn injected(shared: &Shared, segs: &[String], n: u64) -> Option<GraphError> {
+pub(crate) fn injected(shared: &Shared, segs: &[String], n: u64) -> Option<GraphError> {
     let mut faults = lock(&shared.faults);
     let path = segs.join("/");
     if let Some(pos) = faults
@@ -400,19 +445,33 @@ fn injected(shared: &Shared, segs: &[String], n: u64) -> Option<GraphError> {
         .iter()
         .position(|f| f.path_contains.is_empty() || path.contains(&f.path_contains))
     {
+        let default_wait = faults.retry_after_secs;
         let f = &mut faults.script[pos];
+        if f.after > 0 {
+            f.after -= 1;
+            return None;
+        }
         let status = f.status;
+        let retry_after = f.retry_after.unwrap_or(default_wait);
+        let code = f.code.clone();
         f.times = f.times.saturating_sub(1);
         if f.times == 0 {
             faults.script.remove(pos);
         }
-        return Some(throttled(shared, segs, status, faults.retry_after_secs));
+        let mut e = throttled(shared, segs, status, retry_after);
+        if let Some(code) = code {
+            e.message = crate::hostile::message_of(&code, &e.message);
+            e.code = code;
+        }
+        return Some(e);
     }
     let seed = shared.cfg.seed;
     let draws = [
         (faults.throttle_rate, 429u16, 1u64),
         (faults.unavailable_rate, 503, 2),
         (faults.gateway_timeout_rate, 504, 3),
+        (faults.server_error_rate, 500, 5),
+        (faults.bad_gateway_rate, 502, 6),
     ];
     for (rate, status, stream) in draws {
         if rate > 0.0 && unit(seed, stream, n) < rate {
@@ -594,6 +653,9 @@ pub async fn serve(shared: Arc<Shared>, req: Req, in_batch: bool) -> Response {
             });
         }
         if let Some(e) = injected(&shared, &req.segs, n) {
+            return Err(e);
+        }
+        if let Some(e) = crate::hostile::forbidden(&shared, &req.segs) {
             return Err(e);
         }
         // The latency is the time to an answer, the simulator's own work included (as

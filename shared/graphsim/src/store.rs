@@ -20,6 +20,9 @@ pub struct Folder {
     pub well_known: Option<String>,
     pub hidden: bool,
     pub seq: Seq,
+    /// A search folder (`mailSearchFolder`): a view of the messages of this source folder,
+    /// holding none of its own.
+    pub search: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -130,6 +133,7 @@ impl<T> Store<T> {
                 well_known: well_known.map(str::to_string),
                 hidden,
                 seq,
+                search: None,
             },
         );
         key

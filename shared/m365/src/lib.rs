@@ -257,6 +257,10 @@ impl M365Connector {
                     match self.g.get_json(&format!("/users/{oid}/drive"), None).await {
                         Ok(_) => true,
                         Err(f) if f.is_not_found() => false,
+                        Err(f @ Fail::Denied { .. }) => {
+                            tracing::warn!(error = %f, "a user's OneDrive is closed to the app; skipped");
+                            false
+                        }
                         Err(f) => return Err(f.into()),
                     }
                 };
@@ -369,8 +373,27 @@ impl Connector for M365Connector {
         let key = site.clone().unwrap_or_else(|| account.id.to_string());
         let mut run = Run::new(&self.g, tree, cur, key).await?;
         let flow = match site {
-            Some(_) => sites::backup(&mut run).await?,
-            None => self.backup_user(&mut run, account).await?,
+            Some(_) => sites::backup(&mut run).await,
+            None => self.backup_user(&mut run, account).await,
+        };
+        let flow = match flow {
+            Ok(f) => f,
+            // Graph asked for more patience than this run has (a `Retry-After` beyond its
+            // budget) or could not be reached, or it failed after this run stored content:
+            // what is stored is kept as a checkpoint, and the next run goes on from it
+            // rather than from the start. A failure that persists meets the next run before
+            // it stores anything, and is then returned, so pausing cannot go on for ever.
+            Err(e)
+                if run.worked
+                    && (e.is_retryable()
+                        || (matches!(e.kind(), engine::ErrorKind::Source(_))
+                            && run.tree.fetched_bytes() > 0)) =>
+            {
+                tracing::warn!(error = %e, "the backup stops here and goes on next run");
+                run.tree.pause();
+                Flow::Paused
+            }
+            Err(e) => return Err(e),
         };
         if flow == Flow::Done {
             run.cur.done.clear();

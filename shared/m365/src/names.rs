@@ -123,6 +123,78 @@ pub struct Cursor {
     /// next run goes on with the others instead of starting from the first again.
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub done: std::collections::BTreeSet<String>,
+    /// Items that failed (a 500 on a message's MIME, a 403, a broken download), by the
+    /// key of their collection: the delta link has moved past them, so they are asked for
+    /// again on every run until stored. At most [`MAX_RETRY`] per collection.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub retry: BTreeMap<String, Vec<Retry>>,
+    /// Collections with more failed items than the retry list keeps: enumerated again in
+    /// full on the next run, which fetches whatever the tree lacks.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub rescan: std::collections::BTreeSet<String>,
+}
+
+/// Failed items kept per collection before the collection is enumerated again instead.
+pub const MAX_RETRY: usize = 500;
+
+/// An item to fetch again: its Graph id, and for a message what its delta row said (so
+/// that a retry needs no listing).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Retry {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<RetryInfo>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetryInfo {
+    pub t: i64,
+    pub f: u64,
+    pub m: Vec<(String, String)>,
+    /// Read on its own rather than in a batch (it may be large).
+    #[serde(default)]
+    pub single: bool,
+}
+
+impl Cursor {
+    /// Remembers a failed item of collection `key` for the next run; past [`MAX_RETRY`]
+    /// the collection is enumerated again instead.
+    pub fn retry_later(&mut self, key: &str, r: Retry) {
+        if self.rescan.contains(key) {
+            return;
+        }
+        let list = self.retry.entry(key.to_string()).or_default();
+        if list.iter().any(|x| x.id == r.id) {
+            return;
+        }
+        if list.len() >= MAX_RETRY {
+            self.retry.remove(key);
+            self.rescan.insert(key.to_string());
+            return;
+        }
+        list.push(r);
+    }
+
+    /// Forgets a failed item once it is stored (or gone from the source).
+    pub fn retried(&mut self, key: &str, id: &str) {
+        if let Some(list) = self.retry.get_mut(key) {
+            list.retain(|x| x.id != id);
+            if list.is_empty() {
+                self.retry.remove(key);
+            }
+        }
+    }
+
+    /// Whether collection `key` must be enumerated again in full (see [`Cursor::rescan`]);
+    /// its retry list goes, since the enumeration finds every item the tree lacks.
+    pub fn take_rescan(&mut self, key: &str) -> bool {
+        if self.rescan.remove(key) {
+            self.retry.remove(key);
+            true
+        } else {
+            false
+        }
+    }
 }
 
 pub const CURSOR_VERSION: u32 = 1;
@@ -171,6 +243,30 @@ mod tests {
         );
         let s = serde_json::to_string(&c).unwrap();
         assert_eq!(Cursor::parse(Some(&s)), c);
+    }
+
+    #[test]
+    fn the_retry_list_is_bounded_by_a_rescan() {
+        let mut c = Cursor::parse(None);
+        let r = |id: &str| Retry {
+            id: id.into(),
+            info: None,
+        };
+        c.retry_later("mail:a", r("1"));
+        c.retry_later("mail:a", r("1"));
+        assert_eq!(c.retry["mail:a"].len(), 1);
+        c.retried("mail:a", "1");
+        assert!(c.retry.is_empty());
+        for i in 0..=MAX_RETRY {
+            c.retry_later("mail:a", r(&i.to_string()));
+        }
+        assert!(c.retry.is_empty());
+        assert!(c.rescan.contains("mail:a"));
+        let s = serde_json::to_string(&c).unwrap();
+        let mut back = Cursor::parse(Some(&s));
+        assert_eq!(back, c);
+        assert!(back.take_rescan("mail:a"));
+        assert!(!back.take_rescan("mail:a"));
     }
 
     #[test]

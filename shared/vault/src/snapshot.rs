@@ -28,6 +28,11 @@ pub struct ItemError {
     /// The item's path, shown escaped.
     pub path: String,
     pub message: String,
+    /// Not a failure, and not in the snapshot's `error_count`: an item that left the
+    /// source between its listing and its reading, or one stored with a caveat (a size
+    /// other than the listed one). Reported so that nothing changes without a word.
+    #[serde(default)]
+    pub note: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,14 +121,90 @@ pub struct SnapshotMeta {
     pub errors: Vec<ItemError>,
 }
 
+/// The first byte of side data written with notes beside errors. Side data of earlier
+/// builds starts with the cursor's option tag, 0 or 1, and is read as it was written.
+const META_V2: u8 = 2;
+
+/// Side data as builds before notes wrote it.
+#[derive(Deserialize)]
+struct MetaV1 {
+    cursor: Option<String>,
+    errors: Vec<ItemErrorV1>,
+}
+
+#[derive(Deserialize)]
+struct ItemErrorV1 {
+    path: String,
+    message: String,
+}
+
 impl SnapshotMeta {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        postcard::to_allocvec(self).expect("side data always serialises")
+        postcard::to_extend(self, vec![META_V2]).expect("side data always serialises")
     }
 
     pub(crate) fn decode(bytes: &[u8], what: &str) -> Result<Self> {
-        postcard::from_bytes(bytes)
-            .map_err(|e| Error::damaged(what, format!("side data does not parse: {e}")))
+        let bad =
+            |e: postcard::Error| Error::damaged(what, format!("side data does not parse: {e}"));
+        match bytes.split_first() {
+            Some((&META_V2, rest)) => postcard::from_bytes(rest).map_err(bad),
+            _ => {
+                let v1: MetaV1 = postcard::from_bytes(bytes).map_err(bad)?;
+                Ok(SnapshotMeta {
+                    cursor: v1.cursor,
+                    errors: v1
+                        .errors
+                        .into_iter()
+                        .map(|e| ItemError {
+                            path: e.path,
+                            message: e.message,
+                            note: false,
+                        })
+                        .collect(),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod meta_tests {
+    use super::*;
+
+    #[test]
+    fn side_data_of_earlier_builds_still_reads() {
+        #[derive(Serialize)]
+        struct V1<'a> {
+            cursor: Option<&'a str>,
+            errors: Vec<(&'a str, &'a str)>,
+        }
+        let old = postcard::to_allocvec(&V1 {
+            cursor: Some("c"),
+            errors: vec![("/a", "failed")],
+        })
+        .unwrap();
+        let m = SnapshotMeta::decode(&old, "t").unwrap();
+        assert_eq!(m.cursor.as_deref(), Some("c"));
+        assert_eq!(m.errors[0].message, "failed");
+        assert!(!m.errors[0].note);
+        let none = postcard::to_allocvec(&V1 {
+            cursor: None,
+            errors: vec![],
+        })
+        .unwrap();
+        assert_eq!(
+            SnapshotMeta::decode(&none, "t").unwrap(),
+            SnapshotMeta::default()
+        );
+        let new = SnapshotMeta {
+            cursor: None,
+            errors: vec![ItemError {
+                path: "/b".into(),
+                message: "vanished".into(),
+                note: true,
+            }],
+        };
+        assert_eq!(SnapshotMeta::decode(&new.encode(), "t").unwrap(), new);
     }
 }
 

@@ -164,12 +164,23 @@ impl SnapshotWriter {
         &self.stats
     }
 
-    /// Records an item that could not be backed up (or only with a caveat). Such failures
+    /// Records an item that could not be backed up. Such failures
     /// are reported with the snapshot; they do not fail it.
     pub fn record_error(&mut self, path: &ItemPath, message: impl Into<String>) {
         self.error_count += 1;
+        self.push_problem(path, message.into(), false);
+    }
+
+    /// Records something to know about an item that is not a failure (it vanished from the
+    /// source before it could be read; it was stored with a caveat): reported with the
+    /// snapshot, not counted in its errors.
+    pub fn record_note(&mut self, path: &ItemPath, message: impl Into<String>) {
+        self.push_problem(path, message.into(), true);
+    }
+
+    fn push_problem(&mut self, path: &ItemPath, message: String, note: bool) {
         if self.errors.len() < MAX_RECORDED_ERRORS {
-            let mut message = message.into();
+            let mut message = message;
             if message.len() > MAX_ERROR_BYTES {
                 let mut cut = MAX_ERROR_BYTES;
                 while !message.is_char_boundary(cut) {
@@ -181,6 +192,7 @@ impl SnapshotWriter {
             self.errors.push(ItemError {
                 path: path.to_string(),
                 message,
+                note,
             });
         }
     }
@@ -189,7 +201,8 @@ impl SnapshotWriter {
     pub fn resume_errors(&mut self, errors: Vec<ItemError>, count: u64) {
         self.errors = errors;
         self.errors.truncate(MAX_RECORDED_ERRORS);
-        self.error_count = count.max(self.errors.len() as u64);
+        let failures = self.errors.iter().filter(|e| !e.note).count() as u64;
+        self.error_count = count.max(failures);
     }
 
     pub fn errors(&self) -> &[ItemError] {

@@ -581,6 +581,13 @@ impl AccountTree {
         self.writer.record_error(path, message);
     }
 
+    /// Records what a report should say about an item that is not a failure (it vanished
+    /// from the source between listing and reading; it was stored with a caveat): shown
+    /// with the snapshot, not counted among its errors.
+    pub fn record_note(&mut self, path: &ItemPath, message: impl Into<String>) {
+        self.writer.record_note(path, message);
+    }
+
     /// Bytes of content the connector handed over in this run.
     pub fn fetched_bytes(&self) -> u64 {
         self.fetched_bytes

@@ -66,6 +66,19 @@ pub async fn download(
             "The download URL has expired.",
         );
     }
+    // Downloads fail as Graph's requests do: scripted faults match `_dl/{drive}/{item}`,
+    // and the rates apply.
+    let n = shared
+        .counter
+        .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let segs = ["_dl".to_string(), tok.d.clone(), tok.i.clone()];
+    if let Some(e) = crate::server::injected(&shared, &segs, n) {
+        return crate::server::error_response(e);
+    }
+    if let Some(e) = crate::hostile::forbidden_item(&shared, &tok.i) {
+        return crate::server::error_response(e);
+    }
+    let extra = crate::hostile::extra_bytes(&shared, &tok.i);
     let (content, name) = {
         let sim = shared.sim();
         let Some(item) = sim
@@ -88,7 +101,8 @@ pub async fn download(
         };
         (c, item.name.clone())
     };
-    let len = content.len();
+    let listed = content.len();
+    let len = listed + extra;
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
@@ -111,15 +125,50 @@ pub async fn download(
         },
     };
     // Generated content is produced outside the lock; large ranges cost time, not memory held.
-    let bytes = tokio::task::spawn_blocking(move || content.range(start, end))
-        .await
-        .unwrap_or_default();
+    let id = tok.i.clone();
+    let bytes = tokio::task::spawn_blocking(move || {
+        let mut b = content.range(start.min(listed), end.min(listed));
+        if end > listed {
+            let more = crate::hostile::enrichment(&id, extra);
+            b.extend_from_slice(
+                &more[(start.max(listed) - listed) as usize..(end - listed) as usize],
+            );
+        }
+        b
+    })
+    .await
+    .unwrap_or_default();
+    let stall = crate::hostile::stall_download(&shared, &tok.i) && bytes.len() > 1;
+    let cut = stall || (crate::hostile::cut_download(&shared, &tok.i) && bytes.len() > 1);
     {
+        // What was sent: half the bytes of a download that breaks off.
+        let sent = if cut { bytes.len() / 2 } else { bytes.len() };
         let mut stats = lock(&shared.stats);
         stats.downloads += 1;
-        stats.downloaded_bytes += bytes.len() as u64;
+        stats.downloaded_bytes += sent as u64;
     }
-    let mut resp = (status, bytes).into_response();
+    let mut resp = if cut {
+        // Half the bytes, then the connection drops: the client sees a body that ends in
+        // an error, not a short success, as the full length was announced.
+        let served = bytes.len();
+        let half = bytes::Bytes::from(bytes).slice(..served / 2);
+        use futures::StreamExt;
+        let head = futures::stream::iter([Ok::<_, std::io::Error>(half)]);
+        // The drop comes a moment later, once what was sent has left: a connection that
+        // fails with the headers unsent is a failed request, not a broken download.
+        let wait = if stall { 3_600_000 } else { 50 };
+        let drop = futures::stream::once(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+            Err(std::io::Error::other("the connection was dropped"))
+        });
+        let mut r = (status, axum::body::Body::from_stream(head.chain(drop))).into_response();
+        if let Ok(v) = HeaderValue::from_str(&served.to_string()) {
+            r.headers_mut().insert(header::CONTENT_LENGTH, v);
+        }
+        r
+    } else {
+        (status, bytes).into_response()
+    };
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_TYPE,

@@ -30,7 +30,11 @@ pub(super) fn messages(
     user: &str,
     folder_id: &str,
 ) -> Result<Response> {
-    let f = folder_key(&sim.mailboxes[u].mail, folder_id)?;
+    // A folder deleted since it was listed: Exchange has no sync state for it.
+    let f = folder_key(&sim.mailboxes[u].mail, folder_id)
+        .map_err(|_| crate::hostile::sync_folder_not_found())?;
+    // A search folder holds no messages of its own: its delta shows its source folder's.
+    let f = sim.mailboxes[u].mail.folders[&f].search.unwrap_or(f);
     let tok = delta_state(ctx, sim, "message", u, f, MESSAGE_LIMITS)?;
     let received_filter = match tok
         .extra

@@ -13,7 +13,7 @@ use crate::server::{json as json_resp, ok, Ctx};
 use crate::store::{Entry, Folder, Store};
 
 pub(super) fn render_folder(store: &Store<Message>, f: &Folder) -> Value {
-    let items: Vec<&Entry<Message>> = store.in_folder(f.key).collect();
+    let items: Vec<&Entry<Message>> = store.in_folder(f.search.unwrap_or(f.key)).collect();
     let size: u64 = items
         .iter()
         .map(|e| {
@@ -25,7 +25,7 @@ pub(super) fn render_folder(store: &Store<Message>, f: &Folder) -> Value {
                     .sum::<u64>()
         })
         .sum();
-    json!({
+    let mut v = json!({
         "id": f.id,
         "displayName": f.name,
         "parentFolderId": f.parent.and_then(|p| store.folders.get(&p)).map(|p| p.id.clone()).unwrap_or_else(|| root_id(store)),
@@ -34,7 +34,16 @@ pub(super) fn render_folder(store: &Store<Message>, f: &Folder) -> Value {
         "totalItemCount": items.len(),
         "sizeInBytes": size,
         "isHidden": f.hidden,
-    })
+    });
+    if let Some(source) = f.search.and_then(|k| store.folders.get(&k)) {
+        // Graph lists search folders among the others, told apart by their type only.
+        v["@odata.type"] = json!("#microsoft.graph.mailSearchFolder");
+        v["isSupported"] = json!(true);
+        v["includeNestedFolders"] = json!(false);
+        v["sourceFolderIds"] = json!([source.id]);
+        v["filterQuery"] = json!("isRead eq false");
+    }
+    v
 }
 
 /// The id of the mailbox's root folder (`msgfolderroot`), parent of the top-level folders.

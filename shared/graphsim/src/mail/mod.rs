@@ -132,6 +132,12 @@ pub fn route(ctx: &Ctx<'_>, sim: &mut Sim, user: &str, rest: &[String]) -> Resul
             )
         }
         (Method::GET, ["mailfolders", _, "messages", "delta"]) => {
+            if crate::hostile::deleted_before_delta(ctx.shared, r[1]) {
+                if let Some(f) = sim.mailboxes[u].mail.folder_key(r[1]) {
+                    let seq = sim.next_seq();
+                    sim.mailboxes[u].mail.delete_folder(f, seq);
+                }
+            }
             delta::messages(ctx, sim, u, user, r[1])
         }
         (Method::POST, ["mailfolders", _, "messages"]) => {

@@ -90,13 +90,19 @@ fn print_backup(task: &TaskId, s: &SnapshotRecord, errors: &[ItemError]) {
         "snapshot {} of {task}/{}: {} items ({} read), {} folders, {} bytes; stored {} new bytes in {} blobs, {} packs",
         s.id, s.account, st.items, st.items_read, st.folders, st.bytes, st.stored_bytes, st.new_blobs, st.packs_written
     );
+    let (notes, failures): (Vec<&ItemError>, Vec<&ItemError>) = errors.iter().partition(|e| e.note);
     if s.error_count > 0 {
         eprintln!("lifeboat: {} items had problems:", s.error_count);
-        for e in errors {
+        for e in &failures {
             eprintln!("  {}: {}", e.path, e.message);
         }
-        if s.error_count as usize > errors.len() {
-            eprintln!("  … and {} more", s.error_count as usize - errors.len());
+        if s.error_count as usize > failures.len() {
+            eprintln!("  … and {} more", s.error_count as usize - failures.len());
         }
+    }
+    // Not failures (an item deleted at the source while the backup ran, a file stored
+    // with a size other than the listed one), but nothing changes without a word.
+    for e in notes {
+        eprintln!("lifeboat: note: {}: {}", e.path, e.message);
     }
 }

@@ -16,9 +16,18 @@ pub enum Fail {
         what: String,
     },
     Auth(String),
+    /// 403: the app may not read this resource (an item flagged as malware, a message or
+    /// a site it is denied). It costs that item or that site, not the run.
+    Denied {
+        code: String,
+        message: String,
+    },
     Throttled(String),
     Unavailable(String),
     Protocol(String),
+    /// A download that broke off more often than it is resumed: it costs that file, which
+    /// is asked for again next run, not the run.
+    Broken(String),
 }
 
 impl Fail {
@@ -31,6 +40,32 @@ impl Fail {
 
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)
+    }
+
+    /// A collection deleted since it was listed: Exchange has no sync state for a folder
+    /// that is gone (`ErrorSyncFolderNotFound`), and answers 404 for it.
+    pub fn is_collection_gone(&self) -> bool {
+        match self {
+            Fail::Status { status, code, .. } => {
+                *status == 404 || code.eq_ignore_ascii_case("ErrorSyncFolderNotFound")
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the failure costs only the item it was about: the item is recorded as
+    /// failed and retried on the next run. Graph's 4xx and 5xx answers to one item's
+    /// request and a 403 for it (malware, access denied) do; losing the token, or
+    /// throttling beyond what the run can wait, do not.
+    pub fn costs_one_item(&self) -> bool {
+        !self.is_fatal() || matches!(self, Fail::Denied { .. })
+    }
+
+    /// Whether the run should stop here and go on later from a checkpoint: the service
+    /// asked for more patience than this run has (`Retry-After` beyond its budget) or
+    /// could not be reached. Nothing about the data is wrong.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Fail::Throttled(_) | Fail::Unavailable(_))
     }
 
     /// A delta or sync token the service no longer accepts: the collection must be
@@ -50,7 +85,10 @@ impl Fail {
     /// Whether the whole run must stop (credentials, throttling beyond the cap, an
     /// unreachable service) rather than one item being recorded as failed.
     pub fn is_fatal(&self) -> bool {
-        !matches!(self, Fail::Status { .. } | Fail::Protocol(_))
+        !matches!(
+            self,
+            Fail::Status { .. } | Fail::Protocol(_) | Fail::Broken(_)
+        )
     }
 }
 
@@ -66,9 +104,12 @@ impl std::fmt::Display for Fail {
                 f,
                 "Microsoft Graph answered {status} {code} to {what}: {message}"
             ),
-            Fail::Auth(m) | Fail::Throttled(m) | Fail::Unavailable(m) | Fail::Protocol(m) => {
-                f.write_str(m)
-            }
+            Fail::Auth(m)
+            | Fail::Throttled(m)
+            | Fail::Unavailable(m)
+            | Fail::Protocol(m)
+            | Fail::Broken(m) => f.write_str(m),
+            Fail::Denied { message, .. } => f.write_str(message),
         }
     }
 }
@@ -84,9 +125,9 @@ impl From<Fail> for engine::Error {
             }
             Fail::Status { status, .. } if *status >= 500 => SourceErrorKind::Unavailable,
             Fail::Status { .. } | Fail::Protocol(_) => SourceErrorKind::Protocol,
-            Fail::Auth(_) => SourceErrorKind::Auth,
+            Fail::Auth(_) | Fail::Denied { .. } => SourceErrorKind::Auth,
             Fail::Throttled(_) => SourceErrorKind::Throttled,
-            Fail::Unavailable(_) => SourceErrorKind::Unavailable,
+            Fail::Unavailable(_) | Fail::Broken(_) => SourceErrorKind::Unavailable,
         };
         engine::Error::source(kind, f.to_string())
     }

@@ -34,6 +34,9 @@ use token::{scope_for, Token};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
+/// How long a request may wait for its next bytes.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// A request body.
 #[derive(Clone)]
 pub enum Body {
@@ -76,6 +79,20 @@ fn what(method: &Method, url: &str) -> String {
     format!("{method} {path}")
 }
 
+fn http_client(read_timeout: Duration) -> engine::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        // Redirects are followed by hand: a download's redirect leaves Graph, and the
+        // bearer token must not follow it.
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(30))
+        // Every request, a download's body included, fails when nothing arrives for this
+        // long, so a stalled connection cannot hold a run until its end; a download that
+        // breaks off is resumed where it stopped.
+        .read_timeout(read_timeout)
+        .build()
+        .map_err(|e| engine::Error::Invalid(format!("cannot build an HTTP client: {e}")))
+}
+
 impl Graph {
     /// # Errors
     /// `Invalid` when the HTTP client cannot be built.
@@ -86,13 +103,7 @@ impl Graph {
         client_id: &str,
         secret: Zeroizing<String>,
     ) -> engine::Result<Graph> {
-        let http = reqwest::Client::builder()
-            // Redirects are followed by hand: a download's redirect leaves Graph, and the
-            // bearer token must not follow it.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| engine::Error::Invalid(format!("cannot build an HTTP client: {e}")))?;
+        let http = http_client(READ_TIMEOUT)?;
         let graph = graph_url.trim_end_matches('/');
         let root = if graph.ends_with("/v1.0") {
             graph.to_string()
@@ -117,6 +128,16 @@ impl Graph {
             throttle: Throttle::default(),
             budgets: budgets_of(format!("{graph} {login_url} {tenant} {client_id}")),
         })
+    }
+
+    /// Sets how long a request may wait for its next bytes ([`READ_TIMEOUT`] unless set),
+    /// so that tests can stall a connection without waiting minutes.
+    ///
+    /// # Errors
+    /// `Invalid` when the HTTP client cannot be built.
+    pub fn set_read_timeout(&mut self, t: Duration) -> engine::Result<()> {
+        self.http = http_client(t)?;
+        Ok(())
     }
 
     /// An absolute URL for a Graph path (`/users`), or the URL itself (a next link).

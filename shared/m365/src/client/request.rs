@@ -184,10 +184,21 @@ impl Graph {
                 (401, Fail::Status { code, message, .. }) => Fail::Auth(format!(
                     "Microsoft Graph refused the app's token for {what} ({code}: {message}); check the app's credentials"
                 )),
+                (403, Fail::Status { code, .. }) if code.eq_ignore_ascii_case("malwareDetected") => {
+                    Fail::Denied {
+                        code: code.clone(),
+                        message: format!(
+                            "Microsoft 365 flagged this file as malware and will not serve it ({what})"
+                        ),
+                    }
+                }
                 (403, Fail::Status { code, message, .. }) if code != "ErrorQuotaExceeded" => {
-                    Fail::Auth(format!(
-                        "Microsoft Graph denied {what} ({code}: {message}); grant the app the application permissions it needs"
-                    ))
+                    Fail::Denied {
+                        code: code.clone(),
+                        message: format!(
+                            "Microsoft Graph denied {what} ({code}: {message}); grant the app the application permissions it needs"
+                        ),
+                    }
                 }
                 _ => fail,
             });

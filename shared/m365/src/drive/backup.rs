@@ -38,6 +38,12 @@ pub async fn backup(run: &mut Run<'_>, d: &DriveRef) -> engine::Result<Flow> {
             ],
         )
         .await?;
+    if run.cur.take_rescan(&key) {
+        // More files failed than the retry list keeps: enumerate the drive again, which
+        // downloads whatever the tree lacks.
+        t.d = None;
+        t.n = None;
+    }
     let start = format!("/drives/{}/root/delta", d.id);
     let mut url = match t.n.clone().or_else(|| t.d.clone()) {
         Some(u) => u,
@@ -49,6 +55,10 @@ pub async fn backup(run: &mut Run<'_>, d: &DriveRef) -> engine::Result<Flow> {
     let mut restarted = false;
     let mut deleted: Vec<String> = Vec::new();
     let mut orphans: Vec<Value> = Vec::new();
+    let again = retries(run, d, &key).await?;
+    if !again.is_empty() {
+        apply(run, d, &mut t, &again, &mut deleted, &mut orphans, &key).await?;
+    }
     loop {
         if run.out_of_time() {
             apply_deletions(run, &mut deleted).await?;
@@ -75,8 +85,17 @@ pub async fn backup(run: &mut Run<'_>, d: &DriveRef) -> engine::Result<Flow> {
             .get("value")
             .and_then(Value::as_array)
             .ok_or_else(|| Fail::Protocol("a drive delta page without a value".into()))?;
-        apply(run, d, &mut t, rows, &mut deleted, &mut orphans).await?;
+        let complete = apply(run, d, &mut t, rows, &mut deleted, &mut orphans, &key).await?;
         run.worked = true;
+        if !complete {
+            // Out of time within the page: it is read again next run, and the files
+            // stored from it are recognised and not downloaded again.
+            apply_deletions(run, &mut deleted).await?;
+            t.n = Some(url);
+            run.set_track(&key, t);
+            run.tree.pause();
+            return Ok(Flow::Paused);
+        }
         if let Some(next) = page.get("@odata.nextLink").and_then(Value::as_str) {
             url = next.to_string();
             t.n = Some(url.clone());
@@ -109,6 +128,35 @@ pub async fn backup(run: &mut Run<'_>, d: &DriveRef) -> engine::Result<Flow> {
     run.set_track(&key, t);
     run.cur.done.insert(key);
     Ok(Flow::Done)
+}
+
+/// The current rows of the files that failed on earlier runs (one request each); those
+/// deleted since are reported as vanished and forgotten.
+async fn retries(run: &mut Run<'_>, d: &DriveRef, key: &str) -> engine::Result<Vec<Value>> {
+    let ids: Vec<String> = match run.cur.retry.get(key) {
+        Some(list) => list.iter().map(|r| r.id.clone()).collect(),
+        None => return Ok(Vec::new()),
+    };
+    let mut rows = Vec::new();
+    for id in ids {
+        match run
+            .g
+            .get_json(&format!("/drives/{}/items/{id}", d.id), None)
+            .await
+        {
+            Ok(row) => rows.push(row),
+            Err(f) if f.is_not_found() => {
+                tracing::debug!("a file that failed before was deleted since");
+                run.cur.retried(key, &id);
+            }
+            Err(f) if !f.costs_one_item() => return Err(f.into()),
+            Err(f) => run.tree.record_error(
+                &d.path,
+                format!("a file that failed before could not be asked for again ({f}); it is asked for next run"),
+            ),
+        }
+    }
+    Ok(rows)
 }
 
 /// A full enumeration: the drive's current content waits in staging, items come back
@@ -186,6 +234,8 @@ fn file_info(row: &Value) -> ItemInfo {
     }
 }
 
+/// Applies delta rows to the drive's folder and downloads the files they name. Returns
+/// `false` when the run's time ran out before every file was read.
 async fn apply(
     run: &mut Run<'_>,
     d: &DriveRef,
@@ -193,7 +243,8 @@ async fn apply(
     rows: &[Value],
     deleted: &mut Vec<String>,
     orphans: &mut Vec<Value>,
-) -> engine::Result<()> {
+    key: &str,
+) -> engine::Result<bool> {
     let mut downloads: Vec<(ItemPath, ItemInfo, String, u64)> = Vec::new();
     // Rows whose parent is not known yet are tried again after the others (and after
     // the rest of the round): the feed does not promise parents first.
@@ -272,7 +323,18 @@ async fn apply(
             let info = file_info(&row);
             let size = row["size"].as_u64().unwrap_or(0);
             match run.tree.item(&path).await? {
-                Some(e) if e.fingerprint == info.fingerprint && e.size == size => {
+                // A file stored as served with another size than listed keeps the listed
+                // one beside it.
+                Some(e)
+                    if e.fingerprint == info.fingerprint
+                        && (e.size == size
+                            || crate::run::meta_of(&e.meta, "listed_size")
+                                == Some(size.to_string().as_str())) =>
+                {
+                    let mut info = info;
+                    if e.size != size {
+                        info.meta.push(("listed_size".into(), size.to_string()));
+                    }
                     run.update_meta(&path, &info).await?;
                     run.note(&path, Some(&id));
                 }
@@ -294,5 +356,5 @@ async fn apply(
         }
     }
     *orphans = queue;
-    fetch(run, downloads).await
+    fetch(run, key, downloads).await
 }

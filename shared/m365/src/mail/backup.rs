@@ -28,7 +28,7 @@ pub(crate) async fn folders(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
             for f in folders? {
                 let id = s(&f, "id");
                 let name = s(&f, "displayName");
-                if id.is_empty() {
+                if id.is_empty() || is_search_folder(&f) {
                     continue;
                 }
                 let path = parent.join(&seg(name)).expect("valid segment");
@@ -57,6 +57,13 @@ pub(crate) async fn folders(run: &Run<'_>) -> Result<Vec<Coll>, Fail> {
         level = next;
     }
     Ok(out)
+}
+
+/// A search folder (`mailSearchFolder`) is a saved search: it shows messages that live in
+/// other folders, which are backed up there. Backed up as a folder, it would hold a second
+/// copy of each, and a message's one place in the tree would move between the two.
+fn is_search_folder(f: &Value) -> bool {
+    s(f, "@odata.type").eq_ignore_ascii_case("#microsoft.graph.mailSearchFolder")
 }
 
 /// Metadata of a message from its delta row.

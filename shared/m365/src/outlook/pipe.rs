@@ -5,7 +5,7 @@
 
 use super::round::folder_done;
 use crate::client::{BatchRequest, Fail, Graph, BATCH_MAX, MAILBOX_CONCURRENCY};
-use crate::names::Track;
+use crate::names::{Retry, RetryInfo, Track};
 use crate::run::Run;
 use bytes::Bytes;
 use domain::ItemPath;
@@ -32,6 +32,11 @@ pub(super) struct Fetch {
 pub(super) type Job = Vec<(Fetch, std::sync::Arc<str>)>;
 /// A job's messages (with their folders' keys) and what was read.
 pub(super) type Fetched = Vec<(Fetch, std::sync::Arc<str>, Result<Bytes, Fail>)>;
+
+/// What a report says of a message deleted between its listing and its reading: not a
+/// failure, since there is nothing left to keep.
+const VANISHED: &str =
+    "vanished: the message was deleted at the source after it was listed; nothing to keep";
 
 /// Jobs queued beyond those under way before the next delta page is asked for.
 pub(super) const QUEUE_LOW: u64 = FETCHES_AHEAD as u64 + 4;
@@ -186,13 +191,30 @@ impl Pipe {
                 Ok(mime) => {
                     run.tree.put_item(&f.path, f.info, mime).await?;
                     run.note(&f.path, None);
+                    run.cur.retried(&key, &f.id);
                 }
-                Err(e) if e.is_not_found() => run.tree.record_error(
-                    &f.path,
-                    "the message was deleted at the source before it could be read",
-                ),
-                Err(e) if e.is_fatal() => return Err(e.into()),
-                Err(e) => run.tree.record_error(&f.path, e.to_string()),
+                Err(e) if e.is_not_found() => {
+                    run.tree.record_note(&f.path, VANISHED);
+                    run.cur.retried(&key, &f.id);
+                }
+                Err(e) if !e.costs_one_item() => return Err(e.into()),
+                Err(e) => {
+                    run.tree
+                        .record_error(&f.path, format!("{e}; it is asked for again next run"));
+                    let info = RetryInfo {
+                        t: f.info.mtime_ns,
+                        f: f.info.fingerprint,
+                        m: f.info.meta,
+                        single: f.single,
+                    };
+                    run.cur.retry_later(
+                        &key,
+                        Retry {
+                            id: f.id,
+                            info: Some(info),
+                        },
+                    );
+                }
             }
             let left = self.outstanding.entry(key.clone()).or_default();
             *left = left.saturating_sub(1);
@@ -205,6 +227,11 @@ impl Pipe {
         }
         self.stored += 1;
         Ok(())
+    }
+
+    /// Whether messages of folder `key` are still being fetched.
+    pub(super) fn has_outstanding(&self, key: &str) -> bool {
+        self.outstanding.contains_key(key)
     }
 
     pub(super) async fn finish_folder(

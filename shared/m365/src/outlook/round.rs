@@ -30,6 +30,15 @@ pub(super) async fn round(
     let g = run.g;
     let mailbox = run.mailbox.clone();
     let mut t: Track = run.track(&c.key);
+    if run.cur.take_rescan(&c.key) {
+        // More items failed than the retry list keeps: enumerate the folder again, which
+        // fetches whatever the tree lacks.
+        t.d = None;
+        t.n = None;
+    }
+    if kind == Kind::Mail {
+        pipe.submit(&c.key, retries(run, c));
+    }
     let mut url = match t.n.clone().or_else(|| t.d.clone()) {
         Some(u) => u,
         None => {
@@ -53,6 +62,10 @@ pub(super) async fn round(
         };
         let body = match asked {
             Ok(p) => p,
+            Err(f) if f.is_collection_gone() => {
+                folder_gone(run, c, pipe).await?;
+                return Ok(Flow::Done);
+            }
             Err(f) if f.is_expired_token() && !restarted => {
                 // The service forgot our place: enumerate the folder again, keeping what
                 // the tree has in staging so that nothing is downloaded or stored twice.
@@ -117,6 +130,47 @@ pub(super) async fn folder_done(run: &mut Run<'_>, key: &str, mut t: Track) -> e
     }
     run.set_track(key, t);
     run.cur.done.insert(key.to_string());
+    Ok(())
+}
+
+/// The messages of this folder that failed on earlier runs, fetched again (from what
+/// their delta rows said, so no listing is needed).
+fn retries(run: &Run<'_>, c: &Coll) -> Vec<Fetch> {
+    let Some(list) = run.cur.retry.get(&c.key) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(|r| {
+            let i = r.info.clone()?;
+            Some(Fetch {
+                path: c.path.join(&item_name(&r.id, Kind::Mail.ext())).ok()?,
+                id: r.id.clone(),
+                info: ItemInfo {
+                    mtime_ns: i.t,
+                    fingerprint: i.f,
+                    meta: i.m,
+                },
+                single: i.single || !run.g.throttle.batch,
+            })
+        })
+        .collect()
+}
+
+/// A folder deleted at the source after it was listed (its delta has no sync state): it
+/// goes from the backup as a deleted folder does, at no cost to the account.
+async fn folder_gone(run: &mut Run<'_>, c: &Coll, pipe: &Pipe) -> engine::Result<()> {
+    tracing::info!("a folder was deleted at the source while the backup ran");
+    run.cur.retry.remove(&c.key);
+    run.cur.done.insert(c.key.clone());
+    if pipe.has_outstanding(&c.key) {
+        // Messages of an earlier page are still being fetched into it: the folder keeps
+        // its track, and the next run's listing, which no longer has it, removes it.
+        return Ok(());
+    }
+    run.cur.tracks.remove(&c.key);
+    if !c.path.is_root() && run.tree.has_folder(&c.path).await? {
+        run.tree.remove(&c.path).await?;
+    }
     Ok(())
 }
 

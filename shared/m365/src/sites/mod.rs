@@ -89,6 +89,12 @@ pub async fn accounts(
         match pages(g, &format!("/sites/{}/sites?$top=200", s(&site, "id"))).await {
             Ok(subs) => queue.extend(subs),
             Err(f) if f.is_not_found() => {}
+            // A site closed to the app (locked, or its permissions changed) costs that
+            // site: it stays an account, whose backups say why they fail, and the others
+            // are found as before.
+            Err(f @ crate::client::Fail::Denied { .. }) => {
+                tracing::warn!(error = %f, "a site refused the app; its sub-sites are not listed");
+            }
             Err(f) => return Err(f.into()),
         }
     }
