@@ -183,7 +183,14 @@ async fn backup_now(
         Some(a) => format!("backup#{a}"),
         None => "backup".to_string(),
     };
-    cool_down(&st, e.tenant(), &t.name, &what, jobs::cooldown::BACKUP_COOLDOWN).await?;
+    cool_down(
+        &st,
+        e.tenant(),
+        &t.name,
+        &what,
+        jobs::cooldown::BACKUP_COOLDOWN,
+    )
+    .await?;
     // The same jobs a scheduled day queues: one per account (a whole task's accounts as
     // the catalog knows them, plus a listing job for a connector task's new ones).
     let jobs = match &account {
@@ -410,7 +417,14 @@ async fn export(
     let snap = e.resolve_snapshot(&t, &r.snapshot, Some(&a)).await?;
     let include = check_includes(&e, &t, &snap, &r.include).await?;
     let what = format!("export#{a}");
-    cool_down(&st, e.tenant(), &t.name, &what, jobs::cooldown::EXPORT_COOLDOWN).await?;
+    cool_down(
+        &st,
+        e.tenant(),
+        &t.name,
+        &what,
+        jobs::cooldown::EXPORT_COOLDOWN,
+    )
+    .await?;
     let job = JobKind::Export(ExportJob {
         job: jobs::transfer::new_job_id(st.ports.clock.now()),
         tenant: e.tenant().clone(),

@@ -374,7 +374,11 @@ async fn browse_search_backup_restore_export_and_bill() {
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::TOO_MANY_REQUESTS);
-    let wait: u64 = again.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u64 = again.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=15 * 60).contains(&wait), "{wait}");
     let body: Value = again.json().await.unwrap();
     assert_eq!(body["error"]["code"], "cooldown", "{body}");
@@ -557,9 +561,9 @@ async fn browse_search_backup_restore_export_and_bill() {
         )
         .await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{v}");
-    s.env
-        .clock
-        .advance(chrono::Duration::seconds(jobs::cooldown::EXPORT_COOLDOWN.as_secs() as i64));
+    s.env.clock.advance(chrono::Duration::seconds(
+        jobs::cooldown::EXPORT_COOLDOWN.as_secs() as i64,
+    ));
     let (st, again) = s
         .call(
             Some("acme"),

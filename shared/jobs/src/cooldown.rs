@@ -83,7 +83,10 @@ mod tests {
         let catalog = env.catalog.clone();
         let t0 = Utc.with_ymd_and_hms(2026, 12, 3, 10, 0, 0).unwrap();
         let cool = Duration::from_secs(900);
-        assert_eq!(claim(catalog.as_ref(), &key(), t0, cool).await.unwrap(), None);
+        assert_eq!(
+            claim(catalog.as_ref(), &key(), t0, cool).await.unwrap(),
+            None
+        );
         let later = t0 + chrono::Duration::seconds(600);
         assert_eq!(
             claim(catalog.as_ref(), &key(), later, cool).await.unwrap(),
@@ -91,7 +94,10 @@ mod tests {
         );
         // Once it is over, the next request goes ahead and starts a new cooldown.
         let after = t0 + chrono::Duration::seconds(900);
-        assert_eq!(claim(catalog.as_ref(), &key(), after, cool).await.unwrap(), None);
+        assert_eq!(
+            claim(catalog.as_ref(), &key(), after, cool).await.unwrap(),
+            None
+        );
         assert!(claim(catalog.as_ref(), &key(), after, cool)
             .await
             .unwrap()
