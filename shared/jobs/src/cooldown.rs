@@ -110,9 +110,10 @@ mod tests {
         let catalog = env.catalog.clone();
         let t0 = Utc.with_ymd_and_hms(2026, 12, 3, 10, 0, 0).unwrap();
         let cool = Duration::from_secs(120);
+        let k = key();
         let (a, b) = tokio::join!(
-            claim(catalog.as_ref(), &key(), t0, cool),
-            claim(catalog.as_ref(), &key(), t0, cool)
+            claim(catalog.as_ref(), &k, t0, cool),
+            claim(catalog.as_ref(), &k, t0, cool)
         );
         let went = [a.unwrap(), b.unwrap()]
             .iter()
